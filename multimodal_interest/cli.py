@@ -1,0 +1,41 @@
+"""The ``mmi`` command line: one sub-command per module in :mod:`multimodal_interest.commands`.
+
+Sub-command modules are imported only when chosen, so ``mmi --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# name -> (module under multimodal_interest.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "embed": ("embed", "encode a catalog's items into the embedding store"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = argparse.ArgumentParser(prog="mmi", description="Cross-platform user interest transfer.")
+    top.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    top.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
+    top.epilog = "commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in sorted(COMMANDS.items()))
+    top.formatter_class = argparse.RawDescriptionHelpFormatter
+    # Only the options before the command belong to `mmi` itself.
+    split = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    ns = top.parse_args(argv[:split + 1])
+    if ns.command is None:
+        top.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(f"multimodal_interest.commands.{COMMANDS[ns.command][0]}")
+    parser = argparse.ArgumentParser(prog=f"mmi {ns.command}", description=COMMANDS[ns.command][1])
+    module.build_parser(parser)
+    args = parser.parse_args(argv[split + 1:])
+    return int(module.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
