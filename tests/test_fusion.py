@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,16 @@ from fusion import (FusionConfig, InterestConfig, InterestModel, TargetConfig, g
                     list_adapters)
 
 TEXT, IMAGE, N_ART, N_OFFICE, N_EXT = 24, 16, 60, 40, 30
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tiny models run several times faster on one thread when the cores are shared
+    (OpenMP threads wait on each other); no result depends on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_model(targets: dict[str, TargetConfig] | None = None, pooling: str = "attention",
@@ -48,6 +61,12 @@ def histories(B: int = 6, L: int = 9, seed: int = 2) -> tuple[torch.Tensor, torc
     lengths = torch.randint(1, L + 1, (B,), generator=g)
     mask = torch.arange(L)[None, :] < lengths[:, None]
     return items, mask
+
+
+def test_fusion_is_a_pure_torch_library():
+    code = ("import sys, fusion; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('multimodal_interest', 'accelerate', 'encoders')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
 # ---------------------------------------------------------------------------- masking
@@ -148,6 +167,10 @@ def test_mixed_platform_histories():
         mixed = model.encode_users(items % N_OFFICE, mask, office)
     assert torch.allclose(by_name, by_index, atol=1e-6)
     assert torch.isfinite(mixed).all() and torch.allclose(mixed.norm(dim=1), torch.ones(4))
+    model.set_item_features("office", {"text": torch.randn(N_OFFICE, TEXT)})  # office tokens read these
+    with torch.no_grad():
+        assert not torch.allclose(model.encode_users(items % N_OFFICE, mask, office), mixed, atol=1e-3)
+        assert torch.equal(model.encode_users(items, mask, "art"), by_name)
 
 
 # ---------------------------------------------------------------------------- scoring forms
