@@ -200,6 +200,12 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
+def read_config(cls: type[C], folder: str | os.PathLike) -> C:
+    """Dataclass ``cls`` from ``folder/config.json``; errors name the file."""
+    path = Path(folder) / CONFIG_FILE
+    return from_dict(cls, read_json(path), str(path))
+
+
 def save_weights(module: nn.Module, folder: str | os.PathLike) -> None:
     """``module``'s state dict as ``folder/model.safetensors`` (atomic; no pickle)."""
     from safetensors.torch import save_file

@@ -34,7 +34,7 @@ from torch import nn
 
 from fusion.adapters import Adapter, create_adapter
 from fusion.config import (CONFIG_FILE, FusionConfig, InterestConfig, TargetConfig, check_name,
-                           from_dict, load_weights, read_json, write_json)
+                           from_dict, load_weights, read_config, read_json, write_json)
 from fusion.items import ItemSpace
 from fusion.transformer import FusionTransformer
 
@@ -225,11 +225,8 @@ class InterestModel(nn.Module):
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
                    if p["role"] == "item_space"}
-        try:
-            fusion_config = FusionConfig.from_dict(read_json(fusion / CONFIG_FILE))
-        except ValueError as e:
-            raise ValueError(f"{fusion / CONFIG_FILE}: {e}") from None
-        model = cls(InterestConfig(fusion_config, targets), manifest.get("encoder_fingerprints"))
+        model = cls(InterestConfig(read_config(FusionConfig, fusion), targets),
+                    manifest.get("encoder_fingerprints"))
         if encoder_fingerprints is not None:
             model.check_fingerprints(encoder_fingerprints)
         load_weights(model.fusion, fusion)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.config import CONFIG_FILE, FusionConfig, load_weights, read_json, save_weights, write_json
+from fusion.config import CONFIG_FILE, FusionConfig, load_weights, read_config, save_weights, write_json
 from fusion.items import ItemEmbedder
 
 
@@ -178,11 +178,6 @@ class FusionTransformer(nn.Module):
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> FusionTransformer:
-        path = Path(folder) / CONFIG_FILE
-        try:
-            config = FusionConfig.from_dict(read_json(path))
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        model = cls(config)
+        model = cls(read_config(FusionConfig, folder))
         load_weights(model, folder)
         return model

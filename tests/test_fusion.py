@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusion import (FusionConfig, InterestConfig, InterestModel, TargetConfig, get_adapter_class,
+from fusion import (FusionConfig, FusionTransformer, InterestConfig, InterestModel, TargetConfig, get_adapter_class,
                     list_adapters)
 
 TEXT, IMAGE, N_ART, N_OFFICE, N_EXT = 24, 16, 60, 40, 30
@@ -43,7 +43,7 @@ def make_model(targets: dict[str, TargetConfig] | None = None, pooling: str = "a
     return model
 
 
-def set_features(model: InterestModel) -> None:
+def set_features(model: InterestModel | FusionTransformer) -> None:
     g = torch.Generator().manual_seed(1)
     has_image = torch.rand(N_ART, generator=g) > 0.3
     has_text = torch.ones(N_ART, dtype=torch.bool)
@@ -261,6 +261,16 @@ def test_manifest_and_files(tmp_path):
     # feature tables are data from the store, not weights
     from safetensors.torch import load_file
     assert not any("tables" in k for k in load_file(str(tmp_path / "fusion/model.safetensors")))
+
+
+def test_fusion_transformer_saves_and_loads_alone(tmp_path):
+    model = make_model().eval()
+    model.fusion.save(tmp_path)
+    fusion = FusionTransformer.load(tmp_path).eval()
+    set_features(fusion)
+    items, mask = histories()
+    with torch.no_grad():
+        assert torch.equal(fusion(items, mask, "art"), model.fusion(items, mask, "art"))
 
 
 def test_load_refuses_other_encoders(tmp_path):
