@@ -136,28 +136,39 @@ class VectorSet:
 
     def load(self, ids: Iterable[str] | None = None) -> StoredVectors:
         """All current vectors, or those of ``ids`` in that order (every id must be present)."""
+        if ids is None:
+            return self._read(None)[0]
+        ids = list(ids)
+        got, present = self._read(ids)
+        if not present.all():
+            missing = [i for i, ok in zip(ids, present.tolist()) if not ok]
+            raise StoreError(f"{self.where}: {len(missing)} of {len(ids)} items have no vector "
+                             f"(first: {missing[:5]}); run `mmi embed` on their catalog first")
+        return got
+
+    def lookup(self, ids: Sequence[str]) -> tuple[StoredVectors, torch.Tensor]:
+        """Vectors of ``ids`` in that order and ``present [len(ids)]`` bool; items without a
+        vector (their encoding failed, say) get a zero row and ``present`` False."""
+        return self._read(list(ids))
+
+    def _read(self, ids: list[str] | None) -> tuple[StoredVectors, torch.Tensor]:
         dim = self.dim
-        latest: dict[str, tuple[int, int]] = {}  # item_id -> (shard number, row)
-        tables = []
+        shard_of: dict[str, tuple[int, int]] = {}  # item_id -> (shard number, row); newest wins
+        arrays = []
         for s, shard in enumerate(self.shards()):
             t = pq.read_table(shard, columns=["item_id", "vector"])
-            tables.append(t)
-            latest.update((item_id, (s, r)) for r, item_id in enumerate(t.column("item_id").to_pylist()))
+            arrays.append(t.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim))
+            shard_of.update((item_id, (s, r)) for r, item_id in enumerate(t.column("item_id").to_pylist()))
         if ids is None:
-            ids = list(latest)
-        else:
-            ids = list(ids)
-            missing = [i for i in ids if i not in latest]
-            if missing:
-                raise StoreError(f"{self.where}: {len(missing)} of {len(ids)} items have no vector "
-                                 f"(first: {missing[:5]}); run `mmi embed` on their catalog first")
-        arrays = [t.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-                  for t in tables]
-        out = np.empty((len(ids), dim), dtype=np.float32)
+            ids = list(shard_of)
+        out = np.zeros((len(ids), dim), dtype=np.float32)
+        present = np.zeros(len(ids), dtype=bool)
         for row, item_id in enumerate(ids):
-            s, r = latest[item_id]
-            out[row] = arrays[s][r]
-        return StoredVectors(torch.from_numpy(out), ids, self.fingerprint)
+            where = shard_of.get(item_id)
+            if where is not None:
+                out[row] = arrays[where[0]][where[1]]
+                present[row] = True
+        return StoredVectors(torch.from_numpy(out), ids, self.fingerprint), torch.from_numpy(present)
 
     def compact(self) -> None:
         """Rewrite all shards as one holding only the current row of each item."""
