@@ -99,3 +99,13 @@ def test_cli_validate_prints_statistics(tmp_path: Path, capsys) -> None:
     assert "users 4 | interactions 9 | overlapping users 2" in out
     assert "| art | 3 | 3 (3) | 6 |" in out
     assert "empty text cells: art.title: 1" in out
+
+
+def test_a_killed_write_leaves_nothing_that_counts(tmp_path: Path) -> None:
+    draft = DatasetDraft(name="k", platforms={"a": PlatformDraft(pd.DataFrame({"item_id": ["1"]}))},
+                         interactions=pd.DataFrame({"user_id": ["u"], "platform": ["a"],
+                                                    "item_id": ["1"], "order": [0]}))
+    leftover = tmp_path / ".k.tmp-999999999"  # what a process killed mid-write leaves
+    (leftover / "items").mkdir(parents=True)
+    write_dataset(draft, tmp_path / "k")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]

@@ -46,18 +46,26 @@ def load_parts(root: Path) -> Parts:
     return Parts(manifest, items, interactions, user_ids)
 
 
-def inside(root: Path, relative: str, shown: str, problems: Problems, **where) -> Path | None:
-    """``root / relative`` if it stays inside ``root``; else a problem (and None)."""
+PATH_PROBLEMS = {"absolute": "absolute path {value}: paths are relative to the dataset folder",
+                 "escapes": "path {value} escapes the dataset folder",
+                 "missing": "media file {value} not found"}
+
+
+def escapes(real_root: str, relative: str) -> str | None:
+    """'absolute' or 'escapes' when ``relative`` is no path inside ``real_root`` (a realpath)."""
     if os.path.isabs(relative):
-        problems.add(shown, f"absolute path {relative!r}: paths are relative to the dataset "
-                            "folder", **where)
+        return "absolute"
+    full = os.path.realpath(os.path.join(real_root, relative))  # follows symlinks too
+    return "escapes" if os.path.commonpath([real_root, full]) != real_root else None
+
+
+def inside(root: Path, relative: str, shown: str, problems: Problems) -> Path | None:
+    """``root / relative`` if it stays inside ``root``; else a problem (and None)."""
+    why = escapes(os.path.realpath(root), relative)
+    if why:
+        problems.add(shown, PATH_PROBLEMS[why].format(value=repr(relative)))
         return None
-    path = root / relative
-    real_root = os.path.realpath(root)
-    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
-        problems.add(shown, f"path {relative!r} escapes the dataset folder", **where)
-        return None
-    return path
+    return root / relative
 
 
 def _table(root: Path, relative: str, problems: Problems, text_columns: tuple) -> Table | None:
@@ -91,16 +99,15 @@ def _items(root: Path, platform: str, spec: PlatformSpec,
 def _media(root: Path, table: Table, column: str, problems: Problems) -> pd.Series:
     """Absolute paths of a media column ('' where an item has none), each checked."""
     values = table.text(column, problems, required=False)
+    real_root = os.path.realpath(root)
     out = np.full(len(values), "", dtype=object)
-    missing = np.zeros(len(values), dtype=bool)
+    why = np.full(len(values), "", dtype=object)
     for row, rel in enumerate(values.to_numpy()):
-        if not rel:
-            continue
-        path = inside(root, rel, table.shown, problems, column=column, **table.where(row))
-        if path is not None:
-            out[row] = str(path.resolve())
-            missing[row] = not path.is_file()
-    table.flag(problems, missing, column, "media file {value} not found", values)
+        if rel:
+            out[row] = os.path.realpath(os.path.join(real_root, rel))
+            why[row] = escapes(real_root, rel) or ("" if os.path.isfile(out[row]) else "missing")
+    for kind, message in PATH_PROBLEMS.items():
+        table.flag(problems, why == kind, column, message, values)
     return pd.Series(out, dtype="str")
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -89,7 +90,7 @@ class Table:
         else:
             text = values.astype("str").fillna("")
             try:  # fast path: every cell parses
-                out = pa.compute.cast(pa.array(text, pa.string()), pa.float64()).to_numpy(False)
+                out = pc.cast(pa.array(text, pa.string()), pa.float64()).to_numpy(False)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 out = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
             self.flag(problems, np.isnan(out), column, f"expected {kind}, found {{value}}", text)

@@ -53,8 +53,8 @@ def write_dataset(draft: DatasetDraft, dst: str | Path, standard_splits: bool = 
     dst = Path(dst)
     if dst.exists():
         raise FileExistsError(f"{dst} exists; choose a new folder or delete it first")
+    _remove_leftovers(dst)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         platforms = {name: _write_platform(tmp, name, p) for name, p in draft.platforms.items()}
@@ -82,6 +82,18 @@ def write_dataset(draft: DatasetDraft, dst: str | Path, standard_splits: bool = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dst
+
+
+def _remove_leftovers(dst: Path) -> None:
+    """Delete the temporary folders of earlier writes of ``dst`` whose process is gone."""
+    for old in dst.parent.glob(f".{dst.name}.tmp-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
 
 
 def _write_platform(root: Path, name: str, draft: PlatformDraft) -> PlatformSpec:
