@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_fixtures import ART, CLIP, write_tiny
+from data_fixtures import CLIP, write_tiny
 from multimodal_interest.cli import main
 from multimodal_interest.data import CrossPlatformDataset
 from multimodal_interest.data.writer import DatasetDraft, PlatformDraft, write_dataset

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from multimodal_interest.data.errors import DatasetError, Problems
+from multimodal_interest.data.tables import Table
 
 
 def read_int_columns(path: Path, names: tuple[str, ...], problems: Problems,
@@ -69,3 +70,12 @@ def dedupe_report(frame: pd.DataFrame, keys: list[str], report: dict[str, int],
 def order_within(users: np.ndarray) -> np.ndarray:
     """Running position of each row within its user's rows, in table order."""
     return pd.Series(users).groupby(users, sort=False).cumcount().to_numpy(np.int64)
+
+
+def add_time_and_rating(table: Table, interactions: pd.DataFrame, problems: Problems) -> None:
+    """Copy ``timestamp`` and ``rating`` (typed) when present; no timestamp: file ``order``."""
+    for column in ("timestamp", "rating"):
+        if column in table.frame.columns:
+            interactions[column] = table.number(column, problems)
+    if "timestamp" not in interactions.columns:
+        interactions["order"] = np.arange(len(interactions))

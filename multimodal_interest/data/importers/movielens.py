@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from multimodal_interest.data.errors import DatasetError, Problems
 from multimodal_interest.data.importers import register_importer
+from multimodal_interest.data.importers._common import add_time_and_rating
 from multimodal_interest.data.tables import Table, read_table
 from multimodal_interest.data.writer import DatasetDraft, PlatformDraft
 
@@ -55,11 +55,7 @@ def import_recbole(src: Path, platform: str | None = None) -> DatasetDraft:
                    f"item {{value}} is not in {item_path.name}", item_ids)
     interactions = pd.DataFrame({"user_id": inter.text("user_id", problems),
                                  "platform": platform or name, "item_id": item_ids})
-    for column in ("timestamp", "rating"):
-        if column in inter.frame.columns:
-            interactions[column] = inter.number(column, problems)
-    if "timestamp" not in interactions.columns:
-        interactions["order"] = np.arange(len(interactions))
+    add_time_and_rating(inter, interactions, problems)
     problems.raise_if_any(f"recbole import of {src}")
     report.update({"users": interactions["user_id"].nunique(), "items": len(catalog),
                    "items with interactions": item_ids.nunique(),
@@ -97,7 +93,7 @@ def import_movielens_genres(src: Path, genres: tuple[str, str] = ("Comedy", "Dra
     only = {a: member[a] & ~member[b], b: member[b] & ~member[a]}
     report = dict(base.report)
     report[f"movies in both {a} and {b} (dropped)"] = int((member[a] & member[b]).sum())
-    report[f"movies in neither genre (dropped)"] = int((~member[a] & ~member[b]).sum())
+    report["movies in neither genre (dropped)"] = int((~member[a] & ~member[b]).sum())
     inter = base.interactions
     platform = pd.Series("", index=inter.index, dtype="str")
     platforms = {}

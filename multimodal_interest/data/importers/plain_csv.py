@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from multimodal_interest.data.errors import Problems
 from multimodal_interest.data.importers import register_importer
+from multimodal_interest.data.importers._common import add_time_and_rating
 from multimodal_interest.data.manifest import PLATFORM_NAME
 from multimodal_interest.data.tables import read_table
 from multimodal_interest.data.writer import DatasetDraft, PlatformDraft
@@ -36,11 +36,7 @@ def import_plain_csv(src: Path, name: str | None = None) -> DatasetDraft:
     bad = ~platform.str.fullmatch(PLATFORM_NAME.pattern).to_numpy() & (platform != "").to_numpy()
     table.flag(problems, bad, "platform",
                "platform name {value} is not letters, digits, '_', '.' and '-'", platform)
-    for column in ("timestamp", "rating"):
-        if column in table.frame.columns:
-            interactions[column] = table.number(column, problems)
-    if "timestamp" not in interactions.columns:
-        interactions["order"] = np.arange(len(interactions))
+    add_time_and_rating(table, interactions, problems)
     problems.raise_if_any(f"csv import of {src}")
     platforms = {p: PlatformDraft(pd.DataFrame({"item_id": pd.unique(g["item_id"])}))
                  for p, g in interactions.groupby("platform", sort=False)}
