@@ -46,12 +46,12 @@ def load_parts(root: Path) -> Parts:
     return Parts(manifest, items, interactions, user_ids)
 
 
-PATH_PROBLEMS = {"absolute": "absolute path {value}: paths are relative to the dataset folder",
+_PATH_PROBLEMS = {"absolute": "absolute path {value}: paths are relative to the dataset folder",
                  "escapes": "path {value} escapes the dataset folder",
                  "missing": "media file {value} not found"}
 
 
-def escapes(real_root: str, relative: str) -> str | None:
+def _escapes(real_root: str, relative: str) -> str | None:
     """'absolute' or 'escapes' when ``relative`` is no path inside ``real_root`` (a realpath)."""
     if os.path.isabs(relative):
         return "absolute"
@@ -59,17 +59,17 @@ def escapes(real_root: str, relative: str) -> str | None:
     return "escapes" if os.path.commonpath([real_root, full]) != real_root else None
 
 
-def inside(root: Path, relative: str, shown: str, problems: Problems) -> Path | None:
+def _inside(root: Path, relative: str, shown: str, problems: Problems) -> Path | None:
     """``root / relative`` if it stays inside ``root``; else a problem (and None)."""
-    why = escapes(os.path.realpath(root), relative)
+    why = _escapes(os.path.realpath(root), relative)
     if why:
-        problems.add(shown, PATH_PROBLEMS[why].format(value=repr(relative)))
+        problems.add(shown, _PATH_PROBLEMS[why].format(value=repr(relative)))
         return None
     return root / relative
 
 
 def _table(root: Path, relative: str, problems: Problems, text_columns: tuple) -> Table | None:
-    path = inside(root, relative, relative, problems)
+    path = _inside(root, relative, relative, problems)
     return None if path is None else read_table(path, relative, problems, text_columns)
 
 
@@ -105,8 +105,8 @@ def _media(root: Path, table: Table, column: str, problems: Problems) -> pd.Seri
     for row, rel in enumerate(values.to_numpy()):
         if rel:
             out[row] = os.path.realpath(os.path.join(real_root, rel))
-            why[row] = escapes(real_root, rel) or ("" if os.path.isfile(out[row]) else "missing")
-    for kind, message in PATH_PROBLEMS.items():
+            why[row] = _escapes(real_root, rel) or ("" if os.path.isfile(out[row]) else "missing")
+    for kind, message in _PATH_PROBLEMS.items():
         table.flag(problems, why == kind, column, message, values)
     return pd.Series(out, dtype="str")
 
@@ -114,7 +114,7 @@ def _media(root: Path, table: Table, column: str, problems: Problems) -> pd.Seri
 def _check_vectors(root: Path, platform: str, name: str, relative: str, ids: pd.Series | None,
                    problems: Problems) -> None:
     """An ``.npz`` with ``item_id`` [N] and ``vectors`` [N, D]; ids known and unique."""
-    path = inside(root, relative, relative, problems)
+    path = _inside(root, relative, relative, problems)
     if path is None:
         return
     if path.suffix != ".npz" or not path.is_file():
