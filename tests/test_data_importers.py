@@ -161,6 +161,6 @@ def test_plain_csv_import_via_cli(tmp_path: Path, capsys) -> None:
 
 def test_cli_import_reports_a_bad_option(tmp_path: Path, shared_data: Path, capsys) -> None:
     assert main(["import", "lastfm2k", str(shared_data / "lastfm2k_multimodal"),
-                 str(tmp_path / "x"), "--genres", "Rock", "Pop"]) == 1
+                 str(tmp_path / "x"), "--genres", "Rock", "Pop"]) == 2
     assert "unexpected keyword argument 'genres'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -99,7 +99,7 @@ def test_unreachable_or_missing_sources_say_what_to_do(tmp_path: Path, monkeypat
     with pytest.raises(DatasetUnavailable, match="cannot download .*--from-dir"):
         get_dataset("cdrib-game-video", root=tmp_path)
     assert not (tmp_path / "cdrib-game-video").exists()
-    assert main(["fetch", "lastfm-2k", "--root", str(tmp_path)]) == 1
+    assert main(["fetch", "lastfm-2k", "--root", str(tmp_path)]) == 2
     assert "no public download is wired in" in capsys.readouterr().err
-    with pytest.raises(KeyError, match="unknown dataset 'nope'"):
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
         get_dataset("nope", root=tmp_path)

@@ -121,7 +121,7 @@ def test_cli_split(tmp_path: Path, shared_data: Path, capsys) -> None:
     assert main(["split", str(path), "--ratio", "0.5", "--seed", "7"]) == 0
     assert "10 test, 2 valid of 20 overlapping users" in capsys.readouterr().out
     assert CrossPlatformDataset.load(path).splits() == ["cold50_seed7"]
-    assert main(["split", str(path), "--ratio", "1.5"]) == 1
+    assert main(["split", str(path), "--ratio", "1.5"]) == 2
     assert "ratio" in capsys.readouterr().err
 
 

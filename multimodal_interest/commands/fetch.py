@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from multimodal_interest.commands._data import USER_ERRORS, fail
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import get_dataset
 from multimodal_interest.data.stats import format_stats
@@ -18,11 +17,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = get_dataset(args.name, args.root, args.from_dir)
-        stats = CrossPlatformDataset.load(path).stats()
-    except USER_ERRORS as exc:
-        return fail("fetch", exc)
+    path = get_dataset(args.name, args.root, args.from_dir)
     print(f"{path}\n")
-    print(format_stats(stats))
+    print(format_stats(CrossPlatformDataset.load(path).stats()))
     return 0

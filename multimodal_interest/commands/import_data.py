@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from multimodal_interest.commands._data import USER_ERRORS, fail
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.importers import import_dataset, list_importers
 from multimodal_interest.data.stats import format_stats
@@ -28,9 +27,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = import_dataset(args.kind, args.src, args.dst, **options)
     except TypeError as exc:  # an option this kind does not take
-        return fail("import", ValueError(f"{args.kind}: {exc}"))
-    except USER_ERRORS as exc:
-        return fail("import", exc)
+        raise ValueError(f"{args.kind}: {exc}") from None
     print(f"wrote {path}\n")
     print(format_stats(CrossPlatformDataset.load(path).stats()))
     return 0

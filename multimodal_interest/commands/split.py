@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from multimodal_interest.commands._data import USER_ERRORS, fail
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.data.splits import RATIOS, SEEDS, VALID_RATIO, random_split, save_split
@@ -22,15 +21,12 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        dataset = CrossPlatformDataset.load(resolve(args.dataset))
-        for ratio in args.ratio:
-            for seed in args.seed:
-                split = random_split(dataset, ratio, seed, args.valid_ratio)
-                path = save_split(dataset.root, split)
-                counts = split.counts()
-                print(f"{path}: {counts['test']} test, {counts['valid']} valid of "
-                      f"{split.meta['overlapping_users']} overlapping users")
-    except USER_ERRORS as exc:
-        return fail("split", exc)
+    dataset = CrossPlatformDataset.load(resolve(args.dataset))
+    for ratio in args.ratio:
+        for seed in args.seed:
+            split = random_split(dataset, ratio, seed, args.valid_ratio)
+            path = save_split(dataset.root, split)
+            counts = split.counts()
+            print(f"{path}: {counts['test']} test, {counts['valid']} valid of "
+                  f"{split.meta['overlapping_users']} overlapping users")
     return 0

@@ -28,12 +28,12 @@ ML100K_SHA256 = {
 }
 
 
-class DatasetUnavailable(RuntimeError):
+class DatasetUnavailable(OSError):
     """The files could not be fetched (no network, no such file); the message says what to do."""
 
 
-class ChecksumMismatch(RuntimeError):
-    pass
+class ChecksumMismatch(ValueError):
+    """A fetched file is not the published one."""
 
 
 def sha256_of(path: Path) -> str:

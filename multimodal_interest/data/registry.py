@@ -72,7 +72,7 @@ def list_datasets() -> list[DatasetEntry]:
 
 def dataset_entry(name: str) -> DatasetEntry:
     if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(_REGISTRY)}")
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_REGISTRY)}")
     return _REGISTRY[name]
 
 

@@ -33,7 +33,7 @@ def list_importers() -> dict[str, str]:
 
 def create_draft(kind: str, src: str | Path, **options) -> DatasetDraft:
     if kind not in _IMPORTERS:
-        raise KeyError(f"unknown importer {kind!r}; known: {', '.join(sorted(_IMPORTERS))}")
+        raise ValueError(f"unknown importer {kind!r}; known: {', '.join(sorted(_IMPORTERS))}")
     src = Path(src)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
