@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, *run_step(name, raw, folder, args.repeat)))
     times = dict((r[0], r[1]) for r in rows)
     print(f"ML-1M, 1,000,209 interactions, 6,040 users; histories of every user, last {MAX_LEN} "
-          f"items; best of {args.repeat}; {os.cpu_count()} CPUs\n")
+          f"items; best of {args.repeat}; {os.cpu_count()} CPUs. RSS added: peak of the step's "
+          "process above its RSS after imports (the histories step holds the loaded dataset).\n")
     print("| step | seconds | vs reference | peak RSS added (MiB) | process peak RSS (MiB) |")
     print("|---|---|---|---|---|")
     refs = {"load": "read_csv (reference)",

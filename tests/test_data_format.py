@@ -109,3 +109,12 @@ def test_a_killed_write_leaves_nothing_that_counts(tmp_path: Path) -> None:
     (leftover / "items").mkdir(parents=True)
     write_dataset(draft, tmp_path / "k")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k"]
+
+
+def test_jsonl_ids_of_mixed_types_are_text(tmp_path: Path) -> None:
+    root = write_tiny(tmp_path / "ds", "jsonl")
+    lines = (root / "interactions.jsonl").read_text().splitlines()
+    lines[6] = lines[6].replace('"u3"', "3")  # a number where the other ids are strings
+    (root / "interactions.jsonl").write_text("\n".join(lines) + "\n")
+    ds = CrossPlatformDataset.load(root)
+    assert sorted(ds.user_ids) == ["3", "u1", "u2", "u4"]

@@ -88,11 +88,12 @@ def save_split(root: Path, split: Split) -> Path:
         if _same(pd.read_csv(path, dtype=str, keep_default_na=False), users):
             return path
         raise FileExistsError(f"{path} exists with other users; delete it to replace the split")
-    write_table(users, path)
-    meta = path.with_suffix(".json")
+    meta = path.with_suffix(".json")  # first: the .csv is what makes the split exist
+    meta.parent.mkdir(parents=True, exist_ok=True)
     tmp = meta.with_name(f".{meta.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps({"name": split.name, **split.meta}, indent=2) + "\n")
     os.replace(tmp, meta)
+    write_table(users, path)
     return path
 
 

@@ -267,5 +267,6 @@ def _read_jsonl(path: Path, shown: str, problems: Problems,
     frame = pd.DataFrame.from_records(records)
     for name in text_columns:
         if name in frame.columns:
-            frame[name] = frame[name].map(lambda v: None if v is None else str(v)).astype("str")
+            frame[name] = frame[name].map(lambda v: None if v is None or v != v else str(v))
+            frame[name] = frame[name].astype("str")
     return frame
