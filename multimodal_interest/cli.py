@@ -12,6 +12,11 @@ import sys
 # name -> (module under multimodal_interest.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "encode a catalog's items into the embedding store"),
+    "validate": ("validate", "check a dataset folder; print its problems or its statistics"),
+    "import": ("import_data", "turn a published dataset layout into a dataset folder"),
+    "split": ("split", "save user-wise cold-start splits with a dataset"),
+    "datasets": ("datasets", "list the registered datasets and which are cached"),
+    "fetch": ("fetch", "fetch a registered dataset into the cache, once"),
 }
 
 
