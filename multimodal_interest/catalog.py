@@ -73,8 +73,12 @@ class Catalog:
     text_fields: list[str]
     image_field: str | None = None
     audio_field: str | None = None
+    base_dir: Path | None = None  # media paths resolve against it and must stay in it
     errors: list[RowError] = field(default_factory=list)  # row-level problems found on reading
     usable: list[int] = field(default_factory=list)  # rows with a valid, first-seen item id
+
+    def __post_init__(self) -> None:
+        self.base_dir = Path(os.path.normpath(self.base_dir or self.path.parent))
 
     @classmethod
     def read(cls, path: str | Path, text_fields: list[str] | None = None,
@@ -92,6 +96,15 @@ class Catalog:
             if col is not None and col not in df.columns:
                 raise CatalogError(f"{path}: missing column {col!r} (columns: {', '.join(df.columns)})")
         cat = cls(path, df.reset_index(drop=True), list(text_fields), image_field, audio_field)
+        cat._check_ids()
+        return cat
+
+    @classmethod
+    def from_dataset(cls, dataset, platform: str) -> Catalog:
+        """The items of one platform of a loaded :class:`CrossPlatformDataset` (already checked)."""
+        spec = dataset.manifest.platforms[platform]
+        cat = cls(dataset.root / spec.items, dataset.items[platform].astype({"item_id": str}),
+                  list(spec.text), spec.image, spec.audio, base_dir=dataset.root)
         cat._check_ids()
         return cat
 
@@ -132,7 +145,7 @@ class Catalog:
     def media_path(self, row: int, column: str) -> Path | None:
         """The file a media cell names, resolved against the catalog's folder ('' -> None)."""
         value = self.items.at[row, column].strip()
-        return Path(os.path.normpath(self.path.parent / value)) if value else None
+        return Path(os.path.normpath(self.base_dir / value)) if value else None
 
 
 def content_hash(data: str | bytes) -> str:
@@ -167,8 +180,8 @@ def encoder_input(cat: Catalog, row: int, kind: str) -> tuple[Any, str] | None:
     path = cat.media_path(row, column)
     if path is None:
         return None
-    if not path.is_relative_to(os.path.normpath(cat.path.parent)):
-        raise ValueError(f"{column} path {cat.items.at[row, column]!r} leaves the catalog's folder")
+    if not path.is_relative_to(cat.base_dir):
+        raise ValueError(f"{column} path {cat.items.at[row, column]!r} leaves {cat.base_dir}")
     if not path.is_file():
         raise FileNotFoundError(f"{column} file not found: {path}")
     return str(path), file_hash(path)

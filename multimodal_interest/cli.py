@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("split", "save user-wise cold-start splits with a dataset"),
     "datasets": ("datasets", "list the registered datasets and which are cached"),
     "fetch": ("fetch", "fetch a registered dataset into the cache, once"),
+    "train": ("train", "train the fusion model on one cold-start direction"),
 }
 
 

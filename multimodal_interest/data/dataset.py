@@ -98,7 +98,7 @@ class CrossPlatformDataset:
         spec = self.manifest.platforms[self._platform(platform)].vectors.get(name)
         if spec is None:
             have = ", ".join(self.manifest.platforms[platform].vectors) or "none"
-            raise KeyError(f"platform {platform!r} has no vectors {name!r} (it has: {have})")
+            raise ValueError(f"platform {platform!r} has no vectors {name!r} (it has: {have})")
         with np.load(self.root / spec.path, allow_pickle=False) as z:
             ids, raw = z["item_id"].astype(str), z["vectors"]
         rows = self.item_idx(platform, ids)
@@ -164,7 +164,7 @@ class CrossPlatformDataset:
 
     def _platform(self, platform: str) -> str:
         if platform not in self.manifest.platforms:
-            raise KeyError(f"unknown platform {platform!r}; dataset {self.name!r} has "
+            raise ValueError(f"unknown platform {platform!r}; dataset {self.name!r} has "
                            f"{', '.join(self.platforms)}")
         return platform
 

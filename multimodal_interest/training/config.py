@@ -55,6 +55,8 @@ class TrainConfig:
     log_with: str | None = None  # an accelerate tracker, e.g. "tensorboard"
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _typed(f.name, getattr(self, f.name), str(f.type)))
         if self.within_weight < 0:
             raise ValueError(f"within_weight must be >= 0, got {self.within_weight}")
         if self.num_negatives is not None and self.num_negatives < 1:
@@ -80,6 +82,30 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """``value`` as the field's type (``"float"``, ``"int | None"``, ...) or a clear error;
+    numbers written as text (YAML reads ``1e-3`` as a string) are accepted."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    kind = kinds[0]
+    if kind == "float" and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = {"bool": isinstance(value, bool),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "str": isinstance(value, str)}[kind]
+    if not ok:
+        raise ValueError(f"{name} must be {annotation}, got {value!r}")
+    return _TYPES[kind](value)
 
 
 def apply_overrides(d: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

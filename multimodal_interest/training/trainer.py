@@ -55,7 +55,22 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
                for p in platforms}
     model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
     attach_features(model, task, features)
+    if config.item_bias:  # start from popularity: log(1 + training users per item), centred
+        for p in platforms:
+            rows = task.train.loc[task.train["platform"] == p, ["user_idx", "item_idx"]].drop_duplicates()
+            counts = np.bincount(rows["item_idx"].to_numpy(), minlength=task.n_items[p])
+            prior = torch.from_numpy(np.log1p(counts)).float()
+            model.spaces[p].bias.data.copy_(prior - prior.mean())
     return model
+
+
+def optimizer_for(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices and embeddings only, never on biases, norms, the item
+    bias (the popularity prior) or the temperature."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
 
 
 def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures) -> None:
@@ -153,7 +168,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     planner = BatchPlanner(task, max(1, config.batch_size // acc.num_processes), config.max_len,
                            config.within_weight > 0, config.seed)
     objective = Objective(model, task.source, task.target, config.within_weight, config.num_negatives)
-    optimizer = torch.optim.AdamW(objective.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = optimizer_for(objective, config)
     objective, optimizer = acc.prepare(objective, optimizer)
     state = Progress()
     acc.register_for_checkpointing(state)

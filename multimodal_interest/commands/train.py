@@ -1,0 +1,48 @@
+"""``mmi train DATASET --source A --target B --store STORE --output DIR``: train the fusion
+model on one cold-start direction; also ``accelerate launch scripts/train.py ...``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from multimodal_interest.data.dataset import CrossPlatformDataset
+from multimodal_interest.data.registry import resolve
+from multimodal_interest.store import EmbeddingStore
+from multimodal_interest.training import ItemFeatures, TrainConfig, train
+from multimodal_interest.training.config import apply_overrides
+
+
+def build_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset folder, or the name of a registered dataset")
+    p.add_argument("--source", required=True, help="platform the users come from")
+    p.add_argument("--target", required=True, help="platform to recommend on")
+    p.add_argument("--split", default="published", help="saved split to use (see `mmi validate`)")
+    p.add_argument("--store", type=Path, help="embedding store with the items' vectors "
+                                              "(`mmi embed DATASET --store ...`); none: item ids only")
+    p.add_argument("--modalities", help="comma-separated store modalities to use (default: all)")
+    p.add_argument("--output", type=Path, required=True, help="run folder; re-running resumes it")
+    p.add_argument("--config", type=Path, help="TrainConfig as YAML or JSON")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set lr=3e-4 (repeatable)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if --output has checkpoints")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = (TrainConfig.from_file(args.config, args.set) if args.config
+              else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
+    dataset = CrossPlatformDataset.load(resolve(args.dataset))
+    task = dataset.cold_start(args.source, args.target, args.split)
+    if args.store is not None:
+        modalities = args.modalities.split(",") if args.modalities else None
+        ids = {p: dataset.items[p]["item_id"].tolist() for p in (task.source, task.target)}
+        features = ItemFeatures.from_store(EmbeddingStore(args.store), ids, modalities)
+    elif not config.item_ids:
+        raise ValueError("no --store and item_ids=false: the model would have nothing to embed items with")
+    else:
+        features = ItemFeatures()
+    result = train(task, features, config, args.output, resume=not args.no_resume,
+                   progress_bar=args.progress)
+    print(f"{task.label}: best validation NDCG@10 {result.best_valid_ndcg10:.4f} at epoch "
+          f"{result.best_epoch} of {result.epochs_run} ({result.seconds_to_best:.0f}s to best, "
+          f"{result.seconds:.0f}s in all); model in {args.output / 'model'}")
+    return 0
