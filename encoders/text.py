@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from encoders.base import Encoder
-from encoders.clip import load_open_clip
+from encoders.clip import OpenClipTower, load_open_clip
 from encoders.registry import register_encoder
 from encoders.weights import model_folder_files
 
@@ -186,37 +186,18 @@ class HFTextEncoder(_FolderTextEncoder):
 
 
 @register_encoder("clip-text")
-class ClipTextEncoder(_TextEncoder):
-    """The text tower of an open_clip model; texts beyond its context (77 tokens) are cut.
-
-    Args:
-        model_name: an open_clip architecture (``"ViT-B-32"``).
-        pretrained: a local checkpoint file or a tag cached locally (see :mod:`encoders.clip`).
-        quick_gelu: ``None`` = the tag's setting, False for a file; True for OpenAI's weights.
-    """
-
-    config_keys = ("model_name", "pretrained", "quick_gelu")
-    fingerprint_ignore = ("pretrained",)
+class ClipTextEncoder(OpenClipTower, _TextEncoder):
+    """The text tower of an open_clip model (arguments: :class:`~encoders.clip.OpenClipTower`);
+    texts beyond its context (77 tokens) are cut."""
 
     def __init__(self, model_name: str = "ViT-B-32", pretrained: str | os.PathLike | None = None,
                  quick_gelu: bool | None = None, device: str | torch.device | None = None):
         super().__init__(device)
         import open_clip
 
-        clip = load_open_clip(model_name, pretrained, quick_gelu)
-        self.model_name, self.pretrained = model_name, None if pretrained is None else os.fspath(pretrained)
-        self.quick_gelu, self._weights = clip.quick_gelu, clip.weights
-        self.net = clip.model
+        self.net = self._adopt(model_name, pretrained, load_open_clip(model_name, pretrained, quick_gelu))
         self.net.visual = None  # the image tower is not needed here
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self._dim = clip.dim
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def weight_files(self) -> list[Path]:
-        return [self._weights]
 
     def collate(self, items: list[str]) -> torch.Tensor:
         return self.tokenizer(items)  # [batch, context] token ids

@@ -1,4 +1,4 @@
-"""Image encoders on the real photos of media_samples; ResNet and CLIP from saved state dicts."""
+"""Image encoders on the real photos of media_samples; ResNet from a saved state dict."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from encoders import EncoderInputError, create_encoder
-from encoders.clip import open_clip_weights
 from encoders.weights import MissingWeightsError
 
 
@@ -113,49 +112,3 @@ def test_resnet_finds_the_torch_hub_cache_and_names_what_is_missing(resnet18_fil
     assert enc.get_config() == {"arch": "resnet18", "weights": None}
     with pytest.raises(ValueError, match="not a ResNet state dict: .*missing keys"):
         create_encoder("resnet", arch="resnet34", weights=resnet18_file[1])
-
-
-# -------------------------------------------------------------------------------- CLIP
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    """A ViT-S-32 open_clip model (random weights) saved as a plain state dict."""
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-S-32").eval()
-    path = tmp_path_factory.mktemp("clip") / "open_clip_pytorch_model.bin"
-    torch.save(model.state_dict(), path)
-    return model, path
-
-
-def test_clip_image_loads_a_saved_checkpoint_with_its_preprocessing(clip_checkpoint, images):
-    import open_clip
-
-    model, path = clip_checkpoint
-    enc = create_encoder("clip-image", model_name="ViT-S-32", pretrained=str(path), device="cpu")
-    assert enc.dim == 384
-    got = enc.encode([images["astronaut"], images["rocket"]], convert_to_tensor=True)
-    preprocess = open_clip.image_transform(224, is_train=False)  # open_clip's own pipeline
-    x = torch.stack([preprocess(Image.open(images[k])) for k in ("astronaut", "rocket")])
-    with torch.inference_mode():
-        want = model.encode_image(x)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    with pytest.raises(MissingWeightsError, match="pass pretrained="):
-        create_encoder("clip-image", model_name="ViT-S-32")
-    with pytest.raises(ValueError, match="not an open_clip ViT-B-32 checkpoint"):
-        create_encoder("clip-image", model_name="ViT-B-32", pretrained=str(path))
-
-
-def test_clip_tags_resolve_only_from_the_local_hub_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(MissingWeightsError, match="timm/vit_base_patch32_clip_224.openai is not in the local"):
-        open_clip_weights("ViT-B-32", "openai")
-    repo = tmp_path / "models--timm--vit_base_patch32_clip_224.openai"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / "open_clip_pytorch_model.bin").write_bytes(b"x")
-    path, cfg = open_clip_weights("ViT-B-32", "openai")
-    assert path.name == "open_clip_pytorch_model.bin" and cfg["quick_gelu"] is True

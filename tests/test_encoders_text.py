@@ -1,4 +1,4 @@
-"""Text encoders on real sentences; the text-field rule; CLIP's text tower from a saved checkpoint."""
+"""Text encoders on real sentences, and the text-field rule."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,6 @@ import torch
 
 from encoders import EncoderInputError, create_encoder
 from encoders.text import combine_text_fields
-from encoders.weights import MissingWeightsError
 
 SENTENCES = ["A man is playing a guitar.", "Someone plays the guitar.",
              "The stock market fell sharply today.", "A cat sleeps on the sofa in the afternoon sun."]
@@ -81,37 +80,3 @@ def test_combine_text_fields_on_real_catalog_rows(shared_data, st):
     assert texts[2] == ("clover wonder clips red 50 pack. "
                         "arts crafts sewing sewing sewing notions supplies clover")
     assert st.encode(texts).shape == (3, 384)
-
-
-# ------------------------------------------------------------------------------ CLIP text tower
-@pytest.fixture(scope="module")
-def clip_checkpoint(tmp_path_factory):
-    """A ViT-S-32 open_clip model (random weights: no package ships CLIP) saved as open_clip
-    saves its checkpoints, a plain state dict."""
-    import open_clip
-
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-S-32").eval()
-    path = tmp_path_factory.mktemp("clip") / "open_clip_pytorch_model.bin"
-    torch.save(model.state_dict(), path)
-    return model, path
-
-
-def test_clip_text_loads_a_saved_checkpoint(clip_checkpoint):
-    import open_clip
-
-    model, path = clip_checkpoint
-    enc = create_encoder("clip-text", model_name="ViT-S-32", pretrained=str(path), device="cpu")
-    assert enc.dim == 384 and enc.get_config()["quick_gelu"] is False
-    got = enc.encode(SENTENCES[:2], convert_to_tensor=True)
-    with torch.inference_mode():
-        want = model.encode_text(open_clip.get_tokenizer("ViT-S-32")(SENTENCES[:2]))
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(enc.encode(SENTENCES[:2], convert_to_tensor=True), got)
-
-
-def test_clip_text_without_weights_says_what_to_pass(tmp_path):
-    with pytest.raises(MissingWeightsError, match="no weights given.*pass pretrained="):
-        create_encoder("clip-text")
-    with pytest.raises(MissingWeightsError, match="nope.bin does not exist"):
-        create_encoder("clip-text", pretrained=str(tmp_path / "nope.bin"))
