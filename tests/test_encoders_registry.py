@@ -120,3 +120,12 @@ def test_encode_contract_basics(crepe_tiny):
     assert crepe_tiny.encode([]).shape == (0, crepe_tiny.dim)
     with pytest.raises(ValueError, match="batch_size"):
         crepe_tiny.encode(clips, batch_size=0)
+
+
+def test_decoding_workers_chosen_for_the_device(monkeypatch):
+    from encoders.base import auto_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert (auto_workers(torch.device("cpu")), auto_workers(torch.device("cuda"))) == (0, 1)
+    monkeypatch.setattr("os.cpu_count", lambda: 32)
+    assert (auto_workers(torch.device("cpu")), auto_workers(torch.device("cuda"))) == (8, 8)
