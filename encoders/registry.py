@@ -47,7 +47,7 @@ def get_encoder_class(name: str) -> type[Encoder]:
     try:
         return _ENCODERS[name]
     except KeyError:
-        raise KeyError(f"unknown encoder {name!r}; registered: {', '.join(sorted(_ENCODERS))}") from None
+        raise ValueError(f"unknown encoder {name!r}; registered: {', '.join(sorted(_ENCODERS))}") from None
 
 
 def create_encoder(name: str, **kwargs: Any) -> Encoder:

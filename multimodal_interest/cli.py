@@ -12,13 +12,19 @@ import sys
 # name -> (module under multimodal_interest.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("embed", "encode a catalog's items into the embedding store"),
+    "validate": ("validate", "check a dataset folder; print its problems or its statistics"),
+    "import": ("import_data", "turn a published dataset layout into a dataset folder"),
+    "split": ("split", "save user-wise cold-start splits with a dataset"),
+    "datasets": ("datasets", "list the registered datasets and which are cached"),
+    "fetch": ("fetch", "fetch a registered dataset into the cache, once"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = argparse.ArgumentParser(prog="mmi", description="Cross-platform user interest transfer.")
-    top.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    top.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+    top.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     top.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
     top.epilog = "commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in sorted(COMMANDS.items()))
     top.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -34,7 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"mmi {ns.command}", description=COMMANDS[ns.command][1])
     module.build_parser(parser)
     args = parser.parse_args(argv[split + 1:])
-    return int(module.run(args))
+    args.progress = not ns.quiet
+    try:
+        return int(module.run(args))
+    except (ValueError, OSError) as e:  # bad input: one clear line, not a traceback
+        if ns.debug:
+            raise
+        print(f"mmi {ns.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

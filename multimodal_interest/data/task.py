@@ -8,6 +8,7 @@ kept apart in ``holdout`` and used only as ground truth. Users and items are int
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,6 +45,14 @@ class Histories:
         r = rows.numpy() if isinstance(rows, torch.Tensor) else rows
         return Histories(self.platform, self.users[r], self.items[rows], self.mask[rows],
                          self.timestamps[rows])
+
+    def batches(self, batch_size: int) -> Iterator[Histories]:
+        """Consecutive row batches, each trimmed to its own longest history."""
+        for start in range(0, len(self), batch_size):
+            part = self.select(slice(start, start + batch_size))
+            width = int(part.lengths.max()) if len(part) else 0
+            yield Histories(part.platform, part.users, part.items[:, :width],
+                            part.mask[:, :width], part.timestamps[:, :width])
 
 
 def build_histories(interactions: pd.DataFrame, platform: str, users: np.ndarray,
@@ -96,7 +105,14 @@ class ColdStartTask:
     holdout: pd.DataFrame
     valid_users: np.ndarray  # [V] int64 user_idx
     test_users: np.ndarray  # [T] int64 user_idx
+    synthetic: bool = False  # the platforms are made up (e.g. genres of one catalog): say so
     _truth: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def label(self) -> str:
+        """How to name the task in reports: ``dataset source->target (split)``, synthetic marked."""
+        mark = " [synthetic platforms]" if self.synthetic else ""
+        return f"{self.dataset}{mark} {self.source}->{self.target} ({self.split})"
 
     def histories(self, platform: str, users: np.ndarray | None = None,
                   max_len: int | None = None) -> Histories:
@@ -111,9 +127,10 @@ class ColdStartTask:
 
     def target_truth(self, users: np.ndarray) -> list[np.ndarray]:
         """Each user's hidden target items (unique item_idx, sorted)."""
-        if not self._truth:
-            for uid, grp in self.holdout.groupby("user_idx", sort=False):
-                self._truth[int(uid)] = np.unique(grp["item_idx"].to_numpy(np.int64))
+        if not self._truth and len(self.holdout):
+            pairs = np.unique(self.holdout[["user_idx", "item_idx"]].to_numpy(np.int64), axis=0)
+            owners, starts = np.unique(pairs[:, 0], return_index=True)
+            self._truth.update(zip(owners.tolist(), np.split(pairs[:, 1], starts[1:])))
         empty = np.empty(0, dtype=np.int64)
         return [self._truth.get(int(u), empty) for u in users]
 

@@ -1,0 +1,25 @@
+"""Fusion of a user's multimodal history into one interest vector, and per-platform heads.
+
+>>> from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
+>>> cfg = InterestConfig(FusionConfig(modalities={"text": 384}, platforms=["art", "office"]),
+...                      targets={"office": TargetConfig(n_items=19757)})
+>>> model = InterestModel(cfg)
+>>> model.set_item_features("art", {"text": art_text})          # [18639, 384]
+>>> model.set_item_features("office", {"text": office_text})    # [19757, 384]
+>>> model.score(items, mask, "art", "office").shape              # items, mask: [B, L]
+torch.Size([B, 19757])
+
+Pure torch: importable without ``multimodal_interest`` or accelerate.
+"""
+from __future__ import annotations
+
+from fusion.adapters import (Adapter, create_adapter, get_adapter_class, list_adapters, load_adapter,
+                             register_adapter)
+from fusion.config import FusionConfig, InterestConfig, TargetConfig
+from fusion.items import ItemEmbedder, ItemSpace
+from fusion.model import InterestModel
+from fusion.transformer import FusionTransformer
+
+__all__ = ["Adapter", "FusionConfig", "FusionTransformer", "InterestConfig", "InterestModel",
+           "ItemEmbedder", "ItemSpace", "TargetConfig", "create_adapter", "get_adapter_class",
+           "list_adapters", "load_adapter", "register_adapter"]

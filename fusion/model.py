@@ -1,0 +1,265 @@
+"""InterestModel: the fusion transformer plus one named head per target platform.
+
+    u  = fusion(history)                          [B, D]    platform-agnostic, unit length
+    q  = normalize(adapters[P](u))                [B, D_P]  the query in P's item space
+    v  = normalize(item_adapters[P](items(P)))    [N_P, D]  content space (shared projections)
+       | normalize(P's own item vectors)          [N_P, D_P] external space
+    logits = scale_P * q @ v.T + bias_P           [B, N_P]
+
+Heads are routes named by platform (``nn.ModuleDict``s, as sentence-transformers' Router).
+``save_pretrained`` writes one folder per part (config.json + model.safetensors) and a
+``manifest.json`` naming each part's type, the encoders' fingerprints and library versions;
+``from_pretrained`` rebuilds from it. Item features and external vectors are data, not
+weights: set them again after loading (``set_item_features`` / ``set_item_vectors``).
+
+Training: call the model itself, ``model(items, mask, platform, target, item_idx)`` ->
+logits, so DDP sees the forward. The feature tables are (non-persistent) buffers: under DDP
+pass ``DistributedDataParallelKwargs(broadcast_buffers=False)`` to accelerate, or DDP would
+copy them from rank 0 at every step. Evaluation: ``v = model.item_vectors(P)`` once, then
+``model.logits(model.encode_users(...), P, item_vectors=v)`` per chunk of users, under
+``torch.inference_mode()``.
+"""
+from __future__ import annotations
+
+import os
+import platform as _platform
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.adapters import Adapter, create_adapter
+from fusion.config import (CONFIG_FILE, FusionConfig, InterestConfig, TargetConfig, check_name,
+                           from_dict, load_weights, read_config, read_json, write_json)
+from fusion.items import ItemSpace
+from fusion.transformer import FusionTransformer
+
+MANIFEST = "manifest.json"
+FORMAT = "multimodal-interest/interest-model"
+FORMAT_VERSION = 1
+
+
+class InterestModel(nn.Module):
+    """See the module docstring. Shapes: ``B`` users, ``L`` history length, ``N_P`` items of
+    target ``P``, ``D`` the fusion width, ``D_P`` the width of ``P``'s item space."""
+
+    def __init__(self, config: InterestConfig, encoder_fingerprints: dict[str, str] | None = None):
+        super().__init__()
+        self.fusion = FusionTransformer(config.fusion)
+        self.adapters = nn.ModuleDict()
+        self.item_adapters = nn.ModuleDict()
+        self.spaces = nn.ModuleDict()
+        self.encoder_fingerprints = dict(encoder_fingerprints or {})
+        for p, t in config.targets.items():
+            self.add_target(p, t)
+
+    @property
+    def config(self) -> InterestConfig:
+        return InterestConfig(self.fusion.config, {p: s.config for p, s in self.spaces.items()})
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.spaces)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fusion.pos_emb.weight.device
+
+    def add_target(self, platform: str, config: TargetConfig) -> None:
+        """Add (or replace) the head of target ``platform``: e.g. a new platform scored
+        zero-shot from its catalog alone (``TargetConfig(n, adapter="identity")``)."""
+        check_name("platform", platform)
+        n_ids = self.fusion.config.id_items.get(platform)
+        if config.space == "content" and n_ids is not None and n_ids != config.n_items:
+            raise ValueError(f"target {platform!r}: n_items {config.n_items} but its id embedding "
+                             f"has {n_ids} items (FusionConfig.id_items)")
+        D = self.fusion.config.dim
+        adapter = create_adapter(config.adapter, in_dim=D, out_dim=config.external_dim or D,
+                                 **config.adapter_kwargs)
+        self.adapters[platform] = adapter
+        config = replace(config, adapter_kwargs=_kwargs(adapter.get_config()))  # with defaults
+        if config.space == "content":
+            item_adapter = create_adapter(config.item_adapter, in_dim=D, out_dim=D,
+                                          **config.item_adapter_kwargs)
+            self.item_adapters[platform] = item_adapter
+            config = replace(config, item_adapter_kwargs=_kwargs(item_adapter.get_config()))
+        elif platform in self.item_adapters:
+            del self.item_adapters[platform]
+        self.spaces[platform] = ItemSpace(platform, config)
+        for heads in (self.adapters, self.item_adapters, self.spaces):
+            if platform in heads:
+                heads[platform].to(self.device)
+
+    def _space(self, platform: str) -> ItemSpace:
+        if platform not in self.spaces:
+            raise ValueError(f"no target head for platform {platform!r}; the model has "
+                             f"{self.targets} (add one with add_target)")
+        return self.spaces[platform]  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ data, set at run time
+    def set_item_features(self, platform: str, features: dict[str, Any],
+                          present: dict[str, Any] | None = None) -> None:
+        """Register ``platform``'s encoder vectors: ``features[modality]`` ``[N_P, d_m]``,
+        ``present[modality]`` bool ``[N_P]`` (default all True; ``present["id"]`` marks items
+        with a trained id embedding). Checks widths, row counts and NaN in present rows."""
+        if platform in self.spaces and self.spaces[platform].config.space == "content":
+            n = self.spaces[platform].config.n_items
+            rows = {m: len(x) for m, x in features.items() if len(x) != n}
+            if rows:
+                raise ValueError(f"platform {platform!r}: target has {n} items but features have "
+                                 f"rows {rows}")
+        self.fusion.set_item_features(platform, features, present)
+
+    def set_item_vectors(self, platform: str, vectors: Any) -> None:
+        """An external space's item vectors ``[N_P, D_P]`` (from the platform's own recommender)."""
+        self._space(platform).set_vectors(vectors)
+
+    # ------------------------------------------------------------------ users, items, scores
+    def encode_users(self, items: torch.Tensor, mask: torch.Tensor,
+                     platform: str | torch.Tensor) -> torch.Tensor:
+        """Interest vectors ``[B, D]`` of histories ``items [B, L]`` int64, ``mask [B, L]``
+        bool; ``platform`` a name or int64 ``[B, L]`` indices into ``FusionConfig.platforms``.
+        Unit length; exactly 0 for a history with no embeddable item."""
+        dev = self.device
+        if isinstance(platform, torch.Tensor):
+            platform = platform.to(dev)
+        return self.fusion(items.to(dev), mask.to(dev), platform)
+
+    def query(self, u: torch.Tensor, platform: str) -> torch.Tensor:
+        """``u [B, D]`` -> unit queries ``[B, D_P]`` in ``platform``'s item space; 0 for u = 0
+        (so an empty history is scored by the item bias alone)."""
+        self._space(platform)
+        q = F.normalize(self.adapters[platform](u), dim=-1)
+        return torch.where((u != 0).any(-1, keepdim=True), q, 0.0)
+
+    def item_vectors(self, platform: str, item_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit item vectors ``[N_P, D_P]`` of target ``platform`` (or ``[..., D_P]`` for
+        ``item_idx [...]``). Content items with nothing to embed get 0."""
+        space = self._space(platform)
+        if item_idx is not None:
+            item_idx = item_idx.to(self.device)
+        if space.config.space == "external":
+            return F.normalize(space.external(item_idx), dim=-1)
+        e, has = self.fusion.items(platform, item_idx)
+        v = F.normalize(self.item_adapters[platform](e), dim=-1)
+        return torch.where(has[..., None], v, 0.0)
+
+    def logits(self, u: torch.Tensor, platform: str, item_idx: torch.Tensor | None = None,
+               item_vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """``scale * cos(q, v) + bias``: ``[B, N_P]`` over all items, ``[B, K]`` for shared
+        candidates ``item_idx [K]`` or per-user candidates ``item_idx [B, K]``.
+        ``item_vectors`` (a cached ``item_vectors(platform)``, all items) skips recomputing them."""
+        space = self._space(platform)
+        q = self.query(u, platform)
+        if item_idx is not None:
+            item_idx = item_idx.to(self.device)
+        if item_vectors is None:
+            v = self.item_vectors(platform, item_idx)
+        else:
+            v = item_vectors if item_idx is None else item_vectors[item_idx]
+        return space.logits(q, v, item_idx)
+
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, platform: str | torch.Tensor,
+                target: str, item_idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Training in one call (so DDP sees it): ``logits(encode_users(...), target, item_idx)``."""
+        return self.logits(self.encode_users(items, mask, platform), target, item_idx)
+
+    def score(self, items: torch.Tensor, mask: torch.Tensor, platform: str | torch.Tensor,
+              target: str) -> torch.Tensor:
+        """Full scores ``[B, N_P]`` of target ``target``'s items for these histories."""
+        return self.logits(self.encode_users(items, mask, platform), target)
+
+    # ------------------------------------------------------------------ saving and loading
+    def check_fingerprints(self, fingerprints: dict[str, str]) -> None:
+        """Refuse encoder vectors from other encoders than the ones the model was trained on:
+        for every modality both sides name, the fingerprints must be equal."""
+        bad = {m: (self.encoder_fingerprints[m], fp) for m, fp in fingerprints.items()
+               if m in self.encoder_fingerprints and self.encoder_fingerprints[m] != fp}
+        if bad:
+            lines = "; ".join(f"{m}: model {a}, given {b}" for m, (a, b) in sorted(bad.items()))
+            raise ValueError(f"encoder fingerprints differ ({lines}): the model was trained on "
+                             f"vectors from other encoders; re-embed the items with the model's "
+                             f"encoders or retrain")
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write the model to ``folder`` (manifest last: an interrupted save has none)."""
+        folder = Path(folder)
+        (folder / MANIFEST).unlink(missing_ok=True)
+        parts = [{"name": "fusion", "role": "fusion", "type": "FusionTransformer", "path": "fusion"}]
+        self.fusion.save(folder / "fusion")
+        for p, space in self.spaces.items():
+            heads: list[tuple[str, Adapter]] = [("adapter", self.adapters[p])]
+            if p in self.item_adapters:
+                heads.append(("item_adapter", self.item_adapters[p]))
+            space.save(folder / "targets" / p)
+            parts.append({"name": f"targets/{p}", "role": "item_space", "type": "ItemSpace",
+                          "platform": p, "path": f"targets/{p}"})
+            for role, adapter in heads:
+                adapter.save(folder / f"{role}s" / p)
+                parts.append({"name": f"{role}s/{p}", "role": role, "type": adapter.registry_name,
+                              "platform": p, "path": f"{role}s/{p}"})
+        write_json(folder / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                       "parts": parts, "encoder_fingerprints": self.encoder_fingerprints,
+                                       "versions": _versions()})
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike,
+                        encoder_fingerprints: dict[str, str] | None = None,
+                        device: str | torch.device | None = None) -> InterestModel:
+        """Load a model written by :meth:`save_pretrained`. With ``encoder_fingerprints``
+        (modality -> fingerprint of the vectors you will feed it, e.g. the embedding store's),
+        refuse a model trained on other encoders."""
+        folder = Path(folder)
+        if not (folder / MANIFEST).is_file():
+            raise FileNotFoundError(f"{folder / MANIFEST}: missing; not a saved InterestModel "
+                                    f"(or its save was interrupted)")
+        manifest = read_json(folder / MANIFEST)
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{folder / MANIFEST}: format {manifest.get('format')!r} version "
+                             f"{manifest.get('format_version')!r}; expected {FORMAT!r} {FORMAT_VERSION}")
+        parts = manifest["parts"]
+        fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
+        targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
+                   if p["role"] == "item_space"}
+        model = cls(InterestConfig(read_config(FusionConfig, fusion), targets),
+                    manifest.get("encoder_fingerprints"))
+        if encoder_fingerprints is not None:
+            model.check_fingerprints(encoder_fingerprints)
+        load_weights(model.fusion, fusion)
+        for p in parts:
+            if p["role"] != "fusion":
+                modules = {"item_space": model.spaces, "adapter": model.adapters,
+                           "item_adapter": model.item_adapters}[p["role"]]
+                load_weights(modules[p["platform"]], folder / p["path"])
+        return model.to(device) if device is not None else model
+
+
+def _target_config(folder: Path, part: dict, parts: list[dict]) -> TargetConfig:
+    """A target's config from its item-space folder and its adapters' folders."""
+    d = dict(read_json(folder / part["path"] / CONFIG_FILE))
+    for p in parts:
+        if p.get("platform") == part["platform"] and p["role"] in ("adapter", "item_adapter"):
+            a = dict(read_json(folder / p["path"] / CONFIG_FILE))
+            d[p["role"]] = a.pop("type")
+            d[f"{p['role']}_kwargs"] = _kwargs(a)
+    return from_dict(TargetConfig, d, str(folder / part["path"] / CONFIG_FILE))
+
+
+def _kwargs(adapter_config: dict[str, Any]) -> dict[str, Any]:
+    """An adapter's own options: its config without the widths the model sets."""
+    return {k: v for k, v in adapter_config.items() if k not in ("in_dim", "out_dim")}
+
+
+def _versions() -> dict[str, str | None]:
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {"python": _platform.python_version(), "torch": torch.__version__,
+            "safetensors": version("safetensors"), "multimodal-interest": version("multimodal-interest")}

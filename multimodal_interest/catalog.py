@@ -1,0 +1,174 @@
+"""Reading an item catalog: one platform's items, their text fields and media files.
+
+A catalog is a CSV, TSV, Parquet or JSONL table with an ``item_id`` column, any text
+columns, and optional image and audio path columns (paths relative to the catalog's folder).
+Problems with single rows (an empty id, a duplicate id) are collected as :class:`RowError`
+with file and row, and the rest of the catalog goes on; a problem with the whole file (it
+cannot be parsed, a named column is missing) raises :class:`CatalogError`.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+
+def combine_text_fields(record, fields):  # MERGE: replace with encoders.text.combine_text_fields
+    return ". ".join(str(record[f]).strip() for f in fields if str(record[f]).strip())
+
+ID_COLUMN = "item_id"
+READERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+
+
+class CatalogError(ValueError):
+    """The catalog file as a whole cannot be used."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One item that could not be used, and why."""
+
+    file: str
+    row: int  # 1-based data row (CSV/TSV: line = row + 1, after the header)
+    item_id: str
+    modality: str  # "catalog" for problems with the row itself
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file} row {self.row} (item {self.item_id!r}, {self.modality}): {self.reason}"
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV/TSV/Parquet/JSONL file as a DataFrame of strings (empty cells are '')."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such file")
+    try:
+        if suffix in READERS:
+            return pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False)
+        if suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True, dtype=False)
+        else:
+            raise CatalogError(f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
+    except (pd.errors.ParserError, ValueError, OSError) as e:
+        if isinstance(e, CatalogError):
+            raise
+        raise CatalogError(f"{path}: cannot be read as a {suffix} table: {e}") from None
+    return df.apply(lambda col: col.map(lambda v: "" if v is None or v != v else str(v)))
+
+
+@dataclass
+class Catalog:
+    """One platform's items. ``items`` keeps file order; row ``i`` is data row ``i + 1``."""
+
+    path: Path
+    items: pd.DataFrame
+    text_fields: list[str]
+    image_field: str | None = None
+    audio_field: str | None = None
+    errors: list[RowError] = field(default_factory=list)  # row-level problems found on reading
+    usable: list[int] = field(default_factory=list)  # rows with a valid, first-seen item id
+
+    @classmethod
+    def read(cls, path: str | Path, text_fields: list[str] | None = None,
+             image_field: str | None = None, audio_field: str | None = None) -> Catalog:
+        """Read and check a catalog. Without ``text_fields``, every column other than the id
+        and media columns is text, in file order. ``image``/``audio`` columns are used when
+        present unless other names are given."""
+        path = Path(path)
+        df = read_table(path)
+        image_field = image_field or ("image" if "image" in df.columns else None)
+        audio_field = audio_field or ("audio" if "audio" in df.columns else None)
+        if text_fields is None:
+            text_fields = [c for c in df.columns if c not in (ID_COLUMN, image_field, audio_field)]
+        for col in [ID_COLUMN, *text_fields, image_field, audio_field]:
+            if col is not None and col not in df.columns:
+                raise CatalogError(f"{path}: missing column {col!r} (columns: {', '.join(df.columns)})")
+        cat = cls(path, df.reset_index(drop=True), list(text_fields), image_field, audio_field)
+        cat._check_ids()
+        return cat
+
+    def _check_ids(self) -> None:
+        ids = self.items[ID_COLUMN].str.strip()
+        first_row: dict[str, int] = {}
+        for i, item_id in enumerate(ids):
+            if not item_id:
+                self.errors.append(RowError(str(self.path), i + 1, "", "catalog", "empty item_id"))
+            elif item_id in first_row:
+                self.errors.append(RowError(str(self.path), i + 1, item_id, "catalog",
+                                            f"duplicate item_id (first at row {first_row[item_id]}); row skipped"))
+            else:
+                first_row[item_id] = i + 1
+                self.usable.append(i)
+        self.items[ID_COLUMN] = ids
+
+    def item_id(self, row: int) -> str:
+        return self.items.at[row, ID_COLUMN]
+
+    def error(self, row: int, modality: str, reason: str) -> RowError:
+        return RowError(str(self.path), row + 1, self.item_id(row), modality, reason)
+
+    def modalities(self) -> dict[str, str | None]:
+        """Input kinds this catalog has: text, image, audio (the column, or None for text)."""
+        out: dict[str, str | None] = {}
+        if self.text_fields:
+            out["text"] = None
+        if self.image_field:
+            out["image"] = self.image_field
+        if self.audio_field:
+            out["audio"] = self.audio_field
+        return out
+
+    def text(self, row: int) -> str:
+        return combine_text_fields(self.items.loc[row, self.text_fields].to_dict(), self.text_fields)
+
+    def media_path(self, row: int, column: str) -> Path | None:
+        """The file a media cell names, resolved against the catalog's folder ('' -> None)."""
+        value = self.items.at[row, column].strip()
+        return Path(os.path.normpath(self.path.parent / value)) if value else None
+
+
+def content_hash(data: str | bytes) -> str:
+    """What the store keys an item's content by: sha256, 32 hex digits."""
+    raw = data.encode() if isinstance(data, str) else data
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:32]
+
+
+def encoder_input(cat: Catalog, row: int, kind: str) -> tuple[Any, str] | None:
+    """``(input, content hash)`` of one row for an encoder of ``kind``
+    ("text", "image", "audio" or "vector"); None when the row has no such content.
+    Raises ValueError/OSError with a reason for content that is there but unusable."""
+    if kind == "vector":
+        item_id = cat.item_id(row)
+        return item_id, content_hash(item_id)
+    if kind == "text":
+        text = cat.text(row)
+        if not text.strip():
+            raise ValueError(f"empty text in {', '.join(cat.text_fields)}")
+        return text, content_hash(text)
+    column = cat.image_field if kind == "image" else cat.audio_field
+    if column is None:
+        return None
+    path = cat.media_path(row, column)
+    if path is None:
+        return None
+    if not path.is_relative_to(os.path.normpath(cat.path.parent)):
+        raise ValueError(f"{column} path {cat.items.at[row, column]!r} leaves the catalog's folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"{column} file not found: {path}")
+    return str(path), file_hash(path)

@@ -1,0 +1,188 @@
+"""A cross-platform dataset: catalogs per platform, interactions, users, splits, tasks.
+
+>>> ds = CrossPlatformDataset.load("path/to/folder")      # checks everything, loudly
+>>> task = ds.cold_start("art", "office", "published")   # -> ColdStartTask
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from multimodal_interest.data.loader import Parts, load_parts
+from multimodal_interest.data.splits import Split, list_splits, load_split
+from multimodal_interest.data.stats import dataset_stats
+from multimodal_interest.data.task import (INTERACTION_COLUMNS, ColdStartTask, Histories,
+                                           build_histories)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemVectors:
+    """Precomputed vectors of one platform's items, aligned with its ``item_idx``."""
+
+    name: str
+    modality: str
+    vectors: np.ndarray  # [n_items, D] float32, zeros where absent
+    present: np.ndarray  # [n_items] bool
+
+
+class CrossPlatformDataset:
+    """A dataset folder (see ``docs/dataset_format.md``), loaded and checked.
+
+    ``items[p]``: platform ``p``'s catalog, row position = ``item_idx``; ``item_id``, the
+    declared text fields ('' where empty) and media columns as absolute paths ('' where
+    none). ``interactions``: one row per event, sorted by user then time, with ``user_idx``,
+    ``platform``, ``item_idx``, ``timestamp`` (the ``order`` when there is no time),
+    ``weight`` (1 unless given), ``user_id``, ``item_id`` and any other columns of the file.
+    ``user_ids[user_idx]`` is the user's id after user links are applied.
+    """
+
+    def __init__(self, root: Path, parts: Parts) -> None:
+        self.root = Path(root)
+        self.manifest = parts.manifest
+        self.items: dict[str, pd.DataFrame] = parts.items
+        self.interactions: pd.DataFrame = parts.interactions
+        self.user_ids: np.ndarray = parts.user_ids
+
+    @classmethod
+    def load(cls, path: str | Path) -> CrossPlatformDataset:
+        """Load and check a dataset folder; raises ``DatasetError`` naming every problem."""
+        return cls(Path(path), load_parts(Path(path)))
+
+    def __repr__(self) -> str:
+        label = " [synthetic]" if self.synthetic else ""
+        return (f"CrossPlatformDataset({self.name!r}{label}, platforms={self.platforms}, "
+                f"users={self.n_users}, interactions={len(self.interactions)})")
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def synthetic(self) -> bool:
+        return self.manifest.synthetic
+
+    @property
+    def platforms(self) -> list[str]:
+        return list(self.manifest.platforms)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> dict[str, int]:
+        return {p: len(frame) for p, frame in self.items.items()}
+
+    def text_fields(self, platform: str) -> tuple[str, ...]:
+        """The platform's text columns, in the order the manifest declares them."""
+        return self.manifest.platforms[self._platform(platform)].text
+
+    def item_idx(self, platform: str, item_ids) -> np.ndarray:
+        """[N] int64 ``item_idx`` of ``item_ids`` on ``platform``; -1 for unknown ids."""
+        index = self._item_indexes[self._platform(platform)]
+        return index.get_indexer(pd.Index(item_ids, dtype="str"))
+
+    def user_idx(self, user_ids) -> np.ndarray:
+        """[N] int64 ``user_idx`` of ``user_ids``; -1 for unknown ids."""
+        return self._user_index.get_indexer(pd.Index(user_ids, dtype="str"))
+
+    def vectors(self, platform: str, name: str) -> ItemVectors:
+        """The precomputed vectors ``name`` of ``platform``, one row per ``item_idx``."""
+        spec = self.manifest.platforms[self._platform(platform)].vectors.get(name)
+        if spec is None:
+            have = ", ".join(self.manifest.platforms[platform].vectors) or "none"
+            raise KeyError(f"platform {platform!r} has no vectors {name!r} (it has: {have})")
+        with np.load(self.root / spec.path, allow_pickle=False) as z:
+            ids, raw = z["item_id"].astype(str), z["vectors"]
+        rows = self.item_idx(platform, ids)
+        out = np.zeros((self.n_items[platform], raw.shape[1]), dtype=np.float32)
+        out[rows] = raw
+        present = np.zeros(self.n_items[platform], dtype=bool)
+        present[rows] = True
+        return ItemVectors(name, spec.modality, out, present)
+
+    def active_users(self, platform: str) -> np.ndarray:
+        """[n_users] bool: the user has at least one interaction on ``platform``."""
+        return self._active[self._platform(platform)]
+
+    def histories(self, platform: str, users: np.ndarray | None = None,
+                  max_len: int | None = None) -> Histories:
+        """Histories on ``platform`` from all interactions (``users`` None: every active user)."""
+        if users is None:
+            users = np.flatnonzero(self.active_users(platform))
+        return build_histories(self.interactions, self._platform(platform), users, max_len)
+
+    def stats(self) -> dict:
+        """Users, items, interactions per platform, overlap, history lengths (JSON-able)."""
+        return dataset_stats(self)
+
+    def splits(self) -> list[str]:
+        """Names of the splits saved with the dataset."""
+        return list_splits(self.root)
+
+    def split(self, name: str) -> Split:
+        return load_split(self.root, name, self.platforms, self._user_index)
+
+    def cold_start(self, source: str, target: str, split: str = "published") -> ColdStartTask:
+        """The ``source -> target`` task of a saved split.
+
+        Valid and test users are the split's users for this target who have interactions on
+        both platforms; their target interactions form ``holdout``, everything else
+        (their source interactions included) forms ``train``.
+        """
+        source, target = self._platform(source), self._platform(target)
+        if source == target:
+            raise ValueError(f"source and target are both {source!r}; a cold-start task needs two "
+                             "platforms")
+        users = self.split(split).users
+        users = users[users["target"].isin([target, "*"])]
+        idx = self.user_idx(users["user_id"])
+        both = self.active_users(source)[idx] & self.active_users(target)[idx]
+        if not both.all():
+            log.warning("split %r: %d of its %d users for target %r lack %s or %s interactions; "
+                        "they are left out of the task", split, int((~both).sum()), len(idx),
+                        target, source, target)
+        roles = users["role"].to_numpy()
+        valid = np.unique(idx[both & (roles == "valid")])
+        test = np.unique(idx[both & (roles == "test")])
+        held = np.zeros(self.n_users, dtype=bool)
+        held[valid], held[test] = True, True
+        inter = self.interactions
+        mask = (inter["platform"] == target).to_numpy() & held[inter["user_idx"].to_numpy()]
+        columns = list(INTERACTION_COLUMNS)
+        return ColdStartTask(self.name, split, source, target, self.n_items, self.n_users,
+                             inter.loc[~mask, columns].reset_index(drop=True),
+                             inter.loc[mask, columns].reset_index(drop=True), valid, test,
+                             synthetic=self.synthetic)
+
+    def _platform(self, platform: str) -> str:
+        if platform not in self.manifest.platforms:
+            raise KeyError(f"unknown platform {platform!r}; dataset {self.name!r} has "
+                           f"{', '.join(self.platforms)}")
+        return platform
+
+    @cached_property
+    def _item_indexes(self) -> dict[str, pd.Index]:
+        return {p: pd.Index(frame["item_id"]) for p, frame in self.items.items()}
+
+    @cached_property
+    def _user_index(self) -> pd.Index:
+        return pd.Index(self.user_ids, dtype="str")
+
+    @cached_property
+    def _active(self) -> dict[str, np.ndarray]:
+        inter = self.interactions
+        users, codes = inter["user_idx"].to_numpy(), inter["platform"].cat.codes.to_numpy()
+        out = {}
+        for k, p in enumerate(self.platforms):
+            active = np.zeros(self.n_users, dtype=bool)
+            active[users[codes == k]] = True
+            out[p] = active
+        return out

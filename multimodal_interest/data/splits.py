@@ -1,0 +1,132 @@
+"""User-wise cold-start splits, saved with the dataset so that every method sees the same users.
+
+A split is ``splits/<name>.csv`` with columns ``user_id, role, target`` plus
+``splits/<name>.json`` (how it was made). ``role`` is ``valid`` or ``test``; ``target`` is
+the platform on which the user is cold (their interactions there are hidden), or ``*`` for
+every target. Users not listed are training users.
+
+Random splits follow PTUPCDR: a ``ratio`` of the overlapping users (active on at least two
+platforms) become test users, a further ``valid_ratio`` of them valid users, drawn with
+``numpy.random.default_rng(seed)`` over the overlapping users sorted by id.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from multimodal_interest.data.errors import DatasetError, Problems
+from multimodal_interest.data.tables import read_table, write_table
+
+ROLES = ("valid", "test")
+ANY = "*"
+RATIOS = (0.2, 0.5, 0.8)  # PTUPCDR's held-out shares of the overlapping users
+SEEDS = (900, 1000, 10, 2020, 500)
+VALID_RATIO = 0.1
+PUBLISHED = "published"
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    users: pd.DataFrame  # user_id, role, target
+    meta: dict = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {role: int(self.users.loc[self.users["role"] == role, "user_id"].nunique())
+                for role in ROLES}
+
+
+def split_name(ratio: float, seed: int) -> str:
+    """``cold20_seed900`` for ratio 0.2 and seed 900."""
+    return f"cold{round(ratio * 100):02d}_seed{seed}"
+
+
+def overlapping_users(dataset) -> np.ndarray:
+    """[K] int64 user_idx of users active on at least two platforms."""
+    active = np.stack([dataset.active_users(p) for p in dataset.platforms])
+    return np.flatnonzero(active.sum(0) >= 2)
+
+
+def random_split(dataset, ratio: float, seed: int, valid_ratio: float = VALID_RATIO) -> Split:
+    """Hold out ``ratio`` of the overlapping users as test and ``valid_ratio`` as valid users."""
+    if not 0 < ratio < 1 or not 0 <= valid_ratio < 1 or ratio + valid_ratio > 1:
+        raise ValueError(f"need 0 < ratio < 1, 0 <= valid_ratio < 1 and ratio + valid_ratio <= 1; "
+                         f"got ratio={ratio}, valid_ratio={valid_ratio}")
+    ids = np.sort(dataset.user_ids[overlapping_users(dataset)])
+    if len(ids) < 2:
+        raise ValueError(f"dataset {dataset.name!r} has {len(ids)} overlapping users; a cold-start "
+                         "split needs users active on at least two platforms")
+    n_test = int(np.floor(ratio * len(ids) + 0.5))
+    n_valid = min(int(np.floor(valid_ratio * len(ids) + 0.5)), len(ids) - n_test)
+    chosen = ids[np.random.default_rng(seed).permutation(len(ids))[:n_test + n_valid]]
+    users = pd.DataFrame({"user_id": chosen, "role": ["test"] * n_test + ["valid"] * n_valid,
+                          "target": ANY})
+    meta = {"kind": "random", "dataset": dataset.name, "ratio": ratio, "seed": seed,
+            "valid_ratio": valid_ratio, "overlapping_users": len(ids), "test": n_test,
+            "valid": n_valid, "rule": "test/valid users drawn from users active on >= 2 "
+            "platforms (sorted by id) with numpy default_rng(seed).permutation; they are cold "
+            "on every target platform"}
+    return Split(split_name(ratio, seed), users.sort_values(["role", "user_id"], ignore_index=True),
+                 meta)
+
+
+def list_splits(root: Path) -> list[str]:
+    folder = Path(root) / "splits"
+    return sorted(p.stem for p in folder.glob("*.csv")) if folder.is_dir() else []
+
+
+def save_split(root: Path, split: Split) -> Path:
+    """Write ``splits/<name>.csv`` and ``.json``; an existing split must be identical."""
+    path = Path(root) / "splits" / f"{split.name}.csv"
+    users = split.users[["user_id", "role", "target"]].astype("str")
+    if path.exists():
+        if _same(pd.read_csv(path, dtype=str, keep_default_na=False), users):
+            return path
+        raise FileExistsError(f"{path} exists with other users; delete it to replace the split")
+    meta = path.with_suffix(".json")  # first: the .csv is what makes the split exist
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    tmp = meta.with_name(f".{meta.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"name": split.name, **split.meta}, indent=2) + "\n")
+    os.replace(tmp, meta)
+    write_table(users, path)
+    return path
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    key = ["user_id", "role", "target"]
+    return a[key].astype(str).sort_values(key, ignore_index=True).equals(
+        b[key].astype(str).sort_values(key, ignore_index=True))
+
+
+def load_split(root: Path, name: str, platforms: list[str], user_index: pd.Index) -> Split:
+    """Read and check a saved split against the dataset's platforms and users."""
+    path = Path(root) / "splits" / f"{name}.csv"
+    if not path.is_file():
+        have = ", ".join(list_splits(root)) or "none"
+        raise DatasetError([], f"dataset {root}: no split {name!r} (saved splits: {have}; "
+                               f"make one with `mmi split {root}`)")
+    problems = Problems()
+    shown = f"splits/{path.name}"
+    table = read_table(path, shown, problems, ("user_id", "role", "target"))
+    if table is not None and table.require(problems, "user_id", "role", "target"):
+        users = pd.DataFrame({c: table.text(c, problems) for c in ("user_id", "role", "target")})
+        table.flag(problems, ~users["role"].isin(ROLES).to_numpy(), "role",
+                   f"unknown role {{value}} (expected {' or '.join(ROLES)})", users["role"])
+        table.flag(problems, ~users["target"].isin([*platforms, ANY]).to_numpy(), "target",
+                   f"unknown target {{value}} (expected one of {', '.join(platforms)} or '*')",
+                   users["target"])
+        table.flag(problems, user_index.get_indexer(users["user_id"]) < 0, "user_id",
+                   "user {value} is not in the dataset", users["user_id"])
+        clash = users.duplicated(["user_id", "target"], keep=False) | (
+            users["user_id"].duplicated(keep=False) & (users["target"] == ANY))
+        table.flag(problems, clash.to_numpy(), "user_id",
+                   "user {value} is listed more than once for the same target", users["user_id"])
+    problems.raise_if_any(f"split {name!r}")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return Split(name, users, meta)

@@ -1,0 +1,185 @@
+"""The embedding job: a catalog's items through encoders into the embedding store.
+
+Incremental and restartable: an item is encoded only when the store has no row for its id
+with the same content hash, and vectors are written in whole shards of ``shard_size`` items,
+so a killed job, run again, encodes exactly what is missing. Under ``accelerate launch`` the
+work is split across processes, each writing its own shards.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from encoders import Encoder
+from multimodal_interest.catalog import Catalog, RowError, encoder_input
+from multimodal_interest.store import EmbeddingStore, atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+ERRORS_FILE = "errors.jsonl"
+
+
+@dataclass
+class ModalityReport:
+    """What happened to one modality of one catalog."""
+
+    modality: str
+    encoder: str
+    fingerprint: str
+    items: int = 0  # rows that have this content
+    encoded: int = 0  # encoded in this run
+    reused: int = 0  # already in the store with the same content
+    failed: int = 0
+    seconds: float = 0.0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class EmbedSummary:
+    catalog: str
+    platform: str
+    modalities: list[ModalityReport]
+    errors: list[RowError] = field(default_factory=list)
+    seconds: float = 0.0
+    errors_file: str | None = None
+
+    def format(self, max_errors: int = 10) -> str:
+        lines = [f"{self.catalog} -> platform {self.platform!r} in {self.seconds:.1f}s"]
+        lines.append(f"  {'modality':<10}{'encoder':<22}{'items':>8}{'encoded':>9}{'reused':>8}"
+                     f"{'failed':>8}{'items/s':>9}")
+        for m in self.modalities:
+            lines.append(f"  {m.modality:<10}{m.encoder:<22}{m.items:>8}{m.encoded:>9}{m.reused:>8}"
+                         f"{m.failed:>8}{m.items_per_s:>9.1f}")
+        if self.errors:
+            lines.append(f"  {len(self.errors)} item(s) skipped:")
+            lines += [f"    {e}" for e in self.errors[:max_errors]]
+            if len(self.errors) > max_errors:
+                lines.append(f"    ... {len(self.errors) - max_errors} more")
+            lines.append(f"  all reasons: {self.errors_file}")
+        return "\n".join(lines)
+
+
+def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
+                  encoders: dict[str, Encoder], batch_size: int = 32, shard_size: int = 4096,
+                  num_workers: int = 0, show_progress: bool = True) -> EmbedSummary:
+    """Encode every modality of ``catalog`` named in ``encoders`` (store slot -> encoder).
+
+    The slot is the store's modality name ("text", "image", "audio", or a custom one such as
+    "audio_vggish"); what the encoder reads follows its own modality: text encoders read the
+    combined text fields, image/audio encoders the media files, "vector" encoders the item id.
+    """
+    from accelerate import PartialState  # imported here: light jobs need not pay for it
+
+    state = PartialState()
+    start = time.perf_counter()
+    errors: list[RowError] = list(catalog.errors)
+    reports = []
+    for slot, encoder in encoders.items():
+        report, slot_errors = _embed_slot(catalog, store, platform, slot, encoder, state,
+                                          batch_size, shard_size, num_workers, show_progress)
+        reports.append(report)
+        errors += slot_errors
+    summary = EmbedSummary(str(catalog.path), platform, reports, errors,
+                           time.perf_counter() - start)
+    if state.is_main_process:
+        path = store.root / platform / ERRORS_FILE
+        atomic_write_bytes(path, "".join(json.dumps(asdict(e)) + "\n" for e in errors).encode())
+        summary.errors_file = str(path)
+    return summary
+
+
+def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: str,
+                encoder: Encoder, state, batch_size: int, shard_size: int, num_workers: int,
+                show_progress: bool) -> tuple[ModalityReport, list[RowError]]:
+    vectors = store.open(platform, slot, encoder)
+    report = ModalityReport(slot, encoder.registry_name, encoder.fingerprint)
+    checked: list[RowError] = []  # found before encoding; the same in every process
+    stored = vectors.content_hashes()
+    todo: list[tuple[int, object, str]] = []  # (row, encoder input, content hash)
+    for row in catalog.usable:
+        try:
+            got = encoder_input(catalog, row, encoder.modality)
+        except (ValueError, OSError) as e:
+            checked.append(catalog.error(row, slot, str(e)))
+            continue
+        if got is None:
+            continue
+        report.items += 1
+        if stored.get(catalog.item_id(row)) == got[1]:
+            report.reused += 1
+        else:
+            todo.append((row, *got))
+    failed: list[RowError] = []  # this process's encoding failures
+    chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
+    t0 = time.perf_counter()
+    with state.split_between_processes(chunks) as mine, \
+            tqdm(total=sum(len(c) for c in mine), desc=f"{platform}/{slot}", unit="item",
+                 disable=not (show_progress and state.is_main_process)) as bar:
+        for chunk in mine:
+            result = encoder.encode_with_errors([x for _, x, _ in chunk], batch_size=batch_size,
+                                                show_progress_bar=False, num_workers=num_workers)
+            if result.ok:
+                vectors.write_shard([catalog.item_id(chunk[i][0]) for i in result.ok],
+                                    [chunk[i][2] for i in result.ok], result.vectors.numpy(),
+                                    rank=state.process_index)
+            failed += [catalog.error(chunk[i][0], slot, reason) for i, reason in sorted(result.errors.items())]
+            report.encoded += len(result.ok)
+            bar.update(len(chunk))
+    report.seconds = time.perf_counter() - t0
+    if state.num_processes > 1:
+        failed = _gather(report, failed)
+    report.failed = len(checked) + len(failed)
+    return report, checked + failed
+
+
+def _gather(report: ModalityReport, failed: list[RowError]) -> list[RowError]:
+    """Sum the per-process counts into ``report``; every process's failures."""
+    from accelerate.utils import gather_object
+
+    parts = gather_object([(report.encoded, report.seconds, failed)])
+    report.encoded = sum(p[0] for p in parts)
+    report.seconds = max(p[1] for p in parts)
+    return [e for p in parts for e in p[2]]
+
+
+def load_encoders(specs: dict[str, str], device: str | None = None) -> dict[str, Encoder]:
+    """``{"text": "sentence-transformer", "image": "resnet:arch=resnet50,weights=r50.pth"}``
+    -> encoders. Values after ':' are ``key=value`` options, comma-separated."""
+    from encoders import create_encoder
+
+    out = {}
+    for slot, spec in specs.items():
+        name, _, opts = spec.partition(":")
+        kwargs = {}
+        for opt in filter(None, opts.split(",")):
+            key, eq, value = opt.partition("=")
+            if not eq:
+                raise ValueError(f"encoder option {opt!r} in {spec!r} is not key=value")
+            kwargs[key.strip()] = _parse_value(value.strip())
+        try:
+            out[slot] = create_encoder(name, device=device, **kwargs)
+        except TypeError as e:  # an unknown option: say which spec it came from
+            raise ValueError(f"encoder {spec!r} for {slot!r}: {e}") from None
+    return out
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def default_encoders(catalog: Catalog) -> dict[str, str]:
+    """The default encoder of each modality the catalog has."""
+    defaults = {"text": "sentence-transformer", "image": "efficientnet-lite0", "audio": "crepe"}
+    return {m: defaults[m] for m in catalog.modalities()}
+

@@ -1,0 +1,114 @@
+"""Training batches, planned per epoch from a seed so that a resumed run sees the same ones.
+
+An epoch walks the overlapping training users (they have both a source history and target
+items) in a seeded order. Each step pairs a *cross* batch (source history -> the user's target
+items) with a *within* batch (a prefix of some user's history on one platform -> the item that
+followed it); within batches cycle through the platforms. Plans hold only user ids and cut
+points; tensors are gathered when a batch is built, without Python loops over rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from multimodal_interest.data.task import ColdStartTask
+
+
+class Sequences:
+    """Each user's time-ordered items on one platform, as one flat array plus row offsets."""
+
+    def __init__(self, train: pd.DataFrame, platform: str, n_users: int):
+        rows = train[train["platform"] == platform]
+        u = rows["user_idx"].to_numpy(np.int64)
+        order = np.lexsort((np.arange(len(u)), rows["timestamp"].to_numpy(np.float64), u))
+        self.platform = platform
+        self.items = rows["item_idx"].to_numpy(np.int64)[order]
+        counts = np.bincount(u, minlength=n_users)
+        self.stop = np.cumsum(counts)
+        self.start = self.stop - counts
+
+    def lengths(self, users: np.ndarray) -> np.ndarray:
+        return self.stop[users] - self.start[users]
+
+    def windows(self, users: np.ndarray, ends: np.ndarray | None = None,
+                max_len: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last ``max_len`` items before position ``ends[i]`` (default: the whole history)
+        of each user: ``items [B, L]`` int64 and ``mask [B, L]`` bool, left-aligned."""
+        stop = self.stop[users] if ends is None else self.start[users] + ends
+        start = np.maximum(self.start[users], stop - max_len)
+        n = stop - start
+        col = np.arange(max(int(n.max()) if len(n) else 0, 1))
+        mask = col[None, :] < n[:, None]
+        items = np.where(mask, self.items[np.where(mask, start[:, None] + col, 0)] if len(self.items) else 0, 0)
+        return torch.from_numpy(items), torch.from_numpy(mask)
+
+    def targets(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every item of each user as ``(row [P], item [P])`` pairs (row = position in users)."""
+        n = self.lengths(users)
+        rows = np.repeat(np.arange(len(users)), n)
+        offsets = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
+        items = self.items[np.repeat(self.start[users], n) + offsets]
+        return torch.from_numpy(rows), torch.from_numpy(items)
+
+
+@dataclass
+class StepPlan:
+    """One training step: whose histories, and where the within-platform prefixes end."""
+
+    cross_users: np.ndarray  # [B] user_idx
+    within_platform: str | None
+    within_users: np.ndarray  # [B'] user_idx
+    within_ends: np.ndarray  # [B'] prefix length; the target is the item at that position
+
+
+class BatchPlanner:
+    """Plans epochs of :class:`StepPlan` and turns each into tensors."""
+
+    def __init__(self, task: ColdStartTask, batch_size: int, max_len: int, within: bool, seed: int):
+        self.task, self.batch_size, self.max_len, self.seed = task, batch_size, max_len, seed
+        self.seqs = {p: Sequences(task.train, p, task.n_users) for p in (task.source, task.target)}
+        self.cross_users = task.overlap_users()
+        if len(self.cross_users) == 0:
+            raise ValueError(f"{task.dataset}/{task.split}: no training user has interactions on both "
+                             f"{task.source!r} and {task.target!r}; nothing teaches the cross-platform map")
+        self.within_users = {}
+        if within:
+            for p, seq in self.seqs.items():
+                users = np.flatnonzero(seq.lengths(np.arange(task.n_users)) >= 2)
+                if len(users):
+                    self.within_users[p] = users
+
+    def plan(self, epoch: int) -> list[StepPlan]:
+        """The steps of ``epoch``: the same for the same (seed, epoch), whatever ran before."""
+        rng = np.random.default_rng([self.seed, epoch])
+        users = rng.permutation(self.cross_users)
+        platforms = sorted(self.within_users)
+        steps = []
+        for s, b in enumerate(range(0, len(users), self.batch_size)):
+            cross = users[b:b + self.batch_size]
+            if platforms:
+                p = platforms[s % len(platforms)]
+                who = rng.choice(self.within_users[p], size=len(cross))
+                # a prefix of 1 .. len-1 items; the item after it is the target
+                ends = 1 + (rng.random(len(who)) * (self.seqs[p].lengths(who) - 1)).astype(np.int64)
+                steps.append(StepPlan(cross, p, who, ends))
+            else:
+                steps.append(StepPlan(cross, None, np.empty(0, np.int64), np.empty(0, np.int64)))
+        return steps
+
+    def build(self, step: StepPlan) -> dict:
+        """Tensors of one step (on the CPU)."""
+        src, tgt = self.seqs[self.task.source], self.seqs[self.task.target]
+        items, mask = src.windows(step.cross_users, max_len=self.max_len)
+        pos_rows, pos_items = tgt.targets(step.cross_users)
+        batch = {"src_items": items, "src_mask": mask, "pos_rows": pos_rows, "pos_items": pos_items,
+                 "within_platform": step.within_platform}
+        if step.within_platform is not None:
+            seq = self.seqs[step.within_platform]
+            w_items, w_mask = seq.windows(step.within_users, step.within_ends, self.max_len)
+            batch.update(w_items=w_items, w_mask=w_mask,
+                         w_target=torch.from_numpy(seq.items[seq.start[step.within_users] + step.within_ends]))
+        return batch

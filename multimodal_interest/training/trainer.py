@@ -1,0 +1,268 @@
+"""Training an :class:`~fusion.InterestModel` on a cold-start task, with accelerate.
+
+Shaped like accelerate's examples: one ``Accelerator`` (mixed precision, gradient
+accumulation, trackers), one ``prepare``, ``accumulate`` around each step, ``save_state`` /
+``load_state`` for checkpoints and ``skip_first_batches`` to resume mid-epoch. After each
+epoch the model is scored on the validation users (cold on the target) and the best one is
+saved with ``save_pretrained``; training stops after ``patience`` epochs without progress.
+
+Output folder::
+
+    config.json        the resolved TrainConfig
+    model/             the best model so far (save_pretrained), replaced atomically
+    log.jsonl          one line per epoch: losses, validation NDCG@10, time
+    checkpoints/step-N the latest full training state (model, optimizer, RNG, progress)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
+from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.store import atomic_write_bytes
+from multimodal_interest.training.batches import BatchPlanner
+from multimodal_interest.training.config import TrainConfig
+from multimodal_interest.training.features import ItemFeatures
+from multimodal_interest.training.objective import Objective
+
+logger = logging.getLogger(__name__)
+
+Evaluate = Callable[[InterestModel, ColdStartTask, np.ndarray], float]
+
+
+def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
+    """A fresh model for ``task``: heads for both platforms, the features registered, and an
+    id embedding per platform (when ``config.item_ids``) used for items seen in training."""
+    platforms = [task.source, task.target]
+    fusion = FusionConfig(modalities=features.dims, platforms=platforms,
+                          id_items={p: task.n_items[p] for p in platforms} if config.item_ids else {},
+                          dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
+                          max_len=config.max_len, dropout=config.dropout,
+                          modality_dropout=config.modality_dropout, n_experts=config.n_experts,
+                          pooling=config.pooling)
+    targets = {p: TargetConfig(task.n_items[p], adapter=config.adapter, item_bias=config.item_bias,
+                               temperature=config.temperature, learn_temperature=config.learn_temperature)
+               for p in platforms}
+    model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
+    attach_features(model, task, features)
+    return model
+
+
+def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures) -> None:
+    """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
+    only items seen in ``task.train`` use theirs (the others were never trained)."""
+    for p in (task.source, task.target):
+        present = dict(features.present.get(p, {}))
+        if p in model.fusion.config.id_items:
+            seen = task.train.loc[task.train["platform"] == p, "item_idx"].to_numpy()
+            present["id"] = torch.from_numpy(np.isin(np.arange(task.n_items[p]), seen))
+        model.set_item_features(p, features.vectors.get(p, {}), present)
+
+
+def score_users(model: InterestModel, task: ColdStartTask, users: np.ndarray,
+                batch_size: int = 512) -> torch.Tensor:
+    """Scores ``[len(users), n_target_items]`` from the users' source histories alone."""
+    model.eval()
+    with torch.inference_mode():
+        v = model.item_vectors(task.target)
+        out = []
+        for b in range(0, len(users), batch_size):
+            h = task.source_histories(users[b:b + batch_size], max_len=model.fusion.config.max_len)
+            u = model.encode_users(h.items, h.mask, task.source)
+            out.append(model.logits(u, task.target, item_vectors=v).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, task.n_items[task.target])
+
+
+def valid_ndcg10(model: InterestModel, task: ColdStartTask, users: np.ndarray) -> float:
+    """Mean NDCG@10 (binary gains) of ``users`` over the full target ranking."""
+    # MERGE: replace with multimodal_interest.evaluate once it lands
+    scores = score_users(model, task, users)
+    top = scores.topk(10, dim=1).indices.numpy()
+    discount = 1.0 / np.log2(np.arange(2, 12))
+    total = 0.0
+    for row, truth in zip(top, task.target_truth(users)):
+        gains = np.isin(row, truth)
+        total += (gains * discount).sum() / discount[:min(10, len(truth))].sum()
+    return total / max(len(users), 1)
+
+
+@dataclass
+class Progress:
+    """What a checkpoint must remember beyond model and optimizer."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    seconds: float = 0.0  # training wall time so far, across resumes
+    seconds_to_best: float = 0.0
+    loss_sums: dict[str, float] = field(default_factory=dict)  # this epoch's, per loss
+    history: list[dict] = field(default_factory=list)
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+@dataclass
+class TrainResult:
+    model: InterestModel  # the best model on validation
+    best_epoch: int
+    best_valid_ndcg10: float
+    epochs_run: int
+    seconds: float
+    seconds_to_best: float
+    history: list[dict]
+
+
+def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir: str | Path,
+          evaluate: Evaluate = valid_ndcg10, accelerator=None, resume: bool = True,
+          progress_bar: bool = True) -> TrainResult:
+    """Train on ``task`` and return the best model on its validation users.
+
+    Re-running with the same ``output_dir`` resumes from the last checkpoint (``resume``).
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    out = Path(output_dir)
+    acc = accelerator or Accelerator(
+        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+        log_with=config.log_with, project_dir=str(out),
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
+    set_seed(config.seed)
+    if len(task.valid_users) == 0:
+        raise ValueError(f"{task.dataset}/{task.split}: no validation users to select the model on")
+    model = build_model(task, features, config)
+    planner = BatchPlanner(task, max(1, config.batch_size // acc.num_processes), config.max_len,
+                           config.within_weight > 0, config.seed)
+    objective = Objective(model, task.source, task.target, config.within_weight, config.num_negatives)
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    objective, optimizer = acc.prepare(objective, optimizer)
+    state = Progress()
+    acc.register_for_checkpointing(state)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.json")
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        acc.load_state(str(ckpt))
+        logger.info("resumed from %s (epoch %d, step %d)", ckpt, state.epoch, state.step_in_epoch)
+    if config.log_with:
+        acc.init_trackers(out.name, config=config.to_dict())
+
+    while state.epoch < config.epochs and state.bad_epochs < config.patience:
+        t0 = time.perf_counter()
+        steps = planner.plan(state.epoch)
+        mine = steps[acc.process_index::acc.num_processes][:len(steps) // acc.num_processes or None]
+        loader = torch.utils.data.DataLoader(  # its own generator: iterating must not draw from the global RNG
+            mine, batch_size=1, collate_fn=lambda one: planner.build(one[0]), generator=torch.Generator())
+        if state.step_in_epoch:
+            loader = acc.skip_first_batches(loader, state.step_in_epoch)
+        objective.train()
+        bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False,
+                   disable=not (progress_bar and acc.is_local_main_process))
+        for batch in bar:
+            batch = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with acc.accumulate(objective):
+                losses = objective(batch)
+                acc.backward(losses["loss"])
+                optimizer.step()
+                optimizer.zero_grad()
+            for k, v in losses.items():
+                state.loss_sums[k] = state.loss_sums.get(k, 0.0) + float(v.detach())
+            state.step_in_epoch += 1
+            state.global_step += 1
+            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
+            if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
+                state.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                save_checkpoint(acc, out, state.global_step)
+        state.seconds += time.perf_counter() - t0
+        _end_epoch(acc, objective, task, evaluate, state, out, config)
+        save_checkpoint(acc, out, state.global_step)
+
+    acc.wait_for_everyone()
+    if config.log_with:
+        acc.end_training()
+    best = InterestModel.from_pretrained(out / "model")
+    attach_features(best, task, features)  # item features are data, not weights
+    return TrainResult(best, state.best_epoch, state.best, state.epoch, state.seconds,
+                       state.seconds_to_best, state.history)
+
+
+def _end_epoch(acc, objective, task: ColdStartTask, evaluate: Evaluate, state: Progress,
+               out: Path, config: TrainConfig) -> None:
+    """Validate, keep the best model, log, and move to the next epoch."""
+    model = acc.unwrap_model(objective).model
+    steps = max(state.step_in_epoch, 1)
+    score = evaluate(model, task, task.valid_users) if acc.is_main_process else 0.0
+    score = float(acc.reduce(torch.tensor(score, device=acc.device), reduction="sum"))
+    row = {"epoch": state.epoch + 1, "step": state.global_step, **{k: v / steps for k, v in state.loss_sums.items()},
+           "valid_ndcg10": score, "seconds": round(state.seconds, 2)}
+    state.history.append(row)
+    if score > state.best:
+        state.best, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
+        state.seconds_to_best = state.seconds
+        if acc.is_main_process:
+            save_model_atomically(model, out / "model")
+    else:
+        state.bad_epochs += 1
+    if acc.is_main_process:
+        atomic_write_bytes(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state.history).encode())
+        logger.info("epoch %d: %s", state.epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                                 if isinstance(v, float)))
+    if config.log_with:
+        acc.log({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch + 1)
+    state.epoch += 1
+    state.step_in_epoch = 0
+    state.loss_sums = {}
+
+
+def save_model_atomically(model: InterestModel, folder: Path) -> None:
+    """``save_pretrained`` into a temporary folder, then swap it in."""
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    if old.exists() and not folder.exists():  # killed between the two renames below
+        old.rename(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def save_checkpoint(acc, out: Path, step: int) -> None:
+    """``save_state`` into a temporary folder, renamed into place once whole; older ones go."""
+    folder = out / "checkpoints"
+    tmp = folder / f"tmp-{step}"
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        final = folder / f"step-{step}"
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in folder.iterdir():
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()

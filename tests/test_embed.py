@@ -1,0 +1,192 @@
+"""The embedding job: incremental, resumable, loud about bad items (``mmi embed``)."""
+from __future__ import annotations
+
+import json
+import shutil
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from encoders import Encoder, register_encoder
+from multimodal_interest.catalog import Catalog
+from multimodal_interest.cli import main
+from multimodal_interest.embed import embed_catalog
+from multimodal_interest.store import EmbeddingStore
+
+
+@register_encoder("test-char-hash")
+class CharHashEncoder(Encoder):
+    """Deterministic text vectors (hashed character trigrams); counts what it encodes and can
+    be told to die mid-job, as a killed process would."""
+
+    modality = "text"
+    config_keys = ("width",)
+
+    def __init__(self, width: int = 16, device=None):
+        super().__init__(device="cpu")
+        self.width = width
+        self.seen: list[str] = []
+        self.die_after: int | None = None  # raise KeyboardInterrupt after this many batches
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    @property
+    def dim(self) -> int:
+        return self.width
+
+    def load_item(self, item):
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError("empty text")
+        return item
+
+    def collate(self, items):
+        out = torch.zeros(len(items), self.width)
+        for r, text in enumerate(items):
+            for i in range(len(text) - 2):
+                out[r, zlib.crc32(text[i:i + 3].encode()) % self.width] += 1.0
+        self.seen += items
+        return out
+
+    def forward(self, batch):
+        if self.die_after is not None:
+            if self.die_after == 0:
+                raise KeyboardInterrupt
+            self.die_after -= 1
+        return batch + self.dummy
+
+
+@register_encoder("test-pixels")
+class PixelEncoder(Encoder):
+    """Mean colour of the image: enough to tell files apart, and it really decodes them."""
+
+    modality = "image"
+
+    def __init__(self, device=None):
+        super().__init__(device="cpu")
+
+    @property
+    def dim(self) -> int:
+        return 3
+
+    def load_item(self, item):
+        with Image.open(item) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32))
+
+    def collate(self, items):
+        return torch.stack(items)
+
+    def forward(self, batch):
+        return batch.mean((1, 2))
+
+
+def write_catalog(folder: Path, n: int, name: str = "items.csv") -> Path:
+    rows = [{"item_id": f"i{i}", "title": f"item number {i} " + "x" * (i % 7),
+             "description": f"desc {i * 7}"} for i in range(n)]
+    path = folder / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def run_job(catalog_path: Path, store_root: Path, encoder: Encoder, shard_size: int = 8, **kw):
+    catalog = Catalog.read(catalog_path, **kw)
+    return embed_catalog(catalog, EmbeddingStore(store_root), "shop", {"text": encoder},
+                         batch_size=4, shard_size=shard_size, show_progress=False)
+
+
+def test_rerun_on_unchanged_catalog_encodes_nothing(tmp_path):
+    path = write_catalog(tmp_path, 30)
+    first = run_job(path, tmp_path / "store", CharHashEncoder())
+    assert (first.modalities[0].encoded, first.modalities[0].reused) == (30, 0)
+    again = CharHashEncoder()
+    second = run_job(path, tmp_path / "store", again)
+    assert (second.modalities[0].encoded, second.modalities[0].reused) == (0, 30)
+    assert again.seen == []
+
+
+def test_changed_item_is_encoded_again_and_wins(tmp_path):
+    path = write_catalog(tmp_path, 10)
+    run_job(path, tmp_path / "store", CharHashEncoder())
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[3, "title"] = "a completely new title"
+    df.to_csv(path, index=False)
+    enc = CharHashEncoder()
+    summary = run_job(path, tmp_path / "store", enc)
+    assert summary.modalities[0].encoded == 1 and len(enc.seen) == 1
+    stored = EmbeddingStore(tmp_path / "store").load("shop", "text", ids=["i3"])
+    expected = CharHashEncoder().encode("a completely new title. desc 21", convert_to_tensor=True)
+    assert torch.equal(stored.vectors[0], expected)
+
+
+def test_killed_job_resumes_without_losing_or_duplicating(tmp_path):
+    path = write_catalog(tmp_path, 45)
+    dying = CharHashEncoder()
+    dying.die_after = 5  # 2 shards of 8 items = 4 batches of 4 are written, then death mid-shard
+    with pytest.raises(KeyboardInterrupt):
+        run_job(path, tmp_path / "store", dying)
+    vs = EmbeddingStore(tmp_path / "store").get("shop", "text")
+    assert sum(len(pd.read_parquet(s)) for s in vs.shards()) == 16
+    resumed = CharHashEncoder()
+    run_job(path, tmp_path / "store", resumed)
+    assert len(resumed.seen) == 45 - 16
+    rows = pd.concat([pd.read_parquet(s) for s in vs.shards()])
+    assert len(rows) == 45 and rows["item_id"].is_unique
+    run_job(path, tmp_path / "clean", CharHashEncoder())
+    ids = [f"i{i}" for i in range(45)]
+    clean = EmbeddingStore(tmp_path / "clean").load("shop", "text", ids=ids)
+    assert torch.equal(vs.load(ids).vectors, clean.vectors)
+    assert not list(vs.folder.glob(".*tmp"))
+
+
+def test_bad_items_are_reported_and_the_rest_go_on(tmp_path, media_samples):
+    (tmp_path / "img").mkdir()
+    shutil.copy(media_samples / "images" / "chelsea.png", tmp_path / "img" / "cat.png")
+    (tmp_path / "img" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    rows = [
+        ("a", "good item", "img/cat.png"),
+        ("b", "", "img/cat.png"),  # empty text
+        ("c", "missing picture", "img/nope.png"),
+        ("a", "duplicate id", ""),
+        ("d", "corrupt picture", "img/broken.png"),
+        ("e", "escapes the folder", "../outside.png"),
+        ("f", "no picture at all", ""),
+    ]
+    pd.DataFrame(rows, columns=["item_id", "title", "image"]).to_csv(tmp_path / "items.csv", index=False)
+    catalog = Catalog.read(tmp_path / "items.csv")
+    summary = embed_catalog(catalog, EmbeddingStore(tmp_path / "store"), "shop",
+                            {"text": CharHashEncoder(), "image": PixelEncoder()}, show_progress=False)
+    got = {(e.row, e.modality): e.reason for e in summary.errors}
+    assert set(got) == {(4, "catalog"), (2, "text"), (3, "image"), (5, "image"), (6, "image")}
+    assert "duplicate item_id (first at row 1)" in got[(4, "catalog")]
+    assert "empty text" in got[(2, "text")]
+    assert "not found" in got[(3, "image")] and "nope.png" in got[(3, "image")]
+    assert "leaves the catalog's folder" in got[(6, "image")]
+    text, image = summary.modalities
+    assert (text.encoded, image.encoded) == (5, 2)  # a, c, d, e, f; a, b
+    lines = [json.loads(x) for x in (tmp_path / "store" / "shop" / "errors.jsonl").read_text().splitlines()]
+    assert len(lines) == 5 and all(x["file"].endswith("items.csv") for x in lines)
+    text_out = summary.format()
+    assert "5 item(s) skipped" in text_out and "row 5" in text_out
+
+
+def test_cli_summary_strict_and_missing_column(tmp_path, capsys):
+    path = write_catalog(tmp_path, 6)
+    store = tmp_path / "store"
+    args = ["-q", "embed", str(path), "--store", str(store), "--platform", "shop",
+            "--encoder", "text=test-char-hash:width=8", "--text-fields", "title"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test-char-hash" in out and "shop" in out
+    assert EmbeddingStore(store).load("shop", "text").vectors.shape == (6, 8)
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df.loc[2, "title"] = ""
+    df.to_csv(path, index=False)
+    assert main(args) == 0
+    assert main([*args, "--strict"]) == 1
+    assert main([*args[:-1], "nope"]) == 2
+    assert "missing column 'nope'" in capsys.readouterr().err
+    assert main([*args, "--encoder", "text=test-char-hash:colour=red"]) == 2
+    assert "unknown: colour" in capsys.readouterr().err

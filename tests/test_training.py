@@ -1,0 +1,125 @@
+"""Training with accelerate: it learns, it resumes exactly, two processes agree with one."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from multimodal_interest.training import TrainConfig, build_model, train
+from multimodal_interest.training.objective import Objective, multi_positive_softmax_loss
+from multimodal_interest.training.trainer import valid_ndcg10
+from synthetic import synthetic_task
+
+SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return synthetic_task(n_users=600, latent=4)
+
+
+def test_multi_positive_loss_is_mean_cross_entropy_over_positives():
+    logits = torch.randn(2, 5)
+    rows, cols = torch.tensor([0, 0, 1]), torch.tensor([1, 3, 4])
+    ce = torch.nn.functional.cross_entropy
+    expected = ((ce(logits[:1], torch.tensor([1])) + ce(logits[:1], torch.tensor([3]))) / 2
+                + ce(logits[1:], torch.tensor([4]))) / 2
+    assert torch.allclose(multi_positive_softmax_loss(logits, rows, cols), expected)
+
+
+def test_sampled_softmax_scores_positives_and_negatives_only(world):
+    task, features = world
+    model = build_model(task, features, TrainConfig(**SMALL))
+    batch = {"src_items": torch.tensor([[0, 1]]), "src_mask": torch.ones(1, 2, dtype=torch.bool),
+             "pos_rows": torch.tensor([0, 0]), "pos_items": torch.tensor([7, 3]), "within_platform": None}
+    full = Objective(model, "a", "b", 0.0, None)(batch)["loss"]
+    torch.manual_seed(0)
+    sampled = Objective(model, "a", "b", 0.0, 5)(batch)["loss"]
+    assert torch.isfinite(sampled) and sampled < full  # fewer competitors, smaller loss
+
+
+def test_training_beats_the_untrained_model(world, tmp_path):
+    task, features = world
+    config = TrainConfig(**SMALL, epochs=6, patience=6, within_weight=0.5)
+    before = valid_ndcg10(build_model(task, features, config), task, task.valid_users)
+    result = train(task, features, config, tmp_path, progress_bar=False)
+    assert result.best_valid_ndcg10 > before + 0.1
+    assert valid_ndcg10(result.model, task, task.valid_users) == pytest.approx(result.best_valid_ndcg10)
+    log = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == list(range(1, len(log) + 1))
+    assert max(r["valid_ndcg10"] for r in log) == pytest.approx(result.best_valid_ndcg10)
+    assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 6
+
+
+def test_resume_mid_epoch_gives_the_same_model(world, tmp_path, monkeypatch):
+    task, features = world
+    config = TrainConfig(**{**SMALL, "dropout": 0.1}, epochs=2, patience=2, checkpoint_every=3)
+    full = train(task, features, config, tmp_path / "full", progress_bar=False)
+
+    calls = {"n": 0}
+    forward = Objective.forward
+
+    def dies_at_step_8(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 8:  # epoch 2, after the checkpoint of step 6
+            raise KeyboardInterrupt
+        return forward(self, batch)
+
+    monkeypatch.setattr(Objective, "forward", dies_at_step_8)
+    with pytest.raises(KeyboardInterrupt):
+        train(task, features, config, tmp_path / "resumed", progress_bar=False)
+    monkeypatch.setattr(Objective, "forward", forward)
+    resumed = train(task, features, config, tmp_path / "resumed", progress_bar=False)
+    assert resumed.history == [{**h, "seconds": r["seconds"]} for h, r in zip(full.history, resumed.history)]
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import torch
+    sys.path.insert(0, {tests!r})
+    from synthetic import synthetic_task
+    from multimodal_interest.training import TrainConfig, train
+    torch.set_num_threads(1)
+    task, features = synthetic_task(n_users=600, latent=4)
+    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0,
+                         modality_dropout=0.0, within_weight=0.0, epochs=2, patience=2)
+    result = train(task, features, config, sys.argv[1], progress_bar=False)
+    from accelerate import PartialState
+    if PartialState().is_main_process:
+        torch.save(result.model.state_dict(), sys.argv[1] + "/final.pt")
+        json.dump(result.history, open(sys.argv[1] + "/history.json", "w"))
+""")
+
+
+def test_two_processes_match_one(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    for n, name in ((1, "one"), (2, "two")):
+        subprocess.run([*launch, "--num_processes", str(n), str(script), str(tmp_path / name)],
+                       env=env, check=True, capture_output=True, timeout=600)
+    one = torch.load(tmp_path / "one" / "final.pt", weights_only=True)
+    two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
+    for name in one:  # same global batches, gradients averaged by DDP: equal up to float error
+        assert torch.allclose(one[name], two[name], atol=1e-4, rtol=1e-3), name
+    h1 = json.loads((tmp_path / "one" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert [r["valid_ndcg10"] for r in h1] == pytest.approx([r["valid_ndcg10"] for r in h2], abs=1e-3)
