@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from encoders.base import EncodeResult, Encoder, EncoderInputError, best_device
 from encoders.registry import create_encoder, get_encoder_class, list_encoders, register_encoder
+from encoders.text import combine_text_fields
+from encoders.weights import MissingWeightsError
 
-__all__ = ["Encoder", "EncodeResult", "EncoderInputError", "best_device", "create_encoder",
-           "get_encoder_class", "list_encoders", "register_encoder"]
+__all__ = ["Encoder", "EncodeResult", "EncoderInputError", "MissingWeightsError", "best_device",
+           "combine_text_fields", "create_encoder", "get_encoder_class", "list_encoders",
+           "register_encoder"]

@@ -16,10 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-
-
-def combine_text_fields(record, fields):  # MERGE: replace with encoders.text.combine_text_fields
-    return ". ".join(str(record[f]).strip() for f in fields if str(record[f]).strip())
+from encoders.text import combine_text_fields
 
 ID_COLUMN = "item_id"
 READERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}

@@ -69,7 +69,7 @@ class EmbedSummary:
 
 def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
                   encoders: dict[str, Encoder], batch_size: int = 32, shard_size: int = 4096,
-                  num_workers: int = 0, show_progress: bool = True) -> EmbedSummary:
+                  num_workers: int | None = None, show_progress: bool = True) -> EmbedSummary:
     """Encode every modality of ``catalog`` named in ``encoders`` (store slot -> encoder).
 
     The slot is the store's modality name ("text", "image", "audio", or a custom one such as
@@ -97,7 +97,7 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
 
 
 def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: str,
-                encoder: Encoder, state, batch_size: int, shard_size: int, num_workers: int,
+                encoder: Encoder, state, batch_size: int, shard_size: int, num_workers: int | None,
                 show_progress: bool) -> tuple[ModalityReport, list[RowError]]:
     vectors = store.open(platform, slot, encoder)
     report = ModalityReport(slot, encoder.registry_name, encoder.fingerprint)

@@ -22,7 +22,8 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modalities", help="comma-separated slots to embed (default: all the catalog has)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--shard-size", type=int, default=4096, help="items per store shard (the unit of resume)")
-    p.add_argument("--num-workers", type=int, default=0, help="processes decoding images/audio")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="processes decoding images/audio (default: chosen by the encoder)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any item was skipped")
 

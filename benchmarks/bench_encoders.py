@@ -1,0 +1,145 @@
+"""Encoding throughput of the toolkit's encoders against their bare reference, in one run.
+
+* text: ``create_encoder("sentence-transformer").encode`` vs ``SentenceTransformer.encode``
+  on the same real item texts (Amazon Arts titles + attributes), same model object, batch
+  size and device;
+* image: ``create_encoder("efficientnet-lite0").encode(paths)`` (decoding included) vs the
+  bare timm network on already decoded, normalised tensors;
+* audio: ``create_encoder("crepe").encode(paths)`` (reading, resampling, framing included)
+  vs the bare CREPE network on already computed frames.
+
+Runs are interleaved (reference, toolkit, then toolkit, reference, ...) and the median of each is
+reported with the ratio toolkit / reference (goal: >= 0.95). Prints a Markdown table.
+
+    PYTHONPATH=. python benchmarks/bench_encoders.py [--texts 256] [--rounds 8]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from encoders import create_encoder  # noqa: E402
+from encoders.audio import CREPE_RATE, crepe_frames, read_audio  # noqa: E402
+from encoders.text import combine_text_fields  # noqa: E402
+
+DATA = Path(os.environ.get("MMI_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def interleaved(fns: dict[object, Callable[[int], object]], rounds: int) -> dict[object, tuple[float, float]]:
+    """Run every function once per round (round r gets argument r), in an order that rotates
+    between rounds, after one warm-up. The first function is the reference. Returns, per
+    function, (median seconds per call, median over rounds of reference time / its time):
+    the ratio compares runs made moments apart, so load from other processes mostly cancels."""
+    names = list(fns)
+    for fn in fns.values():
+        fn(0)
+    times: dict[object, list[float]] = {k: [] for k in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t = time.perf_counter()
+            fns[name](r)
+            times[name].append(time.perf_counter() - t)
+    ref = times[names[0]]
+    return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(ref, v)))
+            for k, v in times.items()}
+
+
+def bench_text(n: int, batch: int, rounds: int) -> list[tuple]:
+    import pandas as pd
+
+    items = pd.read_csv(DATA / "amazon_art_office" / "item_listA_F.csv", dtype=str, keep_default_na=False)
+    texts = [combine_text_fields(r, ["item_title", "item_attribute"])
+             for r in items.head(n * rounds).to_dict("records")]
+    chunk = lambda r: texts[r * n:(r + 1) * n]  # noqa: E731
+    enc = create_encoder("sentence-transformer", device="cpu")
+    ref = lambda r: enc.net.encode(chunk(r), batch_size=batch, show_progress_bar=False)  # noqa: E731
+    ours = lambda r: enc.encode(chunk(r), batch_size=batch, show_progress_bar=False)  # noqa: E731
+    assert np.allclose(ref(0), ours(0), atol=1e-5), "toolkit vectors differ from SentenceTransformer's"
+    t = interleaved({"ref": ref, "ours": ours}, rounds)
+    return [("text", "sentence-transformer (MiniLM-L6)", "SentenceTransformer.encode", n, batch,
+             n / t["ref"][0], n / t["ours"][0], t["ours"][1], 0)]
+
+
+def bench_image(n: int, batch: int, rounds: int, workers: list[int]) -> list[tuple]:
+    files = sorted((DATA / "media_samples" / "images").iterdir())
+    paths = [str(files[i % len(files)]) for i in range(n)]
+    enc = create_encoder("efficientnet-lite0", device="cpu").eval()
+    pixels = enc.collate([enc.load_item(p) for p in paths])  # [n, H, W, 3] uint8
+    x = (pixels.permute(0, 3, 1, 2).float() - enc.pixel_mean) / enc.pixel_std  # channels-last
+
+    def ref(_: int) -> None:
+        with torch.inference_mode():
+            for s in range(0, n, batch):
+                enc.net.forward_head(enc.net.forward_features(x[s:s + batch]), pre_logits=True)
+
+    fns: dict[object, Callable[[int], object]] = {"ref": ref}
+    for w in workers:
+        fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=w)
+    t = interleaved(fns, rounds)
+    return [("image", "efficientnet-lite0 (5 real photos, cycled)", "bare timm net, decoded tensors",
+             n, batch, n / t["ref"][0], n / t[w][0], t[w][1], w) for w in workers]
+
+
+def bench_audio(capacity: str, batch: int, rounds: int, workers: list[int]) -> list[tuple]:
+    audio = DATA / "media_samples" / "audio"
+    paths = sorted(str(p) for p in audio.iterdir() if p.is_file() and p.suffix != ".md")
+    enc = create_encoder("crepe", capacity=capacity, device="cpu").eval()
+    frames = [crepe_frames(read_audio(p, CREPE_RATE), enc.hop) for p in paths]
+
+    def ref(_: int) -> None:
+        with torch.inference_mode():
+            for s in range(0, len(frames), batch):
+                group = frames[s:s + batch]
+                emb = torch.cat([enc.net.embed(c).flatten(1) for c in torch.cat(group).split(512)])
+                torch.stack([e.mean(0) for e in emb.split([len(f) for f in group])])
+
+    fns: dict[object, Callable[[int], object]] = {"ref": ref}
+    for w in workers:
+        fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=w)
+    t = interleaved(fns, rounds)
+    seconds = sum(len(f) for f in frames) * enc.hop / CREPE_RATE
+    return [("audio", f"crepe {capacity} ({len(paths)} real clips, {seconds:.0f} s)",
+             "bare CREPE net, framed clips", len(paths), batch, len(paths) / t["ref"][0],
+             len(paths) / t[w][0], t[w][1], w) for w in workers]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--texts", type=int, default=256, help="texts per round")
+    ap.add_argument("--images", type=int, default=128, help="images per call")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=8, help="rounds for text (half for image, tiny CREPE)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="num_workers to try")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = bench_text(args.texts, args.batch_size, args.rounds)
+    rows += bench_image(args.images, args.batch_size, max(2, args.rounds // 2), args.workers)
+    rows += bench_audio("tiny", args.batch_size, max(2, args.rounds // 2), args.workers)
+    rows += bench_audio("full", args.batch_size, 2, args.workers)
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs, device cpu, float32; ratio = median over rounds of "
+          f"reference time / toolkit time\n")
+    print("| modality | encoder | reference | items/call | batch | reference items/s | toolkit items/s "
+          "| ratio | num_workers |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for mod, name, ref, n, b, r, o, ratio, w in rows:
+        print(f"| {mod} | {name} | {ref} | {n} | {b} | {r:.1f} | {o:.1f} | {ratio:.3f} | {w} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
