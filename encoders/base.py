@@ -163,6 +163,11 @@ class Encoder(nn.Module):
         """Files whose bytes define the weights; their digests enter the fingerprint."""
         return []
 
+    @property
+    def reads(self) -> str:
+        """What an input is: ``"text"``, ``"image"`` or ``"audio"`` content, or ``"item_id"``."""
+        return self.modality
+
     # ----------------------------------------------------------------- identity and saving
     def get_config(self) -> dict[str, Any]:
         return {k: _jsonable(getattr(self, k)) for k in self.config_keys}

@@ -13,6 +13,8 @@ Registered name ``precomputed``. Two file layouts:
   ids=".../item_ids.csv", id_column="artistID", modality="audio")``.
 * ``.parquet`` with the ids in ``id_column`` and the vector either in one list column or
   spread over all the other (numeric) columns, in file order.
+* ``.npz`` holding arrays ``item_id`` ``[items]`` and ``vectors`` ``[items, dim]`` (the dataset
+  format's vector files; read with ``allow_pickle=False``).
 
 The fingerprint covers the bytes of the vectors and ids files, so changed vectors are never
 mixed with old ones. ``modality`` says what the vectors describe (``"vector"`` if unsaid).
@@ -66,8 +68,10 @@ class PrecomputedEncoder(Encoder):
             keys = _read_ids(self._files[1], id_column)
         elif suffix == ".parquet":
             self._vectors, keys = _read_parquet(self._files[0], id_column)
+        elif suffix == ".npz":
+            self._vectors, keys = _read_npz(self._files[0])
         else:
-            raise ValueError(f"{path}: precomputed vectors must be a .npy or .parquet file")
+            raise ValueError(f"{path}: precomputed vectors must be a .npy, .parquet or .npz file")
         if self._vectors.ndim != 2 or not np.issubdtype(self._vectors.dtype, np.number):
             raise ValueError(f"{path}: expected a 2-d numeric array, got {self._vectors.dtype} "
                              f"{self._vectors.shape}")
@@ -85,6 +89,10 @@ class PrecomputedEncoder(Encoder):
 
     def weight_files(self) -> list[Path]:
         return self._files
+
+    @property
+    def reads(self) -> str:
+        return "item_id"
 
     def load_item(self, item: Any) -> np.ndarray:
         row = self._row.get(str(item))
@@ -147,3 +155,11 @@ def _read_parquet(path: Path, id_column: str) -> tuple[np.ndarray, list[str]]:
         raise ValueError(f"{path}: expected one list column or numeric columns besides "
                          f"{id_column!r}; not numeric: {', '.join(bad) or '(no other columns)'}")
     return np.column_stack([table.column(c).to_numpy() for c in names]).astype(np.float32), keys
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, list[str]]:
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in ("item_id", "vectors") if k not in z.files]
+        if missing:
+            raise ValueError(f"{path}: no array {', '.join(missing)} (arrays: {', '.join(z.files)})")
+        return np.asarray(z["vectors"]), [str(k) for k in z["item_id"]]

@@ -160,10 +160,10 @@ def file_hash(path: Path) -> str:
 
 
 def encoder_input(cat: Catalog, row: int, kind: str) -> tuple[Any, str] | None:
-    """``(input, content hash)`` of one row for an encoder of ``kind``
-    ("text", "image", "audio" or "vector"); None when the row has no such content.
+    """``(input, content hash)`` of one row for an encoder that reads ``kind``
+    ("text", "image", "audio" or "item_id"); None when the row has no such content.
     Raises ValueError/OSError with a reason for content that is there but unusable."""
-    if kind == "vector":
+    if kind == "item_id":
         item_id = cat.item_id(row)
         return item_id, content_hash(item_id)
     if kind == "text":

@@ -73,8 +73,8 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
     """Encode every modality of ``catalog`` named in ``encoders`` (store slot -> encoder).
 
     The slot is the store's modality name ("text", "image", "audio", or a custom one such as
-    "audio_vggish"); what the encoder reads follows its own modality: text encoders read the
-    combined text fields, image/audio encoders the media files, "vector" encoders the item id.
+    "vggish"); what the encoder is given follows ``encoder.reads``: the combined text fields,
+    the image or audio file, or the item id (precomputed vectors).
     """
     from accelerate import PartialState  # imported here: light jobs need not pay for it
 
@@ -85,7 +85,8 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
     for slot, encoder in encoders.items():
         report, slot_errors = _embed_slot(catalog, store, platform, slot, encoder, state,
                                           batch_size, shard_size, num_workers, show_progress)
-        reports.append(report)
+        if report.items or slot_errors:  # a slot this catalog has no content for is not shown
+            reports.append(report)
         errors += slot_errors
     summary = EmbedSummary(str(catalog.path), platform, reports, errors,
                            time.perf_counter() - start)
@@ -99,24 +100,24 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
 def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: str,
                 encoder: Encoder, state, batch_size: int, shard_size: int, num_workers: int | None,
                 show_progress: bool) -> tuple[ModalityReport, list[RowError]]:
-    vectors = store.open(platform, slot, encoder)
     report = ModalityReport(slot, encoder.registry_name, encoder.fingerprint)
     checked: list[RowError] = []  # found before encoding; the same in every process
-    stored = vectors.content_hashes()
-    todo: list[tuple[int, object, str]] = []  # (row, encoder input, content hash)
+    inputs: list[tuple[int, object, str]] = []  # (row, encoder input, content hash)
     for row in catalog.usable:
         try:
-            got = encoder_input(catalog, row, encoder.modality)
+            got = encoder_input(catalog, row, encoder.reads)
         except (ValueError, OSError) as e:
             checked.append(catalog.error(row, slot, str(e)))
             continue
-        if got is None:
-            continue
-        report.items += 1
-        if stored.get(catalog.item_id(row)) == got[1]:
-            report.reused += 1
-        else:
-            todo.append((row, *got))
+        if got is not None:
+            inputs.append((row, *got))
+    report.items = len(inputs)
+    if not inputs:  # this catalog has no such content: leave the store alone
+        return report, checked
+    vectors = store.open(platform, slot, encoder)
+    stored = vectors.content_hashes()
+    todo = [x for x in inputs if stored.get(catalog.item_id(x[0])) != x[2]]
+    report.reused = len(inputs) - len(todo)
     failed: list[RowError] = []  # this process's encoding failures
     chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
     t0 = time.perf_counter()

@@ -190,3 +190,21 @@ def test_cli_summary_strict_and_missing_column(tmp_path, capsys):
     assert "missing column 'nope'" in capsys.readouterr().err
     assert main([*args, "--encoder", "text=test-char-hash:colour=red"]) == 2
     assert "unknown: colour" in capsys.readouterr().err
+
+
+def test_embed_a_dataset_folder_every_platform_and_its_vector_files(tmp_path, media_samples):
+    from data_fixtures import CLIP, write_tiny
+
+    root = write_tiny(tmp_path / "tiny", media=media_samples / "images" / "chelsea.png")
+    store = tmp_path / "store"
+    args = ["-q", "embed", str(root), "--store", str(store),
+            "--encoder", "text=test-char-hash:width=8", "--encoder", "image=test-pixels"]
+    assert main(args) == 0
+    s = EmbeddingStore(store)
+    assert s.modalities("art") == ["image", "text"] and s.modalities("office") == ["clip", "text"]
+    assert s.load("art", "text").ids == ["a1", "a2", "a3"]  # a3: empty title, attributes only
+    assert sorted(s.load("art", "image").ids) == ["a1", "a3"]  # a2 has no image
+    clip = s.load("office", "clip", ids=["o1", "o2"]).vectors
+    assert torch.equal(clip, torch.from_numpy(CLIP[[1, 0]]))  # the .npz lists o2 first
+    expected = CharHashEncoder(width=8).encode("red paint. paint acrylic", convert_to_tensor=True)
+    assert torch.equal(s.load("art", "text", ids=["a1"]).vectors[0], expected)

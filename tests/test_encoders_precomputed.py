@@ -53,6 +53,12 @@ def test_parquet_layouts(tmp_path):
     spread = create_encoder("precomputed", path=tmp_path / "wide.parquet", id_column="sku")
     np.testing.assert_array_equal(spread.encode([11]), vectors[[1]])
     assert spread.fingerprint != listed.fingerprint
+    np.savez(tmp_path / "v.npz", item_id=np.array(["x", "y", "z"]), vectors=vectors)
+    packed = create_encoder("precomputed", path=tmp_path / "v.npz", modality="image")
+    np.testing.assert_array_equal(packed.encode(["y"]), vectors[[1]])
+    np.savez(tmp_path / "bad.npz", ids=np.array(["x"]), vectors=vectors[:1])
+    with pytest.raises(ValueError, match="no array item_id"):
+        create_encoder("precomputed", path=tmp_path / "bad.npz")
 
 
 def test_bad_files_are_refused_with_the_reason(tmp_path):
