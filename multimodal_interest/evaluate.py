@@ -98,12 +98,15 @@ def _pad(flat: np.ndarray, offsets: np.ndarray, lo: int, hi: int) -> tuple[torch
 
 def _seen_on_target(task: ColdStartTask, users: np.ndarray) -> list[np.ndarray]:
     """Each user's target items in ``task.train`` that are not ground truth (to exclude)."""
+    empty = np.empty(0, dtype=np.int64)
     rows = task.train[(task.train["platform"] == task.target) & task.train["user_idx"].isin(users)]
-    truth = task.holdout[task.holdout["platform"] == task.target][["user_idx", "item_idx"]]
-    rows = rows[["user_idx", "item_idx"]].merge(truth.drop_duplicates(), how="left", indicator=True)
+    if rows.empty:  # cold-start users
+        return [empty] * len(users)
+    truth = task.holdout[(task.holdout["platform"] == task.target) & task.holdout["user_idx"].isin(users)]
+    rows = rows[["user_idx", "item_idx"]].merge(truth[["user_idx", "item_idx"]].drop_duplicates(),
+                                                how="left", indicator=True)
     rows = rows[rows["_merge"] == "left_only"].drop_duplicates()
     grouped = {int(u): g["item_idx"].to_numpy(np.int64) for u, g in rows.groupby("user_idx")}
-    empty = np.empty(0, dtype=np.int64)
     return [grouped.get(int(u), empty) for u in users]
 
 
@@ -176,27 +179,43 @@ def evaluate(scorer: Scorer, task: ColdStartTask, users: np.ndarray, ks: tuple[i
     for lo in range(0, len(users), chunk_size):
         hi = min(lo + chunk_size, len(users))
         scores = _check_scores(scorer(users[lo:hi]), hi - lo, n_items, lo)
-        dev = scores.device
-        rows, mask = _pad(seen, seen_off, lo, hi)
-        if mask.any():
-            r = torch.arange(hi - lo)[:, None].expand_as(rows)
-            scores = scores.clone()
-            scores[r[mask].to(dev), rows[mask].to(dev)] = -torch.inf
+        scores = _exclude(scores, *_pad(seen, seen_off, lo, hi))
         gt, gt_mask = _pad(truth, truth_off, lo, hi)
-        ranks = full_ranks(scores, gt.to(dev), gt_mask.to(dev)).cpu()
+        ranks = full_ranks(scores, gt.to(scores.device), gt_mask.to(scores.device)).cpu()
         values = compute_metrics(names, ranks, gt_mask.sum(1))
         if sampled:
-            p, n = pos[lo:hi].to(dev), neg[lo:hi].to(dev)
-            r = ranks_among(scores.gather(1, p[:, None])[:, 0], p, scores.gather(1, n), n).cpu()
-            one = torch.ones(hi - lo, dtype=torch.int64)
-            for m, v in compute_metrics([f"hit@{SAMPLED_K}", f"ndcg@{SAMPLED_K}"], r, one).items():
-                values[f"sampled_{m}"] = v
+            values |= _sampled_metrics(scores, pos[lo:hi], neg[lo:hi])
         for m, v in values.items():
             parts.setdefault(m, []).append(v)
     seconds = time.perf_counter() - start
     return EvalResult(f"{task.dataset}/{task.split} {task.source}->{task.target}", users,
                       {m: torch.cat(v).numpy() for m, v in parts.items()},
                       _history_lengths(task, users), seconds)
+
+
+def _exclude(scores: torch.Tensor, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``scores`` ``[B, N]`` with ``items`` ``[B, M]`` (where ``mask``) set to -inf."""
+    if not mask.any():
+        return scores
+    rows = torch.arange(len(items))[:, None].expand_as(items)
+    scores = scores.clone()  # the scorer's tensor may be shared or an expanded view
+    scores[rows[mask].to(scores.device), items[mask].to(scores.device)] = -torch.inf
+    return scores
+
+
+def _sampled_metrics(scores: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Hit and NDCG at :data:`SAMPLED_K` of ``pos`` ``[B]`` among ``neg`` ``[B, M]``."""
+    p, n = pos.to(scores.device), neg.to(scores.device)
+    ranks = ranks_among(scores.gather(1, p[:, None])[:, 0], p, scores.gather(1, n), n).cpu()
+    one = torch.ones(len(pos), dtype=torch.int64)
+    names = [f"hit@{SAMPLED_K}", f"ndcg@{SAMPLED_K}"]
+    return {f"sampled_{m}": v for m, v in compute_metrics(names, ranks, one).items()}
+
+
+def summarize(results: list[EvalResult], seed: int = 0) -> dict[str, Interval]:
+    """metric -> mean over several splits (seeds) of one method, with a two-level bootstrap
+    interval (splits, then users within each split)."""
+    return {m: bootstrap([r.values[m] for r in results], seed=seed) for m in results[0].values}
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:

@@ -26,7 +26,7 @@ def full_ranks(scores: torch.Tensor, truth: torch.Tensor, truth_mask: torch.Tens
     (1 = top), 0 where padded.
     """
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices  # [B, N]
-    positions = torch.arange(1, scores.shape[1] + 1).expand_as(order)
+    positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
     ranks = torch.empty_like(order).scatter_(1, order, positions)
     return ranks.gather(1, truth).masked_fill(~truth_mask, 0)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _tasks import make_task
 
-from multimodal_interest.evaluate import EvalResult, compare, evaluate, sample_negatives
+from multimodal_interest.evaluate import EvalResult, compare, evaluate, sample_negatives, summarize
 from multimodal_interest.metrics import compute_metrics, full_ranks, parse_metric, ranks_among
 from multimodal_interest.stats import bootstrap, by_bucket, paired_difference
 
@@ -199,3 +199,10 @@ def test_json_round_trip_and_comparison_table(tmp_path):
     (tmp_path / "broken.json").write_text('{"task": "x"}')
     with pytest.raises(ValueError, match="broken.json"):
         EvalResult.from_json(tmp_path / "broken.json")
+
+
+def test_summary_over_several_splits():
+    runs = [evaluate(tied_scorer(300), random_task(seed=s), random_task(seed=s).test_users) for s in (1, 2, 3)]
+    got = summarize(runs)["ndcg@10"]
+    assert got.mean == pytest.approx(np.mean([r.values["ndcg@10"].mean() for r in runs]))
+    assert got.low < got.mean < got.high and got.n == sum(len(r.users) for r in runs)

@@ -8,18 +8,14 @@ Every baseline is configured by a dataclass (a misspelt option is an error), lea
 
 Tuning budget, the same for every method: at most :data:`MAX_GRID` configurations (each
 class's ``grid``), picked by NDCG@10 on ``task.valid_users``; learned methods also stop
-early on that metric (evaluated every ``eval_every`` epochs, patience :data:`PATIENCE`
-evaluations, at most ``epochs`` epochs) and keep their best state.
+early on that metric (see :mod:`.training`) and keep their best state.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,7 +28,6 @@ from multimodal_interest.evaluate import evaluate
 logger = logging.getLogger(__name__)
 
 MAX_GRID = 4
-PATIENCE = 3
 SELECT_METRIC = "ndcg@10"
 
 
@@ -136,36 +131,3 @@ def tune(name: str, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] |
         if best is None or value > best[1]:
             best = (model, value)
     return Tuned(best[0], trials, time.perf_counter() - start)
-
-
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Initialise modules from ``seed`` without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-class EarlyStopping:
-    """Track valid NDCG@10 of a torch module; keep its best state; say when to stop."""
-
-    def __init__(self, model: Baseline, module: torch.nn.Module, patience: int = PATIENCE) -> None:
-        self.model, self.module, self.patience = model, module, patience
-        self.best, self.best_state, self.bad, self.history = -1.0, None, 0, []
-
-    def step(self) -> bool:
-        """Evaluate now; True when training should stop."""
-        self.module.eval()
-        value = self.model.valid_score()
-        self.module.train()
-        self.history.append(value)
-        if value > self.best:
-            self.best, self.best_state, self.bad = value, copy.deepcopy(self.module.state_dict()), 0
-        else:
-            self.bad += 1
-        return self.bad >= self.patience
-
-    def restore(self) -> None:
-        if self.best_state is not None:
-            self.module.load_state_dict(self.best_state)
-        self.module.eval()

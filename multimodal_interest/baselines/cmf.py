@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from multimodal_interest.baselines.base import Baseline, EarlyStopping, register_baseline, seeded
-from multimodal_interest.baselines.mf import MF, MFConfig, train_bpr, train_rows
+from multimodal_interest.baselines.base import Baseline, register_baseline
+from multimodal_interest.baselines.mf import MF, MFConfig, bpr_batches, train_rows
+from multimodal_interest.baselines.training import EarlyStopping, seeded, train_loop
 
 
 @dataclass
@@ -38,11 +39,9 @@ class CMF(Baseline):
         with seeded(cfg.seed):
             self.mf = MF(task.n_users, n_src + n_tgt, cfg.dim)
         self.offset = n_src
-        stop = EarlyStopping(self, self.mf)
-        train_bpr(self.mf, users, items, low, count, cfg, cfg.mf_epochs,
-                  lambda epoch: (epoch + 1) % cfg.eval_every == 0 and stop.step())
-        stop.restore()
-        self.valid_history = stop.history  # valid NDCG@10 at each check
+        loss = bpr_batches(self.mf, users, items, low, count, cfg.reg)
+        with EarlyStopping(self, self.mf, cfg.eval_every) as stop:
+            train_loop(self.mf, len(users), loss, cfg.lr, cfg.batch_size, cfg.mf_epochs, cfg.seed, stop)
 
     def _score(self, users):
         return self.mf.item_scores(self.mf.users.weight[torch.from_numpy(users)], self.offset)

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multimodal_interest.baselines.base import Baseline, EarlyStopping, register_baseline, seeded
+from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.mf import MFConfig, platform_mf
+from multimodal_interest.baselines.training import EarlyStopping, seeded, train_loop
 
 
 @dataclass
@@ -42,19 +43,9 @@ class EMCDR(Baseline):
             self.map = nn.Sequential(nn.Linear(cfg.dim, 2 * cfg.dim), nn.Tanh(), nn.Linear(2 * cfg.dim, cfg.dim))
         both = torch.from_numpy(task.overlap_users())
         x, y = self.src.users.weight.detach()[both], self.tgt.users.weight.detach()[both]
-        opt = torch.optim.Adam(self.map.parameters(), lr=cfg.map_lr)
-        stop = EarlyStopping(self, self.map)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        for epoch in range(cfg.map_epochs):
-            for b in torch.randperm(len(both), generator=gen).split(cfg.map_batch):
-                loss = F.mse_loss(self.map(x[b]), y[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            if (epoch + 1) % cfg.eval_every == 0 and stop.step():
-                break
-        stop.restore()
-        self.valid_history = stop.history  # valid NDCG@10 at each check
+        with EarlyStopping(self, self.map, cfg.eval_every) as stop:
+            train_loop(self.map, len(both), lambda b, gen: F.mse_loss(self.map(x[b]), y[b]),
+                       cfg.map_lr, cfg.map_batch, cfg.map_epochs, cfg.seed, stop)
 
     def _score(self, users):
         u = self.map(self.src.users.weight[torch.from_numpy(users)])

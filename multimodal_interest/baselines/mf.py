@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multimodal_interest.baselines.base import seeded
+from multimodal_interest.baselines.training import seeded, train_loop
 from multimodal_interest.data.task import ColdStartTask
 
 
@@ -45,14 +45,13 @@ class MF(nn.Module):
         """``[B, hi - lo]`` scores of items ``lo:hi`` for ``user_vectors`` ``[B, dim]``."""
         return user_vectors @ self.items.weight[lo:hi].T + self.bias.weight[lo:hi, 0]
 
-
-def bpr_loss(user_vectors: torch.Tensor, items: nn.Embedding, bias: nn.Embedding, pos: torch.Tensor,
-             neg: torch.Tensor, reg: float) -> torch.Tensor:
-    """BPR loss of ``user_vectors`` ``[B, dim]`` preferring items ``pos`` ``[B]`` over ``neg`` ``[B]``."""
-    vp, vn = items(pos), items(neg)
-    diff = (user_vectors * (vp - vn)).sum(1) + bias(pos)[:, 0] - bias(neg)[:, 0]
-    penalty = user_vectors.pow(2).sum(1) + vp.pow(2).sum(1) + vn.pow(2).sum(1)
-    return F.softplus(-diff).mean() + reg * penalty.mean()
+    def bpr_loss(self, user_vectors: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor,
+                 reg: float) -> torch.Tensor:
+        """BPR loss of ``user_vectors`` ``[B, dim]`` preferring items ``pos`` ``[B]`` over ``neg`` ``[B]``."""
+        vp, vn = self.items(pos), self.items(neg)
+        diff = (user_vectors * (vp - vn)).sum(1) + self.bias(pos)[:, 0] - self.bias(neg)[:, 0]
+        penalty = user_vectors.pow(2).sum(1) + vp.pow(2).sum(1) + vn.pow(2).sum(1)
+        return F.softplus(-diff).mean() + reg * penalty.mean()
 
 
 def train_rows(task: ColdStartTask, platform: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,31 +61,22 @@ def train_rows(task: ColdStartTask, platform: str) -> tuple[torch.Tensor, torch.
             torch.tensor(rows["item_idx"].to_numpy(np.int64)))
 
 
-def train_bpr(model: MF, users: torch.Tensor, items: torch.Tensor, neg_low: torch.Tensor,
-              neg_count: torch.Tensor, cfg: MFConfig, epochs: int,
-              after_epoch: Callable[[int], bool] | None = None) -> None:
-    """Train ``model`` on pairs ``users``/``items`` ``[R]``; negatives of row r are drawn from
-    ``neg_low[r] + [0, neg_count[r])``. ``after_epoch(epoch)`` returning True stops training."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    model.train()
-    for epoch in range(epochs):
-        for b in torch.randperm(len(users), generator=gen).split(cfg.batch_size):
-            neg = neg_low[b] + (torch.rand(len(b), generator=gen) * neg_count[b]).long()
-            loss = bpr_loss(model.users(users[b]), model.items, model.bias, items[b], neg, cfg.reg)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        if after_epoch is not None and after_epoch(epoch):
-            break
-    model.eval()
+def bpr_batches(model: MF, users: torch.Tensor, items: torch.Tensor, neg_low: torch.Tensor,
+                neg_count: torch.Tensor, reg: float) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
+    """The :func:`train_loop` loss of rows of ``users``/``items`` ``[R]``; the negative of row r
+    is drawn from ``neg_low[r] + [0, neg_count[r])``."""
+    def loss(b: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        neg = neg_low[b] + (torch.rand(len(b), generator=gen) * neg_count[b]).long()
+        return model.bpr_loss(model.users(users[b]), items[b], neg, reg)
+    return loss
 
 
 def platform_mf(task: ColdStartTask, platform: str, cfg: MFConfig) -> MF:
     """A BPR-MF of one platform's training rows (user rows for every user_idx of the task)."""
     users, items = train_rows(task, platform)
-    with seeded(cfg.seed):
-        model = MF(task.n_users, task.n_items[platform], cfg.dim)
     n = task.n_items[platform]
-    train_bpr(model, users, items, torch.zeros_like(items), torch.full_like(items, n), cfg, cfg.mf_epochs)
+    with seeded(cfg.seed):
+        model = MF(task.n_users, n, cfg.dim)
+    loss = bpr_batches(model, users, items, torch.zeros_like(items), torch.full_like(items, n), cfg.reg)
+    train_loop(model, len(users), loss, cfg.lr, cfg.batch_size, cfg.mf_epochs, cfg.seed)
     return model

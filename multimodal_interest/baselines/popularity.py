@@ -20,12 +20,12 @@ def target_popularity(task: ColdStartTask) -> torch.Tensor:
 
 
 def mean_source_vectors(task: ColdStartTask, users: np.ndarray, vectors: torch.Tensor) -> torch.Tensor:
-    """``[B, dim]``: the normalised mean of each user's normalised source item vectors.
+    """``[B, dim]``: the normalised mean of each user's source item vectors.
 
-    ``vectors`` ``[n_source, dim]``; a user without source items gets a zero vector.
+    ``vectors`` ``[n_source, dim]``, normalised; a user without source items gets a zero vector.
     """
     h = task.source_histories(users)
-    v = F.normalize(vectors.float(), dim=1)[h.items] * h.mask[..., None]  # [B, L, dim]
+    v = vectors[h.items] * h.mask[..., None]  # [B, L, dim]
     return F.normalize(v.sum(1), dim=1)
 
 
@@ -57,7 +57,7 @@ class ContentKNN(Baseline):
     needs_vectors = True
 
     def _fit(self, task, item_vectors):
-        self.src = item_vectors[task.source]
+        self.src = F.normalize(item_vectors[task.source].float(), dim=1)
         self.tgt = F.normalize(item_vectors[task.target].float(), dim=1)
 
     def _score(self, users):

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from multimodal_interest.baselines.base import Baseline, EarlyStopping, register_baseline, seeded
-from multimodal_interest.baselines.mf import MFConfig, bpr_loss, platform_mf, train_rows
+from multimodal_interest.baselines.base import Baseline, register_baseline
+from multimodal_interest.baselines.mf import MFConfig, platform_mf, train_rows
+from multimodal_interest.baselines.training import EarlyStopping, seeded, train_loop
 
 
 @dataclass
@@ -66,21 +67,13 @@ class PTUPCDR(Baseline):
         keep = torch.from_numpy(np.isin(users.numpy(), task.overlap_users()))
         users, items = users[keep], items[keep]
         n_tgt = task.n_items[task.target]
-        opt = torch.optim.Adam(self.bridge.parameters(), lr=cfg.meta_lr)
-        stop = EarlyStopping(self, self.bridge)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        for epoch in range(cfg.meta_epochs):
-            for b in torch.randperm(len(users), generator=gen).split(cfg.batch_size):
-                neg = torch.randint(n_tgt, (len(b),), generator=gen)
-                u = self._transfer(users[b].numpy())
-                loss = bpr_loss(u, self.tgt.items, self.tgt.bias, items[b], neg, cfg.reg)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            if (epoch + 1) % cfg.eval_every == 0 and stop.step():
-                break
-        stop.restore()
-        self.valid_history = stop.history  # valid NDCG@10 at each check
+
+        def loss(b: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            neg = torch.randint(n_tgt, (len(b),), generator=gen)
+            return self.tgt.bpr_loss(self._transfer(users[b].numpy()), items[b], neg, cfg.reg)
+
+        with EarlyStopping(self, self.bridge, cfg.eval_every) as stop:
+            train_loop(self.bridge, len(users), loss, cfg.meta_lr, cfg.batch_size, cfg.meta_epochs, cfg.seed, stop)
 
     def _transfer(self, users: np.ndarray) -> torch.Tensor:
         """``[B, dim]`` transferred target-space factors of ``users``."""
