@@ -1,0 +1,13 @@
+"""Baselines for cold-start transfer, each registered by name (see :mod:`.base`).
+
+    from multimodal_interest.baselines import create_baseline, list_baselines, tune
+"""
+from __future__ import annotations
+
+# importing each module registers its baselines
+from multimodal_interest.baselines import cmf, emcdr, itemknn, popularity, ptupcdr  # noqa: F401
+from multimodal_interest.baselines.base import (BASELINES, Baseline, Tuned, create_baseline,
+                                                list_baselines, register_baseline, tune)
+
+__all__ = ["BASELINES", "Baseline", "Tuned", "create_baseline", "list_baselines",
+           "register_baseline", "tune"]
