@@ -84,31 +84,33 @@ def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFea
         model.set_item_features(p, features.vectors.get(p, {}), present)
 
 
-def score_users(model: InterestModel, task: ColdStartTask, users: np.ndarray,
-                batch_size: int = 512) -> torch.Tensor:
-    """Scores ``[len(users), n_target_items]`` from the users' source histories alone."""
-    model.eval()
-    with torch.inference_mode():
-        v = model.item_vectors(task.target)
+class ModelScorer:
+    """``scorer(users) -> [len(users), n_target_items]``: target scores from the users' source
+    histories alone (a scorer for :func:`multimodal_interest.evaluate.evaluate`). The target's
+    item vectors are computed once."""
+
+    def __init__(self, model: InterestModel, task: ColdStartTask, batch_size: int = 512):
+        self.model, self.task, self.batch_size = model.eval(), task, batch_size
+        with torch.inference_mode():
+            self.item_vectors = model.item_vectors(task.target)
+
+    def __call__(self, users: np.ndarray) -> torch.Tensor:
+        model, task = self.model, self.task
         out = []
-        for b in range(0, len(users), batch_size):
-            h = task.source_histories(users[b:b + batch_size], max_len=model.fusion.config.max_len)
-            u = model.encode_users(h.items, h.mask, task.source)
-            out.append(model.logits(u, task.target, item_vectors=v).float().cpu())
-    return torch.cat(out) if out else torch.empty(0, task.n_items[task.target])
+        with torch.inference_mode():
+            for b in range(0, len(users), self.batch_size):
+                h = task.source_histories(users[b:b + self.batch_size], max_len=model.fusion.config.max_len)
+                u = model.encode_users(h.items, h.mask, task.source)
+                out.append(model.logits(u, task.target, item_vectors=self.item_vectors).float())
+        return torch.cat(out) if out else torch.empty(0, task.n_items[task.target])
 
 
 def valid_ndcg10(model: InterestModel, task: ColdStartTask, users: np.ndarray) -> float:
-    """Mean NDCG@10 (binary gains) of ``users`` over the full target ranking."""
-    # MERGE: replace with multimodal_interest.evaluate once it lands
-    scores = score_users(model, task, users)
-    top = scores.topk(10, dim=1).indices.numpy()
-    discount = 1.0 / np.log2(np.arange(2, 12))
-    total = 0.0
-    for row, truth in zip(top, task.target_truth(users)):
-        gains = np.isin(row, truth)
-        total += (gains * discount).sum() / discount[:min(10, len(truth))].sum()
-    return total / max(len(users), 1)
+    """Mean NDCG@10 of ``users`` over the full target ranking (the model-selection metric)."""
+    from multimodal_interest.evaluate import evaluate
+
+    result = evaluate(ModelScorer(model, task), task, users, ks=(10,))
+    return float(result.values["ndcg@10"].mean())
 
 
 @dataclass
