@@ -95,6 +95,9 @@ class FusionTransformer(nn.Module):
         for name, p in self.named_parameters():  # scaled residual projections, as GPT-2
             if name.endswith("proj.weight") and name.startswith("blocks."):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * max(config.n_layers, 1)))
+        if config.modalities:  # with content, id embeddings start at 0: a learned residual
+            for table in self.items.ids.values():
+                nn.init.zeros_(table.weight)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

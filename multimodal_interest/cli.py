@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("datasets", "list the registered datasets and which are cached"),
     "fetch": ("fetch", "fetch a registered dataset into the cache, once"),
     "train": ("train", "train the fusion model on one cold-start direction"),
+    "evaluate": ("evaluate", "the model and the baselines on one split: tables, JSON, figures"),
 }
 
 

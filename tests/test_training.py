@@ -16,7 +16,7 @@ from multimodal_interest.training.objective import Objective, multi_positive_sof
 from multimodal_interest.training.trainer import valid_ndcg10
 from synthetic import synthetic_task
 
-SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0)
+SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)
 
 
 @pytest.fixture(autouse=True)
@@ -98,7 +98,7 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     task, features = synthetic_task(n_users=600, latent=4)
     config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0,
-                         modality_dropout=0.0, within_weight=0.0, epochs=2, patience=2)
+                         modality_dropout=0.0, within_weight=0.0, epochs=2, patience=2, min_epoch_steps=1)
     result = train(task, features, config, sys.argv[1], progress_bar=False)
     from accelerate import PartialState
     if PartialState().is_main_process:

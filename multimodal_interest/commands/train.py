@@ -7,7 +7,6 @@ from pathlib import Path
 
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
-from multimodal_interest.store import EmbeddingStore
 from multimodal_interest.training import ItemFeatures, TrainConfig, train
 from multimodal_interest.training.config import apply_overrides
 
@@ -32,14 +31,7 @@ def run(args: argparse.Namespace) -> int:
               else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     task = dataset.cold_start(args.source, args.target, args.split)
-    if args.store is not None:
-        modalities = args.modalities.split(",") if args.modalities else None
-        ids = {p: dataset.items[p]["item_id"].tolist() for p in (task.source, task.target)}
-        features = ItemFeatures.from_store(EmbeddingStore(args.store), ids, modalities)
-    elif not config.item_ids:
-        raise ValueError("no --store and item_ids=false: the model would have nothing to embed items with")
-    else:
-        features = ItemFeatures()
+    features = ItemFeatures.for_dataset(args.store, dataset, [task.source, task.target], args.modalities)
     result = train(task, features, config, args.output, resume=not args.no_resume,
                    progress_bar=args.progress)
     print(f"{task.label}: best validation NDCG@10 {result.best_valid_ndcg10:.4f} at epoch "

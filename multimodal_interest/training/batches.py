@@ -62,13 +62,16 @@ class StepPlan:
     within_platform: str | None
     within_users: np.ndarray  # [B'] user_idx
     within_ends: np.ndarray  # [B'] prefix length; the target is the item at that position
+    seed: int = 0  # for this step's random history dropout
 
 
 class BatchPlanner:
     """Plans epochs of :class:`StepPlan` and turns each into tensors."""
 
-    def __init__(self, task: ColdStartTask, batch_size: int, max_len: int, within: bool, seed: int):
+    def __init__(self, task: ColdStartTask, batch_size: int, max_len: int, within: bool, seed: int,
+                 history_dropout: float = 0.0):
         self.task, self.batch_size, self.max_len, self.seed = task, batch_size, max_len, seed
+        self.history_dropout = history_dropout
         self.seqs = {p: Sequences(task.train, p, task.n_users) for p in (task.source, task.target)}
         self.cross_users = task.overlap_users()
         if len(self.cross_users) == 0:
@@ -81,10 +84,13 @@ class BatchPlanner:
                 if len(users):
                     self.within_users[p] = users
 
-    def plan(self, epoch: int) -> list[StepPlan]:
-        """The steps of ``epoch``: the same for the same (seed, epoch), whatever ran before."""
+    def plan(self, epoch: int, min_steps: int = 1) -> list[StepPlan]:
+        """The steps of ``epoch``: the same for the same (seed, epoch), whatever ran before.
+        An epoch is one pass over the overlapping users, or as many passes as make
+        ``min_steps`` steps (small datasets would otherwise validate after every few steps)."""
         rng = np.random.default_rng([self.seed, epoch])
-        users = rng.permutation(self.cross_users)
+        passes = -(-min_steps * self.batch_size // len(self.cross_users))  # ceil
+        users = np.concatenate([rng.permutation(self.cross_users) for _ in range(max(passes, 1))])
         platforms = sorted(self.within_users)
         steps = []
         for s, b in enumerate(range(0, len(users), self.batch_size)):
@@ -94,15 +100,20 @@ class BatchPlanner:
                 who = rng.choice(self.within_users[p], size=len(cross))
                 # a prefix of 1 .. len-1 items; the item after it is the target
                 ends = 1 + (rng.random(len(who)) * (self.seqs[p].lengths(who) - 1)).astype(np.int64)
-                steps.append(StepPlan(cross, p, who, ends))
+                steps.append(StepPlan(cross, p, who, ends, int(rng.integers(1 << 62))))
             else:
-                steps.append(StepPlan(cross, None, np.empty(0, np.int64), np.empty(0, np.int64)))
+                steps.append(StepPlan(cross, None, np.empty(0, np.int64), np.empty(0, np.int64),
+                                      int(rng.integers(1 << 62))))
         return steps
 
     def build(self, step: StepPlan) -> dict:
         """Tensors of one step (on the CPU)."""
         src, tgt = self.seqs[self.task.source], self.seqs[self.task.target]
         items, mask = src.windows(step.cross_users, max_len=self.max_len)
+        if self.history_dropout > 0:  # hide random history items; every history keeps one
+            keep = torch.from_numpy(np.random.default_rng(step.seed).random(mask.shape) >= self.history_dropout)
+            keep |= ~(mask & keep).any(1, keepdim=True) & (torch.arange(mask.shape[1]) == 0)
+            mask = mask & keep
         pos_rows, pos_items = tgt.targets(step.cross_users)
         batch = {"src_items": items, "src_mask": mask, "pos_rows": pos_rows, "pos_items": pos_items,
                  "within_platform": step.within_platform}

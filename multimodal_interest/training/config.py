@@ -33,7 +33,8 @@ class TrainConfig:
     modality_dropout: float = 0.1
     n_experts: int = 1
     pooling: str = "attention"
-    item_ids: bool = True  # learned id embeddings for items seen in training
+    item_ids: bool = False  # learned id embeddings for items seen in training (always without content) ...
+    id_min_users: int = 1  # ... by at least this many users (rarer items: content only)
     adapter: str = "linear"
     item_bias: bool = True
     temperature: float = 0.05
@@ -41,8 +42,10 @@ class TrainConfig:
     # objectives
     within_weight: float = 0.5
     num_negatives: int | None = None
+    history_dropout: float = 0.0  # share of source-history items hidden in each training example
     # optimisation
     epochs: int = 30
+    min_epoch_steps: int = 50  # small datasets: an epoch repeats its pass until this many steps
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.01

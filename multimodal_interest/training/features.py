@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -48,3 +49,14 @@ class ItemFeatures:
             raise StoreError(f"{store.root}: no item vectors for platforms {sorted(item_ids)}; "
                              f"run `mmi embed` first")
         return out
+
+    @classmethod
+    def for_dataset(cls, store: str | Path | None, dataset, platforms: Sequence[str],
+                    modalities: str | None = None) -> ItemFeatures:
+        """The store's vectors of ``dataset``'s items on ``platforms``; no store: no content
+        (the model then learns item id embeddings). ``modalities``: comma-separated names."""
+        if store is None:
+            return cls()
+        ids = {p: dataset.items[p]["item_id"].tolist() for p in platforms}
+        names = [m.strip() for m in modalities.split(",")] if modalities else None
+        return cls.from_store(EmbeddingStore(store), ids, names)

@@ -42,10 +42,12 @@ Evaluate = Callable[[InterestModel, ColdStartTask, np.ndarray], float]
 
 def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
     """A fresh model for ``task``: heads for both platforms, the features registered, and an
-    id embedding per platform (when ``config.item_ids``) used for items seen in training."""
+    id embedding per platform used for items seen in training, when ``config.item_ids`` or
+    when there are no content features (id-only data)."""
     platforms = [task.source, task.target]
+    ids = config.item_ids or not features.dims
     fusion = FusionConfig(modalities=features.dims, platforms=platforms,
-                          id_items={p: task.n_items[p] for p in platforms} if config.item_ids else {},
+                          id_items={p: task.n_items[p] for p in platforms} if ids else {},
                           dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
                           max_len=config.max_len, dropout=config.dropout,
                           modality_dropout=config.modality_dropout, n_experts=config.n_experts,
@@ -54,12 +56,10 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
                                temperature=config.temperature, learn_temperature=config.learn_temperature)
                for p in platforms}
     model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
-    attach_features(model, task, features)
+    attach_features(model, task, features, config.id_min_users)
     if config.item_bias:  # start from popularity: log(1 + training users per item), centred
         for p in platforms:
-            rows = task.train.loc[task.train["platform"] == p, ["user_idx", "item_idx"]].drop_duplicates()
-            counts = np.bincount(rows["item_idx"].to_numpy(), minlength=task.n_items[p])
-            prior = torch.from_numpy(np.log1p(counts)).float()
+            prior = torch.from_numpy(np.log1p(item_users(task, p))).float()
             model.spaces[p].bias.data.copy_(prior - prior.mean())
     return model
 
@@ -73,15 +73,31 @@ def optimizer_for(module: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures) -> None:
+def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
+                    id_min_users: int = 1) -> None:
     """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
-    only items seen in ``task.train`` use theirs (the others were never trained)."""
+    only items of at least ``id_min_users`` training users use theirs (the others were never
+    trained, or too little to trust)."""
     for p in (task.source, task.target):
         present = dict(features.present.get(p, {}))
         if p in model.fusion.config.id_items:
-            seen = task.train.loc[task.train["platform"] == p, "item_idx"].to_numpy()
-            present["id"] = torch.from_numpy(np.isin(np.arange(task.n_items[p]), seen))
+            present["id"] = torch.from_numpy(item_users(task, p) >= id_min_users)
         model.set_item_features(p, features.vectors.get(p, {}), present)
+
+
+def load_run(run_dir: str | Path, task: ColdStartTask, features: ItemFeatures) -> InterestModel:
+    """The best model of a finished (or interrupted) run folder, ready to score ``task``."""
+    run_dir = Path(run_dir)
+    config = TrainConfig.from_file(run_dir / "config.json")
+    model = InterestModel.from_pretrained(run_dir / "model", encoder_fingerprints=features.fingerprints)
+    attach_features(model, task, features, config.id_min_users)
+    return model
+
+
+def item_users(task: ColdStartTask, platform: str) -> np.ndarray:
+    """``[n_items]`` number of distinct training users of each item of ``platform``."""
+    rows = task.train.loc[task.train["platform"] == platform, ["user_idx", "item_idx"]].drop_duplicates()
+    return np.bincount(rows["item_idx"].to_numpy(), minlength=task.n_items[platform])
 
 
 class ModelScorer:
@@ -168,7 +184,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
         raise ValueError(f"{task.dataset}/{task.split}: no validation users to select the model on")
     model = build_model(task, features, config)
     planner = BatchPlanner(task, max(1, config.batch_size // acc.num_processes), config.max_len,
-                           config.within_weight > 0, config.seed)
+                           config.within_weight > 0, config.seed, config.history_dropout)
     objective = Objective(model, task.source, task.target, config.within_weight, config.num_negatives)
     optimizer = optimizer_for(objective, config)
     objective, optimizer = acc.prepare(objective, optimizer)
@@ -185,7 +201,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
 
     while state.epoch < config.epochs and state.bad_epochs < config.patience:
         t0 = time.perf_counter()
-        steps = planner.plan(state.epoch)
+        steps = planner.plan(state.epoch, config.min_epoch_steps * acc.num_processes)
         mine = steps[acc.process_index::acc.num_processes][:len(steps) // acc.num_processes or None]
         loader = torch.utils.data.DataLoader(  # its own generator: iterating must not draw from the global RNG
             mine, batch_size=1, collate_fn=lambda one: planner.build(one[0]), generator=torch.Generator())
@@ -218,7 +234,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     if config.log_with:
         acc.end_training()
     best = InterestModel.from_pretrained(out / "model")
-    attach_features(best, task, features)  # item features are data, not weights
+    attach_features(best, task, features, config.id_min_users)  # features are data, not weights
     return TrainResult(best, state.best_epoch, state.best, state.epoch, state.seconds,
                        state.seconds_to_best, state.history)
 

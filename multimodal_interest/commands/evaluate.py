@@ -1,0 +1,51 @@
+"""``mmi evaluate DATASET --source A --target B``: the interest model and the baselines on the
+same cold-start split; prints a table, writes JSON, Markdown and figures."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from multimodal_interest.baselines import list_baselines
+from multimodal_interest.data.dataset import CrossPlatformDataset
+from multimodal_interest.data.registry import resolve
+from multimodal_interest.experiment import MODEL, interest_map_vectors, run_methods, write_report
+from multimodal_interest.training import ItemFeatures, TrainConfig
+from multimodal_interest.training.config import apply_overrides
+
+
+def build_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset folder, or the name of a registered dataset")
+    p.add_argument("--source", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--both", action="store_true", help="also the other direction (target -> source)")
+    p.add_argument("--split", default="published")
+    p.add_argument("--store", type=Path, help="embedding store of the dataset's items (none: ids only)")
+    p.add_argument("--modalities", help="store modalities the model uses (default: all)")
+    p.add_argument("--content-modality", default="text", help="modality of the content baselines")
+    p.add_argument("--methods", default="all",
+                   help=f"comma-separated: {MODEL}, {', '.join(list_baselines())} (default: all)")
+    p.add_argument("--model", type=Path, help="a finished `mmi train` run folder to evaluate instead "
+                                              "of training a model")
+    p.add_argument("--config", type=Path, help="TrainConfig (YAML/JSON) for the interest model")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
+    p.add_argument("--sampled", action="store_true", help="also rank against 999 sampled negatives")
+    p.add_argument("--output", type=Path, required=True, help="folder for results, figures and runs")
+
+
+def run(args: argparse.Namespace) -> int:
+    methods = [MODEL, *list_baselines()] if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    config = (TrainConfig.from_file(args.config, args.set) if args.config
+              else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
+    dataset = CrossPlatformDataset.load(resolve(args.dataset))
+    directions = [(args.source, args.target)] + ([(args.target, args.source)] if args.both else [])
+    for source, target in directions:
+        task = dataset.cold_start(source, target, args.split)
+        features = ItemFeatures.for_dataset(args.store, dataset, [source, target], args.modalities)
+        runs = run_methods(task, methods, features, args.output, config, args.model,
+                           args.content_modality, args.sampled, args.progress)
+        model = runs[MODEL].model if MODEL in runs else None
+        report = write_report(task, runs, args.output,
+                              interest_map_vectors(model, task) if model is not None else None)
+        print(report.read_text().split("NDCG@10 by source")[0])
+        print(f"full report: {report}")
+    return 0

@@ -1,0 +1,83 @@
+"""Figures of an evaluation: NDCG@10 per method, metrics by history length, the interest map.
+
+Each function writes one PNG and returns its path; matplotlib runs headless (Agg).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from multimodal_interest.evaluate import EvalResult
+from multimodal_interest.stats import bootstrap
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_methods(results: dict[str, EvalResult], path: Path, metric: str = "ndcg@10",
+                 title: str = "") -> Path:
+    """Bar per method: mean ``metric`` with its 95% bootstrap interval."""
+    plt = _pyplot()
+    names = list(results)
+    stats = [bootstrap(results[n].values[metric]) for n in names]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.6))
+    means = np.array([s.mean for s in stats])
+    err = np.array([[s.mean - s.low for s in stats], [s.high - s.mean for s in stats]])
+    ax.bar(names, means, yerr=err, capsize=4, color=["#4c72b0" if n != "interest-model" else "#dd8452"
+                                                     for n in names])
+    ax.set_ylabel(f"{metric} (95% CI)")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_buckets(results: dict[str, EvalResult], path: Path, metric: str = "ndcg@10",
+                 title: str = "") -> Path:
+    """One line per method: mean ``metric`` per source-history-length bucket."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, res in results.items():
+        buckets = res.buckets(metric)
+        labels = [k for k, v in buckets.items() if v is not None]
+        ax.plot(labels, [buckets[k].mean for k in labels], marker="o", label=name,
+                linewidth=2.5 if name == "interest-model" else 1.2)
+    ax.set_xlabel("source history length")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_interest_map(vectors: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
+    """PCA of interest vectors ``{label: [n, D]}`` (e.g. users seen from each platform) to 2-D."""
+    plt = _pyplot()
+    stacked = np.concatenate(list(vectors.values()))
+    centred = stacked - stacked.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    start = 0
+    for label, v in vectors.items():
+        ax.scatter(xy[start:start + len(v), 0], xy[start:start + len(v), 1], s=6, alpha=0.5, label=label)
+        start += len(v)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, markerscale=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
