@@ -20,7 +20,7 @@ recommended.
 
 **Fallback**: when nothing carries interest (an empty history, none of it embeddable, a zero
 interest vector) the items are ranked by the learned item bias alone, the model's
-popularity prior; ``fallback`` is then ``"popularity"``.
+popularity prior; ``fallback`` is then ``"popularity"`` (and ``index`` ``"bias"``).
 
 **Explanations** (leave-one-out): for each recommended item, the history items whose removal
 would lower its score most, with that drop (``contribution``, in logit units). The history
@@ -250,12 +250,6 @@ class Recommender:
         return u, h
 
     # ------------------------------------------------------------------ public API
-    def embed(self, history: Sequence | None = None, *, source: str | None = None,
-              user_id: str | None = None, skip_unknown: bool = False) -> tuple[torch.Tensor, HistoryReport]:
-        """The interest vector ``[D]`` of a history or user (0 when nothing is usable)."""
-        u, h = self._history(history, source, user_id, skip_unknown)
-        return u, h.report
-
     def export_interest(self, history: Sequence | None = None, *, source: str | None = None,
                         user_id: str | None = None, skip_unknown: bool = False) -> dict[str, Any]:
         """The portable interest document of a history or user."""
@@ -268,6 +262,8 @@ class Recommender:
                   explain: int = 3, skip_unknown: bool = False) -> Recommendation:
         """Top-``k`` items of ``platform`` for one person (see the module docstring)."""
         items = self.bundle.target(platform)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
         if sum(x is not None for x in (history, user_id, interest)) != 1:
             raise ValueError("give exactly one of a history, a user id and an interest document")
         if interest is not None:

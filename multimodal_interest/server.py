@@ -25,7 +25,6 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from multimodal_interest.interest import InterestDocumentError
 from multimodal_interest.recommend import Recommendation, Recommender
 
 MAX_K = 1000
@@ -90,7 +89,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         faiss.omp_set_num_threads(1)  # one thread per request; FAISS's setting is per thread
         try:
             return call(*args, **kwargs)
-        except (InterestDocumentError, ValueError) as e:  # the request cannot be served: say why
+        except ValueError as e:  # the request cannot be served (InterestDocumentError too): say why
             raise HTTPException(status_code=422, detail=str(e)) from None
 
     @app.get("/health")

@@ -266,6 +266,10 @@ def test_mmi_recommend_prints_a_table_json_and_an_interest_file(world, tmp_path,
     assert main(["-q", *base, "--interest", str(tmp_path / "me.json"), "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert [x["item_id"] for x in got["items"]] == [x.item_id for x in want.items]
+    pairs = tmp_path / "history.json"  # the other history format: {platform, item_id} objects
+    pairs.write_text(json.dumps([{"platform": "a", "item_id": x} for x in HISTORY]))
+    assert main(["-q", *base, "--history", str(pairs), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == json.loads(json.dumps(want.to_dict()))["items"]
 
 
 def test_mmi_export_index_then_recommend_by_user(world, tmp_path, capsys):

@@ -51,13 +51,9 @@ def open_recommender(args: argparse.Namespace) -> Recommender:
 
 
 def read_history(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
     if path.suffix != ".json":
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    doc = read_json(path)
     if not isinstance(doc, list):
         raise ValueError(f"{path}: expected a JSON list of item ids or {{platform, item_id}} objects")
     out = []
