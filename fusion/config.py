@@ -200,6 +200,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
+def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """The JSON manifest at ``path``, which must declare ``format`` ``fmt`` and
+    ``format_version`` ``version``; ``what`` says what a missing one means."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; {what}")
+    manifest = read_json(path)
+    if manifest.get("format") != fmt or manifest.get("format_version") != version:
+        raise ValueError(f"{path}: format {manifest.get('format')!r} version "
+                         f"{manifest.get('format_version')!r}; expected {fmt!r} {version}")
+    return manifest
+
+
 def read_config(cls: type[C], folder: str | os.PathLike) -> C:
     """Dataclass ``cls`` from ``folder/config.json``; errors name the file."""
     path = Path(folder) / CONFIG_FILE

@@ -34,7 +34,7 @@ from torch import nn
 
 from fusion.adapters import Adapter, create_adapter
 from fusion.config import (CONFIG_FILE, FusionConfig, InterestConfig, TargetConfig, check_name,
-                           from_dict, load_weights, read_config, read_json, write_json)
+                           from_dict, load_weights, read_config, read_json, read_manifest, write_json)
 from fusion.items import ItemSpace
 from fusion.transformer import FusionTransformer
 
@@ -214,13 +214,8 @@ class InterestModel(nn.Module):
         (modality -> fingerprint of the vectors you will feed it, e.g. the embedding store's),
         refuse a model trained on other encoders."""
         folder = Path(folder)
-        if not (folder / MANIFEST).is_file():
-            raise FileNotFoundError(f"{folder / MANIFEST}: missing; not a saved InterestModel "
-                                    f"(or its save was interrupted)")
-        manifest = read_json(folder / MANIFEST)
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{folder / MANIFEST}: format {manifest.get('format')!r} version "
-                             f"{manifest.get('format_version')!r}; expected {FORMAT!r} {FORMAT_VERSION}")
+        manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
+                                 "not a saved InterestModel (or its save was interrupted)")
         parts = manifest["parts"]
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts

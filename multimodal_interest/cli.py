@@ -19,6 +19,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fetch": ("fetch", "fetch a registered dataset into the cache, once"),
     "train": ("train", "train the fusion model on one cold-start direction"),
     "evaluate": ("evaluate", "the model and the baselines on one split: tables, JSON, figures"),
+    "export-index": ("export_index", "write a deployment bundle (model, item vectors, FAISS indexes)"),
+    "recommend": ("recommend", "recommend items of a platform for a user, history or interest vector"),
+    "serve": ("serve", "serve recommendations over HTTP (FastAPI + uvicorn)"),
 }
 
 
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     top.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
     top.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     top.add_argument("command", nargs="?", choices=sorted(COMMANDS), metavar="COMMAND")
-    top.epilog = "commands:\n" + "\n".join(f"  {n:<10} {h}" for n, (_, h) in sorted(COMMANDS.items()))
+    top.epilog = "commands:\n" + "\n".join(f"  {n:<13} {h}" for n, (_, h) in sorted(COMMANDS.items()))
     top.formatter_class = argparse.RawDescriptionHelpFormatter
     # Only the options before the command belong to `mmi` itself.
     split = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))

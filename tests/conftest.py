@@ -24,3 +24,16 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def media_samples(shared_data: Path) -> Path:
     return shared_data / "media_samples"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run several times faster on one thread when the cores are shared (OpenMP
+    threads wait on each other); no result depends on it. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,6 +9,7 @@ saved with ``save_pretrained``; training stops after ``patience`` epochs without
 Output folder::
 
     config.json        the resolved TrainConfig
+    task.json          the task: dataset, split, source, target (what serving bundles need)
     model/             the best model so far (save_pretrained), replaced atomically
     log.jsonl          one line per epoch: losses, validation NDCG@10, time
     checkpoints/step-N the latest full training state (model, optimizer, RNG, progress)
@@ -193,6 +194,8 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
+        task_doc = {"dataset": task.dataset, "split": task.split, "source": task.source, "target": task.target}
+        atomic_write_bytes(out / "task.json", (json.dumps(task_doc) + "\n").encode())
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         acc.load_state(str(ckpt))
         logger.info("resumed from %s (epoch %d, step %d)", ckpt, state.epoch, state.step_in_epoch)

@@ -1,0 +1,275 @@
+"""Serving: latency of one user's recommendations over 20k and 1M items, in-process and over
+HTTP; requests/s; memory of a 1M-item index; recall@10 of IVF and HNSW against exact.
+
+    PYTHONPATH=. python benchmarks/bench_serving.py [--sizes 20000,1000000] [--seconds 20]
+
+What runs: a bundle of the default-size model (dim 128, 2 layers, 4 heads, window 50,
+384-d text features for the 20,000 history-platform items) with **random weights** -- latency
+depends on the architecture, not on the values -- and **synthetic target item vectors** of the
+model's width: a mixture of 1,000 Gaussian clusters, unit length, biases ~ N(0, 0.5^2),
+scale 20. One request = a 50-item history -> interest vector -> query -> top-10
+(``Recommender.recommend``), with and without explanations (leave-one-out, 3 per item).
+Recall@10 is measured on 500 queries drawn like the items (a cluster centre plus noise), and
+on isotropic random vectors and queries (no structure: the worst case for IVF and HNSW);
+recall depends on the data, so ``mmi export-index --index ivf,hnsw`` measures it again on a
+real bundle with real users' queries and records it in the manifest.
+
+HTTP: ``mmi serve`` started by this script on 127.0.0.1 (a separate process), then a
+bounded client (httpx, asyncio) posting for ``--seconds``: one connection (latency without
+queueing), then ``--concurrency`` connections (throughput; latency includes the queue).
+Client and server share this machine's cores. Every request runs on one thread (torch and
+FAISS single-threaded, as ``mmi serve`` runs them). Exact torch is the reference for every ratio.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import REPO, machine, markdown_table  # noqa: E402
+from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig  # noqa: E402
+from multimodal_interest.bundle import Bundle, model_fingerprint  # noqa: E402
+from multimodal_interest.recommend import Recommender  # noqa: E402
+from multimodal_interest.retrieval import ExactRetriever, FaissRetriever, TargetItems  # noqa: E402
+
+HISTORY, N_SOURCE, TEXT, DIM, CLUSTERS = 50, 20_000, 384, 128, 1000
+
+
+def clustered(n: int, centres: torch.Tensor, noise: float, seed: int) -> torch.Tensor:
+    """``[n, D]`` unit vectors: a random centre each, plus Gaussian noise (in chunks)."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.empty(n, centres.shape[1])
+    for lo in range(0, n, 1 << 17):
+        m = min(1 << 17, n - lo)
+        c = centres[torch.randint(len(centres), (m,), generator=g)]
+        out[lo:lo + m] = F.normalize(c + noise * torch.randn(m, centres.shape[1], generator=g), dim=1)
+    return out
+
+
+def make_bundle(folder: Path, n_items: int) -> tuple[Bundle, torch.Tensor]:
+    """A default-size model (random weights) a -> b, and ``n_items`` synthetic b items."""
+    torch.manual_seed(0)
+    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], dim=DIM, max_len=HISTORY)
+    model = InterestModel(InterestConfig(fusion, {"b": TargetConfig(n_items)}), {"text": "synthetic"})
+    model.save_pretrained(folder / "model")
+    model.set_item_features("a", {"text": torch.randn(N_SOURCE, TEXT)})
+    model.eval().requires_grad_(False)
+    centres = torch.randn(CLUSTERS, DIM, generator=torch.Generator().manual_seed(1))
+    items = TargetItems(clustered(n_items, centres, 0.8, seed=2),
+                        0.5 * torch.randn(n_items, generator=torch.Generator().manual_seed(3)), 20.0)
+    ids = {"a": [f"a{i}" for i in range(N_SOURCE)], "b": [f"b{i}" for i in range(n_items)]}
+    bundle = Bundle(model, folder / "model", model_fingerprint(folder / "model"), ids, {"b": items},
+                    {"dataset": "synthetic (bench_serving.py)"})
+    return bundle, clustered(500, centres, 0.8, seed=4)
+
+
+def percentiles(ms: list[float]) -> tuple[str, str]:
+    return f"{np.percentile(ms, 50):.2f}", f"{np.percentile(ms, 99):.2f}"
+
+
+def in_process(bundle: Bundle, indexes: dict, n_requests: int, rng: np.random.Generator) -> list[list]:
+    """p50/p99 of ``recommend`` per index, explanations off and on; ratio vs exact."""
+    rows, reference = [], None
+    for kind, retriever in indexes.items():
+        rec = Recommender(bundle, "exact")
+        rec.retrievers["b"], rec.index = retriever, kind  # the index under test
+        for explain in (0, 3):
+            ms = []
+            for r in range(n_requests + 3):
+                history = [f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)]
+                t = time.perf_counter()
+                rec.recommend(history, source="a", platform="b", k=10, explain=explain)
+                if r >= 3:  # warm-up left out
+                    ms.append((time.perf_counter() - t) * 1e3)
+            p50, p99 = percentiles(ms)
+            if kind == "exact" and explain == 0:
+                reference = float(p50)
+            ratio = f"{reference / float(p50):.2f}x" if explain == 0 else ""
+            rows.append([f"{len(bundle.targets['b']):,}", kind, explain, len(ms), p50, p99, ratio])
+    return rows
+
+
+@contextmanager
+def build_threads():
+    """Index builds use every core; queries one thread (as the server runs them)."""
+    import faiss
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(1)
+
+
+def build(kind: str, items: TargetItems, bundle: Bundle | None = None) -> tuple[FaissRetriever, float]:
+    """An index (the bundle's own, kept for its save, when given) and its build time."""
+    with build_threads():
+        t = time.perf_counter()
+        index = bundle.retriever("b", kind) if bundle is not None else FaissRetriever.build(kind, items)
+        return index, time.perf_counter() - t
+
+
+def recall_rows(n: int, data: str, items: TargetItems, queries: torch.Tensor, indexes: dict,
+                args) -> list[list]:
+    """Recall@10 of IVF and HNSW against exact, at three search settings each."""
+    _, truth = ExactRetriever(items).search(queries, 10)
+    rows = []
+    for kind, knobs in (("ivf", (8, 32, 128)), ("hnsw", (32, 128, 512))):
+        if kind == "hnsw" and n > args.hnsw_max:
+            continue
+        retriever = indexes[kind] if kind in indexes else build(kind, items)[0]
+        for knob in knobs:
+            retriever.set_search_params(nprobe=knob, ef_search=knob)
+            t = time.perf_counter()
+            _, found = retriever.search(queries, 10)
+            ms = (time.perf_counter() - t) * 1e3 / len(queries)
+            recall = np.mean([len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(found, truth)])
+            rows.append([f"{n:,}", data, kind, f"{'nprobe' if kind == 'ivf' else 'ef_search'}={knob}",
+                         f"{recall:.4f}", f"{ms:.2f}"])
+        retriever.set_search_params(nprobe=32, ef_search=128)  # the defaults, for what follows
+    return rows
+
+
+def isotropic(n: int, bias: torch.Tensor) -> tuple[TargetItems, torch.Tensor]:
+    """The worst case for approximate search: item and query directions with no structure."""
+    g = torch.Generator().manual_seed(5)
+    return (TargetItems(F.normalize(torch.randn(n, DIM, generator=g), dim=1), bias, 20.0),
+            F.normalize(torch.randn(500, DIM, generator=g), dim=1))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def load(url: str, bodies: list[dict], concurrency: int, seconds: float) -> tuple[list[float], int]:
+    import httpx
+
+    latencies, errors = [], 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = w
+            while time.perf_counter() < deadline:
+                t = time.perf_counter()
+                r = await client.post("/recommend", json=bodies[i % len(bodies)])
+                latencies.append((time.perf_counter() - t) * 1e3)
+                errors += r.status_code != 200
+                i += concurrency
+
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return latencies, errors
+
+
+def over_http(folder: Path, kind: str, explain: int, connections: int, n: int, args,
+              rng: np.random.Generator) -> list:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "multimodal_interest.cli", "-q", "serve", "--model", str(folder),
+           "--index", kind, "--port", str(port)]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        url = f"http://127.0.0.1:{port}"
+        t0 = time.perf_counter()
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        startup = time.perf_counter() - t0
+        bodies = [{"platform": "b", "k": 10, "source": "a", "explain": explain,
+                   "history": [f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)]} for _ in range(256)]
+        asyncio.run(load(url, bodies, connections, 2))  # warm-up
+        latencies, errors = asyncio.run(load(url, bodies, connections, args.seconds))
+        rss = psutil.Process(server.pid).memory_info().rss / 2**20
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    p50, p99 = percentiles(latencies)
+    return [f"{n:,}", kind, explain, connections, len(latencies), f"{len(latencies) / args.seconds:.1f}",
+            p50, p99, errors, f"{rss:,.0f}", f"{startup:.1f}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="20000,1000000")
+    p.add_argument("--requests", type=int, default=200, help="in-process requests per index (1M exact/flat: a fifth)")
+    p.add_argument("--seconds", type=float, default=20.0, help="HTTP load per server")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--hnsw-max", type=int, default=100_000, help="build HNSW only up to this many items (slow)")
+    p.add_argument("--no-http", action="store_true")
+    args = p.parse_args(argv)
+    import faiss
+
+    torch.set_num_threads(1)  # one thread per request, as `mmi serve` runs them
+    faiss.omp_set_num_threads(1)
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start\n")
+    start = time.perf_counter()
+    rng = np.random.default_rng(0)
+    lat, rec_rows, mem, http = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            folder = Path(tmp) / f"bundle-{n}"
+            bundle, queries = make_bundle(Path(tmp) / f"src-{n}", n)
+            items = bundle.targets["b"]
+            indexes, built = {"exact": ExactRetriever(items)}, {}
+            for kind in ("flat", "ivf", "hnsw"):
+                if kind != "hnsw" or n <= args.hnsw_max:
+                    indexes[kind], built[kind] = build(kind, items, bundle)
+            lat += in_process(bundle, indexes, args.requests if n <= 100_000 else args.requests // 5, rng)
+            rec_rows += recall_rows(n, "clustered", items, queries, indexes, args)
+            rec_rows += recall_rows(n, "isotropic", *isotropic(n, items.bias), {}, args)
+            with build_threads():
+                t = time.perf_counter()
+                bundle.save(folder, indexes=tuple(built))
+                saved = time.perf_counter() - t
+            for kind in built:
+                size = (folder / "index" / f"b.{kind}.faiss").stat().st_size / 2**20
+                mem.append([f"{n:,}", kind, f"{size:,.0f}", f"{built[kind]:.1f}"])
+            mem.append([f"{n:,}", "bundle item vectors (safetensors, held in RAM)",
+                        f"{(folder / 'targets' / 'b.safetensors').stat().st_size / 2**20:,.0f}", f"{saved:.1f} (save)"])
+            del indexes, bundle
+            if not args.no_http:
+                runs = [("flat", 0, 1), ("flat", 0, args.concurrency),
+                        ("flat", 3, args.concurrency) if n <= 100_000 else ("ivf", 0, args.concurrency)]
+                for kind, explain, connections in runs:
+                    http.append(over_http(folder, kind, explain, connections, n, args, rng))
+    print("## In-process: one user, 50-item history, top-10 (ms per request)\n")
+    print(markdown_table(["items", "index", "explain", "requests", "p50 ms", "p99 ms", "speed vs exact (p50)"], lat))
+    print("\n## Recall@10 against exact (500 synthetic queries; clustered as above, and isotropic)\n")
+    print(markdown_table(["items", "vectors", "index", "setting", "recall@10", "ms/query"], rec_rows))
+    print(f"\n## Index memory (file size = in-memory size of the index; built on {os.cpu_count()} threads)\n")
+    print(markdown_table(["items", "index", "MiB", "build s"], mem))
+    if http:
+        print(f"\n## HTTP on 127.0.0.1: {args.seconds:.0f} s per row (client and server on this machine)\n")
+        print(markdown_table(["items", "index", "explain", "connections", "requests", "req/s", "p50 ms", "p99 ms",
+                              "errors", "server RSS MiB", "startup s"], http))
+    print(f"\ncommand: PYTHONPATH=. python benchmarks/bench_serving.py {' '.join(argv or sys.argv[1:])}; "
+          f"{time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

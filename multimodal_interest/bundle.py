@@ -1,0 +1,337 @@
+"""A deployment bundle: one folder with everything serving a trained model needs.
+
+A trained model alone cannot serve: its item features come from the embedding store, its
+item ids from the dataset, and which items have a trained id embedding from the training
+split. :meth:`Bundle.build` gathers them once; serving then needs no encoder, no store and
+no dataset::
+
+    bundle/
+      manifest.json                  format, version, model fingerprint, platforms, indexes
+      model/                         the InterestModel as save_pretrained wrote it (copied)
+      items/<platform>.json          item ids, row i = item_idx i
+      features/<platform>.safetensors  encoder vectors of the items a history may hold:
+                                     "x.<modality>" [N, d_m], "present.<modality>" [N] bool,
+                                     "present.id" [N] bool (items seen in training)
+      targets/<platform>.safetensors "vectors" [N, D_P] (the model's item_vectors(P)),
+                                     "bias" [N], "scale" [1]: score = scale * cos + bias
+      index/<platform>.<kind>.faiss  FAISS indexes (flat, ivf, hnsw) over the target items
+
+Everything is safetensors or JSON (no pickle); the manifest is written last and the folder
+is renamed into place, so a bundle that exists is whole. :meth:`Bundle.load` refuses a
+bundle whose model files no longer match the fingerprint in its manifest.
+
+The model fingerprint (:func:`model_fingerprint`) identifies the model's function: a
+sha256 over its weights and part configs and the manifest's parts and encoder
+fingerprints (not the library versions, so re-saving elsewhere keeps it). Portable interest
+vectors carry it, so one model's vector is never read by another.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusion import InterestModel
+from fusion.config import check_name, read_json, read_manifest, write_json
+from multimodal_interest.data.dataset import CrossPlatformDataset
+from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRetriever, Retriever,
+                                           TargetItems, recall_at_k)
+from multimodal_interest.store import EmbeddingStore
+
+log = logging.getLogger(__name__)
+
+FORMAT = "multimodal-interest/bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TASK_FILE = "task.json"  # written by training into its run folder
+ID = "id"
+
+
+def model_fingerprint(folder: str | Path) -> str:
+    """``sha256:<hex>`` of a saved InterestModel (see the module docstring)."""
+    folder = Path(folder)
+    manifest = read_json(folder / "manifest.json")
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and (path.name.endswith(".safetensors") or path.name == "config.json"):
+            h.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+    kept = {k: manifest.get(k) for k in ("format", "format_version", "parts", "encoder_fingerprints")}
+    h.update(json.dumps(kept, sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def find_model_folder(path: str | Path) -> Path:
+    """A saved model folder, given it or a training run folder (``<run>/model``)."""
+    path = Path(path)
+    for candidate in (path, path / "model"):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: neither a saved model (no manifest.json) nor a training run "
+                            f"folder (no model/manifest.json)")
+
+
+@dataclass
+class Bundle:
+    """A loaded (or freshly built) bundle. ``model`` is in eval mode with the history
+    platforms' features attached; ``targets[P]`` holds what scoring ``P`` needs."""
+
+    model: InterestModel
+    model_dir: Path  # the saved model this bundle serves
+    fingerprint: str
+    item_ids: dict[str, list[str]]  # platform -> ids in item_idx order
+    targets: dict[str, TargetItems]
+    info: dict = field(default_factory=dict)  # where it came from: dataset, split, task, created
+    folder: Path | None = None  # where it was loaded from
+    indexes: list[dict] = field(default_factory=list)  # manifest entries of saved FAISS indexes
+    _built: dict = field(default_factory=dict, repr=False)  # (platform, kind) -> index built here
+
+    @property
+    def history_platforms(self) -> list[str]:
+        """Platforms whose items a history may hold."""
+        return list(self.model.fusion.config.platforms)
+
+    def target(self, platform: str) -> TargetItems:
+        if platform not in self.targets:
+            raise ValueError(f"unknown target platform {platform!r}; this model recommends on "
+                             f"{sorted(self.targets)}")
+        return self.targets[platform]
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, model_dir: str | Path, dataset: CrossPlatformDataset,
+              store: EmbeddingStore | None = None, split: str | None = None) -> Bundle:
+        """Gather a trained model's serving data: item ids from ``dataset``, encoder vectors
+        from ``store`` (the encoders the model was trained on), and the items seen in training
+        (they use their id embedding) from the training split, read from the run folder's
+        ``task.json`` or given as ``split``."""
+        from multimodal_interest.training import ItemFeatures, TrainConfig
+        from multimodal_interest.training.trainer import attach_features
+
+        model_dir = find_model_folder(model_dir)
+        model = InterestModel.from_pretrained(model_dir)
+        source, target, split = _training_task(model_dir, model, dataset, split)
+        platforms = sorted(set(model.fusion.config.platforms) | set(model.targets))
+        if set(platforms) != {source, target}:
+            raise ValueError(f"{model_dir}: the model has platforms {platforms}, its task "
+                             f"{source}->{target}; bundles serve two-platform models")
+        missing = [p for p in platforms if p not in dataset.items]
+        if missing:
+            raise ValueError(f"dataset {dataset.name!r} has no platform {missing}; build from the "
+                             f"dataset the model was trained on")
+        ids = {p: dataset.items[p]["item_id"].astype(str).tolist() for p in platforms}
+        for p in model.targets:
+            if model.config.targets[p].space != "content":
+                raise ValueError(f"target {p!r} has an external item space; bundles serve content spaces")
+            if model.config.targets[p].n_items != len(ids[p]):
+                raise ValueError(f"target {p!r}: the model has {model.config.targets[p].n_items} items, "
+                                 f"dataset {dataset.name!r} {len(ids[p])}; build from the training dataset")
+        modalities = list(model.fusion.config.modalities)
+        if modalities and store is None:
+            raise ValueError(f"the model reads encoder vectors ({', '.join(modalities)}): give the "
+                             f"embedding store it was trained with")
+        features = (ItemFeatures.from_store(store, ids, modalities, model.encoder_fingerprints)
+                    if modalities else ItemFeatures())
+        run_config = model_dir.parent / "config.json"  # the run's TrainConfig: which ids it trusted
+        min_users = TrainConfig.from_file(run_config).id_min_users if run_config.is_file() else 1
+        attach_features(model, dataset.cold_start(source, target, split), features, min_users)
+        model.eval().requires_grad_(False)
+        with torch.inference_mode():
+            targets = {p: TargetItems(model.item_vectors(p).float().contiguous(), _bias(model, p),
+                                      float(model.spaces[p].scale)) for p in model.targets}
+        info = {"dataset": dataset.name, "split": split, "task": f"{source}->{target}",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        return cls(model, model_dir, model_fingerprint(model_dir), ids, targets, info)
+
+    # ------------------------------------------------------------------ saving and loading
+    def save(self, folder: str | Path, indexes: tuple[str, ...] = ("flat",),
+             queries: dict[str, torch.Tensor] | None = None, nprobe: int = 32,
+             ef_search: int = 128) -> None:
+        """Write the bundle to ``folder`` (replacing it whole), with FAISS ``indexes`` for
+        every target (those already built by :meth:`retriever` are reused), searching with
+        ``nprobe`` (IVF) and ``ef_search`` (HNSW). With ``queries[P]`` (``[Q, D_P]`` unit
+        queries, e.g. from :func:`probe_queries`), the recall@10 of each approximate index
+        against exact search is measured and recorded in the manifest."""
+        folder = Path(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(self.model_dir, tmp / "model", ignore=shutil.ignore_patterns(".*"))
+        platforms, entries = {}, []
+        for p, ids in self.item_ids.items():
+            spec: dict = {"n_items": len(ids), "items": f"items/{p}.json"}
+            write_json(tmp / spec["items"], ids)
+            if p in self.history_platforms:
+                spec["features"] = f"features/{p}.safetensors"
+                _save(_feature_tensors(self.model, p), tmp / spec["features"])
+            if p in self.targets:
+                t = self.targets[p]
+                spec["target"] = f"targets/{p}.safetensors"
+                _save({"vectors": t.vectors, "bias": t.bias,
+                                  "scale": torch.tensor([t.scale], dtype=torch.float64)}, tmp / spec["target"])
+                for kind in indexes:
+                    if kind not in FAISS_KINDS:
+                        raise ValueError(f"unknown FAISS index kind {kind!r}; choose from {FAISS_KINDS}")
+                    index = self.retriever(p, kind)
+                    index.set_search_params(nprobe, ef_search)
+                    entries.append(_save_index(tmp, p, index, t, (queries or {}).get(p)))
+            platforms[p] = spec
+        write_json(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                    "model": {"path": "model", "fingerprint": self.fingerprint},
+                                    "info": self.info, "platforms": platforms, "indexes": entries})
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Bundle:
+        """Load a bundle written by :meth:`save`; everything it holds is checked."""
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
+                                 "not a bundle (make one with `mmi export-index`)")
+        model_dir = folder / "model"
+        fingerprint = model_fingerprint(model_dir)
+        if fingerprint != manifest["model"]["fingerprint"]:
+            raise ValueError(f"{model_dir}: the model files do not match the bundle's manifest "
+                             f"(fingerprint {fingerprint}, manifest {manifest['model']['fingerprint']}); "
+                             f"rebuild the bundle")
+        model = InterestModel.from_pretrained(model_dir).eval().requires_grad_(False)
+        ids, targets = {}, {}
+        for p, spec in manifest["platforms"].items():
+            check_name("platform", p)
+            ids[p] = read_json(_inside(folder, spec["items"]))
+            if not isinstance(ids[p], list) or len(ids[p]) != spec["n_items"]:
+                raise ValueError(f"{folder / spec['items']}: expected a list of {spec['n_items']} item ids")
+            if "features" in spec:
+                vectors, present = _split_features(load_file(_inside(folder, spec["features"])))
+                model.set_item_features(p, vectors, present)
+            if "target" in spec:
+                t = load_file(_inside(folder, spec["target"]))
+                targets[p] = TargetItems(t["vectors"], t["bias"], float(t["scale"][0]))
+                if len(targets[p]) != len(ids[p]):
+                    raise ValueError(f"{folder / spec['target']}: {len(targets[p])} vectors for "
+                                     f"{len(ids[p])} item ids")
+        return cls(model, model_dir, fingerprint, ids, targets, manifest.get("info", {}), folder,
+                   manifest.get("indexes", []))
+
+    # ------------------------------------------------------------------ retrieval
+    def retriever(self, platform: str, kind: str = "exact") -> Retriever:
+        """Top-K search over ``platform``'s items: ``exact`` (torch), or a FAISS index (the
+        bundle's saved one, else built in memory, once)."""
+        items = self.target(platform)
+        if kind == "exact":
+            return ExactRetriever(items)
+        saved = next((e for e in self.indexes if e["platform"] == platform and e["kind"] == kind), None)
+        if saved is None or self.folder is None:
+            if (platform, kind) not in self._built:
+                log.info("no saved %s index for %r: building one in memory", kind, platform)
+                self._built[platform, kind] = FaissRetriever.build(kind, items)
+            return self._built[platform, kind]
+        index = FaissRetriever.load(_inside(self.folder, saved["path"]), kind)
+        if index.n_items != len(items):
+            raise ValueError(f"{self.folder / saved['path']}: {index.n_items} items, the bundle {len(items)}")
+        return index
+
+
+def _save_index(root: Path, platform: str, index: FaissRetriever, items: TargetItems,
+                queries: torch.Tensor | None) -> dict:
+    path = f"index/{platform}.{index.kind}.faiss"
+    (root / "index").mkdir(exist_ok=True)
+    index.save(root / path)
+    entry = {"platform": platform, "kind": index.kind, "path": path, "params": index.params()}
+    if queries is not None and index.kind != "flat":
+        entry["recall@10"] = recall_at_k(index, ExactRetriever(items), queries, 10)
+        entry["recall_queries"] = len(queries)
+        log.info("%s index of %r: recall@10 %.4f on %d queries", index.kind, platform,
+                 entry["recall@10"], len(queries))
+    return entry
+
+
+def probe_queries(bundle: Bundle, dataset: CrossPlatformDataset, n: int = 256,
+                  seed: int = 0) -> dict[str, torch.Tensor]:
+    """Realistic queries to measure an index's recall on: for each target ``P``, the
+    queries of up to ``n`` random users' histories on another platform (``[Q, D_P]``)."""
+    model, out = bundle.model, {}
+    rng = np.random.default_rng(seed)
+    for p in bundle.targets:
+        source = next(s for s in bundle.history_platforms if s != p)
+        users = np.flatnonzero(dataset.active_users(source))
+        users = np.sort(rng.choice(users, min(n, len(users)), replace=False))
+        h = dataset.histories(source, users, max_len=model.fusion.config.max_len)
+        with torch.inference_mode():
+            u = model.encode_users(h.items, h.mask, source)
+            out[p] = model.query(u[(u != 0).any(1)], p).float()
+    return out
+
+
+def _training_task(model_dir: Path, model: InterestModel, dataset: CrossPlatformDataset,
+                   split: str | None) -> tuple[str, str, str]:
+    """(source, target, split) the model was trained on: the run's task.json, else the model's
+    platforms in training order (source first) and the given split."""
+    task_file = model_dir.parent / TASK_FILE
+    if task_file.is_file():
+        task = read_json(task_file)
+        if task.get("dataset") != dataset.name:
+            raise ValueError(f"{task_file}: the model was trained on dataset {task.get('dataset')!r}, "
+                             f"not {dataset.name!r}")
+        if split is not None and split != task["split"]:
+            raise ValueError(f"{task_file}: the model was trained on split {task['split']!r}, not {split!r}")
+        return task["source"], task["target"], task["split"]
+    if split is None:
+        raise ValueError(f"{model_dir}: no {TASK_FILE} beside it says which split the model was "
+                         f"trained on; give the split (--split)")
+    source, target = model.fusion.config.platforms[:2]
+    return source, target, split
+
+
+def _inside(folder: Path, relative: str) -> str:
+    """``folder / relative``, refusing a manifest path that leads out of the bundle."""
+    path = (folder / relative).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ValueError(f"{folder / MANIFEST}: path {relative!r} leads out of the bundle")
+    return str(path)
+
+
+def _bias(model: InterestModel, platform: str) -> torch.Tensor:
+    bias = model.spaces[platform].bias
+    n = model.config.targets[platform].n_items
+    return torch.zeros(n) if bias is None else bias.detach().float().clone()
+
+
+def _feature_tensors(model: InterestModel, platform: str) -> dict[str, torch.Tensor]:
+    """What the model holds for ``platform``'s items: vectors and presence per source."""
+    table = model.fusion.items.tables[platform]
+    out = {f"x.{m}": table.x(m) for m in table.modalities}
+    out.update({f"present.{m}": table.has(m) for m in [*table.modalities, ID] if table.has(m) is not None})
+    return out
+
+
+def _split_features(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    vectors = {k[2:]: v for k, v in tensors.items() if k.startswith("x.")}
+    present = {k[8:]: v for k, v in tensors.items() if k.startswith("present.")}
+    return vectors, present
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))

@@ -1,0 +1,152 @@
+"""The HTTP service: a FastAPI app over one :class:`~multimodal_interest.recommend.Recommender`.
+
+    POST /recommend     top-K items of a platform for a history, a user id or an interest document
+    POST /users/embed   the portable interest document of a history or user id
+    GET  /platforms     the model, the index and the platforms (items, target, history)
+    GET  /health        liveness, with the model fingerprint
+    GET  /docs          OpenAPI documentation (``/openapi.json``)
+
+Requests are validated by pydantic models (strict types, no unknown fields, bounded sizes:
+:data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`); a request the model cannot serve
+(unknown platform, unknown items, a bad interest document) gets 422 with the reason in
+``detail``. A body over ``max_body_bytes`` gets 413 before it is parsed. Nothing in a
+request names a file: the model, the index and the user table are loaded once, read-only,
+before the app starts. ``mmi serve`` binds 127.0.0.1 unless told otherwise.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import anyio
+import faiss
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from multimodal_interest.recommend import Recommendation, Recommender
+
+MAX_K = 1000
+MAX_HISTORY = 1000  # items per request; the model uses the most recent max_len of them
+MAX_ID_LENGTH = 256
+MAX_EXPLAIN = 10
+MAX_BODY_BYTES = 1 << 20
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class HistoryEntry(_Strict):
+    platform: Name
+    item_id: ItemId
+
+
+class Person(_Strict):
+    """Who to recommend for: a ``history`` (oldest first; ``{platform, item_id}`` objects, or
+    plain item ids of platform ``source``) or a ``user_id`` of the served dataset."""
+
+    history: Annotated[list[HistoryEntry] | list[ItemId], Field(max_length=MAX_HISTORY)] | None = None
+    source: Name | None = None
+    user_id: ItemId | None = None
+    skip_unknown: bool = Field(False, description="leave unknown item ids out (and list them) "
+                                                  "instead of refusing the request")
+
+    def pairs(self) -> list | None:
+        if self.history is None:
+            return None
+        return [(x.platform, x.item_id) if isinstance(x, HistoryEntry) else x for x in self.history]
+
+
+class RecommendRequest(Person):
+    platform: Name = Field(description="the platform to recommend on")
+    k: int = Field(10, ge=1, le=MAX_K)
+    interest: dict[str, Any] | None = Field(None, description="a portable interest document "
+                                                              "(from POST /users/embed) instead of a history")
+    exclude_seen: bool = True
+    explain: int = Field(3, ge=0, le=MAX_EXPLAIN, description="history items named per recommended item")
+
+
+def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
+               concurrency: int | None = None) -> FastAPI:
+    """The app; ``concurrency`` requests are computed at once (default: the CPU count), in
+    uvicorn's thread pool, each on one thread; the others wait their turn."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        anyio.to_thread.current_default_thread_limiter().total_tokens = concurrency or os.cpu_count() or 1
+        yield
+
+    app = FastAPI(title="multimodal-interest", version="1", lifespan=lifespan,
+                  description="Cross-platform recommendations from a person's history on other platforms.")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    def serve(call, *args, **kwargs):
+        faiss.omp_set_num_threads(1)  # one thread per request; FAISS's setting is per thread
+        try:
+            return call(*args, **kwargs)
+        except ValueError as e:  # the request cannot be served (InterestDocumentError too): say why
+            raise HTTPException(status_code=422, detail=str(e)) from None
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok", "model": recommender.fingerprint}
+
+    @app.get("/platforms")
+    def platforms() -> dict[str, Any]:
+        return recommender.describe()
+
+    @app.post("/recommend", response_model=Recommendation)
+    def recommend(body: RecommendRequest) -> Recommendation:
+        return serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
+                     source=body.source, user_id=body.user_id, interest=body.interest,
+                     exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
+
+    @app.post("/users/embed")
+    def embed(body: Person) -> dict[str, Any]:
+        return serve(recommender.export_interest, body.pairs(), source=body.source,
+                     user_id=body.user_id, skip_unknown=body.skip_unknown)
+
+    return app
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or sent)
+    before anything parses it; the body, once read whole, is passed on."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await self._too_large(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope, receive, send) -> None:
+        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
