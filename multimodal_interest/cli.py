@@ -11,6 +11,7 @@ import sys
 
 # name -> (module under multimodal_interest.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "the whole toolkit end to end on a demo dataset, in a few minutes"),
     "embed": ("embed", "encode a catalog's items into the embedding store"),
     "validate": ("validate", "check a dataset folder; print its problems or its statistics"),
     "import": ("import_data", "turn a published dataset layout into a dataset folder"),

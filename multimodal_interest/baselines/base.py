@@ -127,7 +127,7 @@ def tune(name: str, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] |
         model = create_baseline(name, **{**fixed, **options}).fit(task, item_vectors)
         value = model.valid_score()
         trials.append((options, value))
-        logger.info("%s %s: valid %s %.4f", name, options, SELECT_METRIC, value)
+        logger.debug("%s %s: valid %s %.4f", name, options, SELECT_METRIC, value)
         if best is None or value > best[1]:
             best = (model, value)
     return Tuned(best[0], trials, time.perf_counter() - start)

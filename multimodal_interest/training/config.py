@@ -26,13 +26,13 @@ class TrainConfig:
 
     # model
     dim: int = 128
-    n_layers: int = 2
+    n_layers: int = 1
     n_heads: int = 4
     max_len: int = 50
     dropout: float = 0.1
     modality_dropout: float = 0.1
     n_experts: int = 1
-    pooling: str = "attention"
+    pooling: str = "mean"
     item_ids: bool = False  # learned id embeddings for items seen in training (always without content) ...
     id_min_users: int = 1  # ... by at least this many users (rarer items: content only)
     adapter: str = "linear"
@@ -52,7 +52,7 @@ class TrainConfig:
     grad_accum: int = 1
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     seed: int = 0
-    patience: int = 5  # epochs without a better validation NDCG@10 before stopping
+    patience: int = 4  # epochs without a better validation NDCG@10 before stopping
     eval_batch_size: int = 512
     checkpoint_every: int = 0  # steps between checkpoints (0: at the end of each epoch only)
     log_with: str | None = None  # an accelerate tracker, e.g. "tensorboard"
