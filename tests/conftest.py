@@ -26,11 +26,19 @@ def media_samples(shared_data: Path) -> Path:
     return shared_data / "media_samples"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def amazon(shared_data: Path, tmp_path_factory):
+    """amazon_art_office imported once per session (a CrossPlatformDataset)."""
+    from data_fixtures import imported
+
+    return imported("amazon-art-office", shared_data / "amazon_art_office",
+                    tmp_path_factory.getbasetemp() / "aao")
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
-    """Tiny models run several times faster on one thread when the cores are shared (OpenMP
-    threads wait on each other); no result depends on it. Use with
-    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    """The tests' models are tiny: on one thread they run several times faster when the cores
+    are shared (OpenMP threads wait on each other); no result depends on it."""
     import torch
 
     before = torch.get_num_threads()

@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _amazon_probe import amazon_task
 from _tasks import planted_task
 
 from multimodal_interest.baselines import BASELINES, create_baseline, list_baselines, register_baseline, tune
@@ -26,14 +25,6 @@ SMALL = {
     "ptupcdr": {"dim": 16, "batch_size": 256, "lr": 0.01, "meta_lr": 5e-3},
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The models here are tiny: extra threads only add contention on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +102,9 @@ REFERENCE = {
 
 
 @pytest.mark.parametrize("direction", sorted(REFERENCE))
-def test_popularity_reproduces_the_reference_row(shared_data, direction):
-    task = amazon_task(shared_data, direction)
+def test_popularity_reproduces_the_reference_row(amazon, direction):
+    source, target = ("art", "office") if direction == "A->B" else ("office", "art")
+    task = amazon.cold_start(source, target, "published")
     assert len(task.test_users) == 1000 and len(task.valid_users) == 577
     res = evaluate(create_baseline("popularity").fit(task).score, task, task.test_users)
     recall10, ndcg10, (lo, hi), recall50, mrr = REFERENCE[direction]

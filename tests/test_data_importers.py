@@ -19,11 +19,6 @@ def _import(tmp_path_factory, kind: str, src: Path, name: str, **options) -> Cro
 
 
 @pytest.fixture(scope="session")
-def amazon(shared_data, tmp_path_factory) -> CrossPlatformDataset:
-    return _import(tmp_path_factory, "amazon-art-office", shared_data / "amazon_art_office", "aao")
-
-
-@pytest.fixture(scope="session")
 def game_video(shared_data, tmp_path_factory) -> CrossPlatformDataset:
     return _import(tmp_path_factory, "cdrib", shared_data / "amazon_idonly/cdrib/game_video", "gv")
 

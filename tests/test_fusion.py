@@ -15,15 +15,6 @@ from fusion import (FusionConfig, FusionTransformer, InterestConfig, InterestMod
 TEXT, IMAGE, N_ART, N_OFFICE, N_EXT = 24, 16, 60, 40, 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tiny models run several times faster on one thread when the cores are shared
-    (OpenMP threads wait on each other); no result depends on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_model(targets: dict[str, TargetConfig] | None = None, pooling: str = "attention",
                perturb: bool = True, **fusion_kw) -> InterestModel:

@@ -22,7 +22,6 @@ from multimodal_interest.training.trainer import attach_features
 from serving_world import NEW_ITEMS, SMALL, assert_same_ranking, train_model, write_world
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
