@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,11 @@ class Catalog:
         self.items[ID_COLUMN] = ids
 
     def item_id(self, row: int) -> str:
-        return self.items.at[row, ID_COLUMN]
+        return self._ids[row]
+
+    @cached_property
+    def _ids(self) -> list[str]:
+        return self.items[ID_COLUMN].tolist()
 
     def error(self, row: int, modality: str, reason: str) -> RowError:
         return RowError(str(self.path), row + 1, self.item_id(row), modality, reason)
@@ -137,7 +142,13 @@ class Catalog:
         return out
 
     def text(self, row: int) -> str:
-        return combine_text_fields(self.items.loc[row, self.text_fields].to_dict(), self.text_fields)
+        """The row's text fields combined by the one rule (:func:`combine_text_fields`)."""
+        return self._texts[row]
+
+    @cached_property
+    def _texts(self) -> list[str]:
+        records = self.items[self.text_fields].to_dict("records")
+        return [combine_text_fields(r, self.text_fields) for r in records]
 
     def media_path(self, row: int, column: str) -> Path | None:
         """The file a media cell names, resolved against the catalog's folder ('' -> None)."""

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if ns.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not ns.debug:  # libraries' own progress notes (checkpoint files saved, ...) are noise here
+        for name in ("accelerate", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     module = importlib.import_module(f"multimodal_interest.commands.{COMMANDS[ns.command][0]}")
     parser = argparse.ArgumentParser(prog=f"mmi {ns.command}", description=COMMANDS[ns.command][1])
     module.build_parser(parser)

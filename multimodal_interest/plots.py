@@ -4,6 +4,7 @@ Each function writes one PNG and returns its path; matplotlib runs headless (Agg
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ def plot_methods(results: dict[str, EvalResult], path: Path, metric: str = "ndcg
     ax.bar(names, means, yerr=err, capsize=4, color=["#4c72b0" if n != "interest-model" else "#dd8452"
                                                      for n in names])
     ax.set_ylabel(f"{metric} (95% CI)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -53,7 +54,7 @@ def plot_buckets(results: dict[str, EvalResult], path: Path, metric: str = "ndcg
                 linewidth=2.5 if name == "interest-model" else 1.2)
     ax.set_xlabel("source history length")
     ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -75,7 +76,7 @@ def plot_interest_map(vectors: dict[str, np.ndarray], path: Path, title: str = "
         start += len(v)
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     ax.legend(fontsize=8, markerscale=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
