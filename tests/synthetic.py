@@ -1,6 +1,6 @@
 """A small cross-platform world with planted signal, for training tests.
 
-Users have a taste vector; items of both platforms have a content vector in the same latent
+Users have a taste vector; items of every platform have a content vector in the same latent
 space (seen through a different random rotation per platform, as two encoders would) and a
 user interacts with the items closest to their taste. So a source history says which target
 items a user will like, and a model must learn the mapping from the overlapping users.
@@ -16,11 +16,14 @@ from multimodal_interest.training.features import ItemFeatures
 
 
 def synthetic_task(n_users: int = 400, n_items=(120, 100), latent: int = 8, width: int = 16,
-                   per_user: int = 8, seed: int = 0) -> tuple[ColdStartTask, ItemFeatures]:
+                   per_user: int = 8, seed: int = 0, platforms=("a", "b"), source: str = "a",
+                   target: str = "b") -> tuple[ColdStartTask, ItemFeatures]:
+    """The ``source -> target`` task of the world (valid and test users: 60 each, the same
+    users whatever the direction), and every platform's item features."""
     rng = np.random.default_rng(seed)
     taste = rng.standard_normal((n_users, latent))
     rows, vectors = [], {}
-    for p, n in zip(("a", "b"), n_items):
+    for p, n in zip(platforms, n_items):
         z = rng.standard_normal((n, latent))
         vectors[p] = torch.from_numpy((z @ rng.standard_normal((latent, width))).astype(np.float32))
         affinity = taste @ z.T + rng.gumbel(size=(n_users, n)) * 1.5
@@ -31,8 +34,8 @@ def synthetic_task(n_users: int = 400, n_items=(120, 100), latent: int = 8, widt
     df = pd.DataFrame(rows, columns=["user_idx", "platform", "item_idx", "timestamp", "weight"])
     users = rng.permutation(n_users)
     valid, test = np.sort(users[:60]), np.sort(users[60:120])
-    hidden = df["user_idx"].isin(np.concatenate([valid, test])) & (df["platform"] == "b")
-    task = ColdStartTask("synthetic", "s0", "a", "b", dict(zip(("a", "b"), n_items)), n_users,
+    hidden = df["user_idx"].isin(np.concatenate([valid, test])) & (df["platform"] == target)
+    task = ColdStartTask("synthetic", "s0", source, target, dict(zip(platforms, n_items)), n_users,
                          df[~hidden].reset_index(drop=True), df[hidden].reset_index(drop=True),
                          valid, test)
     features = ItemFeatures({p: {"text": v} for p, v in vectors.items()},

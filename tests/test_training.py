@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from multimodal_interest.training import TrainConfig, build_model, train
+from multimodal_interest.training import ModelScorer, TrainConfig, build_model, train
 from multimodal_interest.training.objective import Objective, multi_positive_softmax_loss
-from multimodal_interest.training.trainer import valid_ndcg10
+from multimodal_interest.training.trainer import add_platform, attach_features, valid_ndcg10
 from synthetic import synthetic_task
 
 SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)
@@ -116,3 +116,23 @@ def test_two_processes_match_one(tmp_path):
     h1 = json.loads((tmp_path / "one" / "history.json").read_text())
     h2 = json.loads((tmp_path / "two" / "history.json").read_text())
     assert [r["valid_ndcg10"] for r in h1] == pytest.approx([r["valid_ndcg10"] for r in h2], abs=1e-3)
+
+
+def test_a_new_platform_is_scored_zero_shot_then_only_its_head_is_fine_tuned(tmp_path):
+    world = dict(n_users=600, latent=4, n_items=(120, 100, 80), platforms=("a", "b", "c"))
+    task_ab, features = synthetic_task(**world)
+    model = train(task_ab, features, TrainConfig(**SMALL, epochs=2, patience=2), tmp_path / "ab",
+                  progress_bar=False).model
+    task_ac, _ = synthetic_task(**world, target="c")
+    with pytest.raises(ValueError, match="no target head for platform 'c'"):
+        ModelScorer(model, task_ac)
+    add_platform(model, task_ac, features)  # zero-shot: from c's catalog alone, no training
+    zero_shot = valid_ndcg10(model, task_ac, task_ac.valid_users)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned = train(task_ac, features, TrainConfig(**SMALL, epochs=4, patience=4, trainable="target-head"),
+                  tmp_path / "ac", progress_bar=False, init=model).model
+    assert valid_ndcg10(tuned, task_ac, task_ac.valid_users) > zero_shot + 0.05
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.split(".")[1] == "c" for k in changed), changed
+    attach_features(tuned, task_ab, features)  # item features are data: attached per task
+    assert ModelScorer(tuned, task_ab)(task_ab.test_users[:4]).shape == (4, 100)  # b still served

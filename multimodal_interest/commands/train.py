@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fusion import InterestModel
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.training import ItemFeatures, TrainConfig, train
 from multimodal_interest.training.config import apply_overrides
+from multimodal_interest.training.trainer import add_platform
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:
@@ -23,6 +25,9 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TrainConfig as YAML or JSON")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set lr=3e-4 (repeatable)")
+    p.add_argument("--init", type=Path, help="start from this run's model; a target it has no head for "
+                                             "gets one (zero-shot start); with --set trainable=target-head "
+                                             "only that head learns")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --output has checkpoints")
 
 
@@ -32,8 +37,13 @@ def run(args: argparse.Namespace) -> int:
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     task = dataset.cold_start(args.source, args.target, args.split)
     features = ItemFeatures.for_dataset(args.store, dataset, [task.source, task.target], args.modalities)
+    init = None
+    if args.init is not None:
+        init = InterestModel.from_pretrained(args.init / "model", encoder_fingerprints=features.fingerprints)
+        if task.target not in init.targets:
+            add_platform(init, task, features)
     result = train(task, features, config, args.output, resume=not args.no_resume,
-                   progress_bar=args.progress)
+                   progress_bar=args.progress, init=init)
     print(f"{task.label}: best validation NDCG@10 {result.best_valid_ndcg10:.4f} at epoch "
           f"{result.best_epoch} of {result.epochs_run} ({result.seconds_to_best:.0f}s to best, "
           f"{result.seconds:.0f}s in all); model in {args.output / 'model'}")

@@ -44,6 +44,7 @@ class TrainConfig:
     num_negatives: int | None = None
     history_dropout: float = 0.0  # share of source-history items hidden in each training example
     # optimisation
+    trainable: str = "all"  # "target-head": only the target's adapters, item bias and temperature
     epochs: int = 30
     min_epoch_steps: int = 50  # small datasets: an epoch repeats its pass until this many steps
     batch_size: int = 256
@@ -66,6 +67,8 @@ class TrainConfig:
             raise ValueError(f"num_negatives must be None (full softmax) or >= 1, got {self.num_negatives}")
         if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.patience < 1:
             raise ValueError("epochs, batch_size, grad_accum and patience must be >= 1")
+        if self.trainable not in ("all", "target-head"):
+            raise ValueError(f"trainable must be 'all' or 'target-head', got {self.trainable!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
 

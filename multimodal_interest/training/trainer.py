@@ -58,11 +58,33 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
                for p in platforms}
     model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
     attach_features(model, task, features, config.id_min_users)
-    if config.item_bias:  # start from popularity: log(1 + training users per item), centred
-        for p in platforms:
-            prior = torch.from_numpy(np.log1p(item_users(task, p))).float()
-            model.spaces[p].bias.data.copy_(prior - prior.mean())
+    for p in platforms:
+        popularity_prior(model, task, p)
     return model
+
+
+def popularity_prior(model: InterestModel, task: ColdStartTask, platform: str) -> None:
+    """Start ``platform``'s item bias at log(1 + training users per item), centred."""
+    if model.spaces[platform].bias is not None:
+        prior = torch.from_numpy(np.log1p(item_users(task, platform))).float()
+        model.spaces[platform].bias.data.copy_(prior - prior.mean())
+
+
+def add_platform(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
+                 adapter: str = "linear") -> None:
+    """Give ``model`` a head for ``task.target``, a platform it was not trained on: its items go
+    through the trained projections (zero-shot, from the catalog alone), the adapter starts at
+    the identity and the item bias at the task's popularity. Fine-tune only this head with
+    ``train(..., init=model)`` and ``TrainConfig(trainable="target-head")``."""
+    model.add_target(task.target, TargetConfig(task.n_items[task.target], adapter=adapter))
+    attach_features(model, task, features)
+    popularity_prior(model, task, task.target)
+
+
+def freeze_all_but_target_head(model: InterestModel, target: str) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.split(".")[:2] in (["adapters", target], ["item_adapters", target],
+                                                 ["spaces", target]))
 
 
 def optimizer_for(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -166,9 +188,12 @@ class TrainResult:
 
 def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir: str | Path,
           evaluate: Evaluate = valid_ndcg10, accelerator=None, resume: bool = True,
-          progress_bar: bool = True) -> TrainResult:
+          progress_bar: bool = True, init: InterestModel | None = None) -> TrainResult:
     """Train on ``task`` and return the best model on its validation users.
 
+    ``init``: start from this model (e.g. one given a new platform with :func:`add_platform`)
+    instead of a fresh one. With ``config.trainable == "target-head"`` only the target's
+    adapters, item bias and temperature learn (and no within-platform loss is used).
     Re-running with the same ``output_dir`` resumes from the last checkpoint (``resume``).
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -183,10 +208,18 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     set_seed(config.seed)
     if len(task.valid_users) == 0:
         raise ValueError(f"{task.dataset}/{task.split}: no validation users to select the model on")
-    model = build_model(task, features, config)
+    if init is None:
+        model = build_model(task, features, config)
+    else:
+        model = init
+        attach_features(model, task, features, config.id_min_users)
+    head_only = config.trainable == "target-head"
+    if head_only:
+        freeze_all_but_target_head(model, task.target)
     planner = BatchPlanner(task, max(1, config.batch_size // acc.num_processes), config.max_len,
-                           config.within_weight > 0, config.seed, config.history_dropout)
-    objective = Objective(model, task.source, task.target, config.within_weight, config.num_negatives)
+                           config.within_weight > 0 and not head_only, config.seed, config.history_dropout)
+    objective = Objective(model, task.source, task.target, 0.0 if head_only else config.within_weight,
+                          config.num_negatives)
     optimizer = optimizer_for(objective, config)
     objective, optimizer = acc.prepare(objective, optimizer)
     state = Progress()
