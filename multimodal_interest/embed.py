@@ -77,7 +77,9 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
     """
     from accelerate import PartialState  # imported here: light jobs need not pay for it
 
-    state = PartialState()
+    from multimodal_interest.parallel import cpu_only
+
+    state = PartialState(cpu=cpu_only())
     start = time.perf_counter()
     errors: list[RowError] = list(catalog.errors)
     reports = []

@@ -1,7 +1,7 @@
 """Embed a catalog's items into the store; the same as ``mmi embed``.
 
     python scripts/embed_items.py items.csv --store store/ --platform office
-    accelerate launch --num_processes 4 scripts/embed_items.py items.csv --store store/
+    accelerate launch --multi_gpu --num_processes 4 scripts/embed_items.py items.csv --store store/
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Train the fusion model; the same as ``mmi train``, and runnable under accelerate:
 
-    accelerate launch --num_processes 2 scripts/train.py DATASET --source art --target office \
+    accelerate launch --multi_gpu --num_processes 2 scripts/train.py DATASET --source art --target office \
         --store store/ --output runs/art2office
 """
 from __future__ import annotations

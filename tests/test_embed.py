@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -208,3 +211,23 @@ def test_embed_a_dataset_folder_every_platform_and_its_vector_files(tmp_path, me
     assert torch.equal(clip, torch.from_numpy(CLIP[[1, 0]]))  # the .npz lists o2 first
     expected = CharHashEncoder(width=8).encode("red paint. paint acrylic", convert_to_tensor=True)
     assert torch.equal(s.load("art", "text", ids=["a1"]).vectors[0], expected)
+
+
+def test_two_processes_split_the_catalog_and_write_their_own_shards(tmp_path):
+    ids = [f"i{i}" for i in range(50)]
+    vectors = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    np.savez(tmp_path / "v.npz", item_id=np.array(ids), vectors=vectors)
+    pd.DataFrame({"item_id": ids, "title": ids}).to_csv(tmp_path / "items.csv", index=False)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+                    "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    str(repo / "scripts" / "embed_items.py"), str(tmp_path / "items.csv"), "--store",
+                    str(tmp_path / "store"), "--platform", "shop", "--modalities", "vec", "--shard-size", "8",
+                    "--encoder", f"vec=precomputed:path={tmp_path / 'v.npz'}"],
+                   env=env, check=True, capture_output=True, timeout=300)
+    vs = EmbeddingStore(tmp_path / "store").get("shop", "vec")
+    assert {s.name.split("-")[2] for s in vs.shards()} == {"r000", "r001"}
+    rows = pd.concat([pd.read_parquet(s) for s in vs.shards()])
+    assert len(rows) == 50 and rows["item_id"].is_unique
+    assert torch.equal(vs.load(ids).vectors, torch.from_numpy(vectors))

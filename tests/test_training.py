@@ -90,25 +90,31 @@ SCRIPT = textwrap.dedent("""
     from multimodal_interest.training import TrainConfig, train
     torch.set_num_threads(1)
     task, features = synthetic_task(n_users=600, latent=4)
-    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0,
+    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=96, lr=5e-3, dropout=0.0,
                          modality_dropout=0.0, within_weight=0.0, epochs=2, patience=2, min_epoch_steps=1)
     result = train(task, features, config, sys.argv[1], progress_bar=False)
     from accelerate import PartialState
-    if PartialState().is_main_process:
+    state = PartialState()
+    print(f"process {{state.process_index}} of {{state.num_processes}}", flush=True)
+    if state.is_main_process:
         torch.save(result.model.state_dict(), sys.argv[1] + "/final.pt")
         json.dump(result.history, open(sys.argv[1] + "/history.json", "w"))
 """)
 
 
 def test_two_processes_match_one(tmp_path):
+    """480 overlapping users in global batches of 96: each process takes half of every batch,
+    so with no dropout the two runs see the same batches and must agree."""
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
-    for n, name in ((1, "one"), (2, "two")):
-        subprocess.run([*launch, "--num_processes", str(n), str(script), str(tmp_path / name)],
-                       env=env, check=True, capture_output=True, timeout=600)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+              "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True, timeout=600)
+    out = subprocess.run([*launch, str(script), str(tmp_path / "two")], env=env, check=True,
+                         capture_output=True, text=True, timeout=600)
+    assert out.stdout.count("process 1 of 2") == 1  # two processes really ran
     one = torch.load(tmp_path / "one" / "final.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     for name in one:  # same global batches, gradients averaged by DDP: equal up to float error

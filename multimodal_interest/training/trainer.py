@@ -30,6 +30,7 @@ import torch
 
 from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
 from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.parallel import cpu_only
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training.batches import BatchPlanner
 from multimodal_interest.training.config import TrainConfig
@@ -202,7 +203,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
 
     out = Path(output_dir)
     acc = accelerator or Accelerator(
-        mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+        cpu=cpu_only(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
         log_with=config.log_with, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
     set_seed(config.seed)
@@ -238,6 +239,8 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     while state.epoch < config.epochs and state.bad_epochs < config.patience:
         t0 = time.perf_counter()
         steps = planner.plan(state.epoch, config.min_epoch_steps * acc.num_processes)
+        # process r takes steps r, r + N, ...: together one global batch per optimizer step;
+        # a last step that would leave a process without its share is dropped
         mine = steps[acc.process_index::acc.num_processes][:len(steps) // acc.num_processes or None]
         loader = torch.utils.data.DataLoader(  # its own generator: iterating must not draw from the global RNG
             mine, batch_size=1, collate_fn=lambda one: planner.build(one[0]), generator=torch.Generator())
