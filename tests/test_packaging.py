@@ -1,0 +1,55 @@
+"""What a fresh install relies on: every imported distribution is declared, and the libraries
+``encoders`` and ``fusion`` stay free of the job code and of accelerate."""
+from __future__ import annotations
+
+import ast
+import importlib.metadata as md
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("encoders", "fusion", "multimodal_interest")
+
+
+def imports(package: str) -> dict[str, str]:
+    """Top-level module -> first file importing it, for absolute imports anywhere in ``package``."""
+    found: dict[str, str] = {}
+    for path in sorted((REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(REPO)))
+    return found
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_every_imported_distribution_is_declared():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    declared = {normalise(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in project["dependencies"]}
+    owners = md.packages_distributions()
+    missing = {}
+    for package in PACKAGES:
+        for module, where in imports(package).items():
+            if module in sys.stdlib_module_names or module in PACKAGES or module == "__future__":
+                continue
+            dists = {normalise(d) for d in owners.get(module, [module])}
+            if not dists & declared:
+                missing[module] = where
+    assert not missing, f"imported but not in pyproject dependencies: {missing}"
+
+
+@pytest.mark.parametrize("library", ["encoders", "fusion"])
+def test_libraries_do_not_import_the_jobs_or_accelerate(library):
+    found = imports(library)
+    assert not {"multimodal_interest", "accelerate"} & set(found), found
