@@ -119,8 +119,7 @@ class Bundle:
         from ``store`` (the encoders the model was trained on), and the items seen in training
         (they use their id embedding) from the training split, read from the run folder's
         ``task.json`` or given as ``split``."""
-        from multimodal_interest.training import ItemFeatures, TrainConfig
-        from multimodal_interest.training.trainer import attach_features
+        from multimodal_interest.training import ItemFeatures, TrainConfig, attach_features
 
         model_dir = find_model_folder(model_dir)
         model = InterestModel.from_pretrained(model_dir)

@@ -20,8 +20,7 @@ from multimodal_interest.baselines import BASELINES, tune
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import EvalResult, bucket_table, compare, evaluate
 from multimodal_interest.store import atomic_write_bytes
-from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, train
-from multimodal_interest.training.trainer import load_run
+from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, load_run, train
 
 logger = logging.getLogger(__name__)
 

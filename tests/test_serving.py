@@ -17,8 +17,7 @@ from multimodal_interest.cli import main
 from multimodal_interest.interest import InterestDocumentError, read_interest_document
 from multimodal_interest.recommend import Recommender, UnknownItemsError
 from multimodal_interest.server import MAX_HISTORY, create_app
-from multimodal_interest.training import ItemFeatures, TrainConfig, build_model
-from multimodal_interest.training.trainer import attach_features
+from multimodal_interest.training import ItemFeatures, TrainConfig, attach_features, build_model
 from serving_world import NEW_ITEMS, SMALL, assert_same_ranking, train_model, write_world
 
 

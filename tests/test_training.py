@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from multimodal_interest.training import ModelScorer, TrainConfig, build_model, train
+from multimodal_interest.training import (ModelScorer, TrainConfig, add_platform, attach_features,
+                                         build_model, train, valid_ndcg10)
 from multimodal_interest.training.objective import Objective, multi_positive_softmax_loss
-from multimodal_interest.training.trainer import add_platform, attach_features, valid_ndcg10
 from synthetic import synthetic_task
 
 SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)

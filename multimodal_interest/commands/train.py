@@ -8,9 +8,8 @@ from pathlib import Path
 from fusion import InterestModel
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
-from multimodal_interest.training import ItemFeatures, TrainConfig, train
+from multimodal_interest.training import ItemFeatures, TrainConfig, add_platform, train
 from multimodal_interest.training.config import apply_overrides
-from multimodal_interest.training.trainer import add_platform
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:

@@ -28,64 +28,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
+from fusion import InterestModel
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.parallel import cpu_only
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training.batches import BatchPlanner
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
+from multimodal_interest.training.model import attach_features, build_model, freeze_all_but_target_head
 from multimodal_interest.training.objective import Objective
+from multimodal_interest.training.scoring import valid_ndcg10
 
 logger = logging.getLogger(__name__)
 
 Evaluate = Callable[[InterestModel, ColdStartTask, np.ndarray], float]
-
-
-def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
-    """A fresh model for ``task``: heads for both platforms, the features registered, and an
-    id embedding per platform used for items seen in training, when ``config.item_ids`` or
-    when there are no content features (id-only data)."""
-    platforms = [task.source, task.target]
-    ids = config.item_ids or not features.dims
-    fusion = FusionConfig(modalities=features.dims, platforms=platforms,
-                          id_items={p: task.n_items[p] for p in platforms} if ids else {},
-                          dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
-                          max_len=config.max_len, dropout=config.dropout,
-                          modality_dropout=config.modality_dropout, n_experts=config.n_experts,
-                          pooling=config.pooling)
-    targets = {p: TargetConfig(task.n_items[p], adapter=config.adapter, item_bias=config.item_bias,
-                               temperature=config.temperature, learn_temperature=config.learn_temperature)
-               for p in platforms}
-    model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
-    attach_features(model, task, features, config.id_min_users)
-    for p in platforms:
-        popularity_prior(model, task, p)
-    return model
-
-
-def popularity_prior(model: InterestModel, task: ColdStartTask, platform: str) -> None:
-    """Start ``platform``'s item bias at log(1 + training users per item), centred."""
-    if model.spaces[platform].bias is not None:
-        prior = torch.from_numpy(np.log1p(item_users(task, platform))).float()
-        model.spaces[platform].bias.data.copy_(prior - prior.mean())
-
-
-def add_platform(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
-                 adapter: str = "linear") -> None:
-    """Give ``model`` a head for ``task.target``, a platform it was not trained on: its items go
-    through the trained projections (zero-shot, from the catalog alone), the adapter starts at
-    the identity and the item bias at the task's popularity. Fine-tune only this head with
-    ``train(..., init=model)`` and ``TrainConfig(trainable="target-head")``."""
-    model.add_target(task.target, TargetConfig(task.n_items[task.target], adapter=adapter))
-    attach_features(model, task, features)
-    popularity_prior(model, task, task.target)
-
-
-def freeze_all_but_target_head(model: InterestModel, target: str) -> None:
-    for name, p in model.named_parameters():
-        p.requires_grad_(name.split(".")[:2] in (["adapters", target], ["item_adapters", target],
-                                                 ["spaces", target]))
 
 
 def optimizer_for(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -95,62 +51,6 @@ def optimizer_for(module: torch.nn.Module, config: TrainConfig) -> torch.optim.O
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
-                    id_min_users: int = 1) -> None:
-    """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
-    only items of at least ``id_min_users`` training users use theirs (the others were never
-    trained, or too little to trust)."""
-    for p in (task.source, task.target):
-        present = dict(features.present.get(p, {}))
-        if p in model.fusion.config.id_items:
-            present["id"] = torch.from_numpy(item_users(task, p) >= id_min_users)
-        model.set_item_features(p, features.vectors.get(p, {}), present)
-
-
-def load_run(run_dir: str | Path, task: ColdStartTask, features: ItemFeatures) -> InterestModel:
-    """The best model of a finished (or interrupted) run folder, ready to score ``task``."""
-    run_dir = Path(run_dir)
-    config = TrainConfig.from_file(run_dir / "config.json")
-    model = InterestModel.from_pretrained(run_dir / "model", encoder_fingerprints=features.fingerprints)
-    attach_features(model, task, features, config.id_min_users)
-    return model
-
-
-def item_users(task: ColdStartTask, platform: str) -> np.ndarray:
-    """``[n_items]`` number of distinct training users of each item of ``platform``."""
-    rows = task.train.loc[task.train["platform"] == platform, ["user_idx", "item_idx"]].drop_duplicates()
-    return np.bincount(rows["item_idx"].to_numpy(), minlength=task.n_items[platform])
-
-
-class ModelScorer:
-    """``scorer(users) -> [len(users), n_target_items]``: target scores from the users' source
-    histories alone (a scorer for :func:`multimodal_interest.evaluate.evaluate`). The target's
-    item vectors are computed once."""
-
-    def __init__(self, model: InterestModel, task: ColdStartTask, batch_size: int = 512):
-        self.model, self.task, self.batch_size = model.eval(), task, batch_size
-        with torch.inference_mode():
-            self.item_vectors = model.item_vectors(task.target)
-
-    def __call__(self, users: np.ndarray) -> torch.Tensor:
-        model, task = self.model, self.task
-        out = []
-        with torch.inference_mode():
-            for b in range(0, len(users), self.batch_size):
-                h = task.source_histories(users[b:b + self.batch_size], max_len=model.fusion.config.max_len)
-                u = model.encode_users(h.items, h.mask, task.source)
-                out.append(model.logits(u, task.target, item_vectors=self.item_vectors).float())
-        return torch.cat(out) if out else torch.empty(0, task.n_items[task.target])
-
-
-def valid_ndcg10(model: InterestModel, task: ColdStartTask, users: np.ndarray) -> float:
-    """Mean NDCG@10 of ``users`` over the full target ranking (the model-selection metric)."""
-    from multimodal_interest.evaluate import evaluate
-
-    result = evaluate(ModelScorer(model, task), task, users, ks=(10,))
-    return float(result.values["ndcg@10"].mean())
 
 
 @dataclass

@@ -1,0 +1,89 @@
+"""The model a training run starts from, and the data it is given at run time.
+
+Item features are data, not weights: :func:`attach_features` registers the store's vectors
+(and which items have a trained id embedding) with a model, after building or loading it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
+from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.training.config import TrainConfig
+from multimodal_interest.training.features import ItemFeatures
+
+
+def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
+    """A fresh model for ``task``: heads for both platforms, the features registered, and an
+    id embedding per platform used for items seen in training, when ``config.item_ids`` or
+    when there are no content features (id-only data)."""
+    platforms = [task.source, task.target]
+    ids = config.item_ids or not features.dims
+    fusion = FusionConfig(modalities=features.dims, platforms=platforms,
+                          id_items={p: task.n_items[p] for p in platforms} if ids else {},
+                          dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
+                          max_len=config.max_len, dropout=config.dropout,
+                          modality_dropout=config.modality_dropout, n_experts=config.n_experts,
+                          pooling=config.pooling)
+    targets = {p: TargetConfig(task.n_items[p], adapter=config.adapter, item_bias=config.item_bias,
+                               temperature=config.temperature, learn_temperature=config.learn_temperature)
+               for p in platforms}
+    model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
+    attach_features(model, task, features, config.id_min_users)
+    for p in platforms:
+        popularity_prior(model, task, p)
+    return model
+
+
+def popularity_prior(model: InterestModel, task: ColdStartTask, platform: str) -> None:
+    """Start ``platform``'s item bias at log(1 + training users per item), centred."""
+    if model.spaces[platform].bias is not None:
+        prior = torch.from_numpy(np.log1p(item_users(task, platform))).float()
+        model.spaces[platform].bias.data.copy_(prior - prior.mean())
+
+
+def add_platform(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
+                 adapter: str = "linear") -> None:
+    """Give ``model`` a head for ``task.target``, a platform it was not trained on: its items go
+    through the trained projections (zero-shot, from the catalog alone), the adapter starts at
+    the identity and the item bias at the task's popularity. Fine-tune only this head with
+    ``train(..., init=model)`` and ``TrainConfig(trainable="target-head")``."""
+    model.add_target(task.target, TargetConfig(task.n_items[task.target], adapter=adapter))
+    attach_features(model, task, features)
+    popularity_prior(model, task, task.target)
+
+
+def freeze_all_but_target_head(model: InterestModel, target: str) -> None:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.split(".")[:2] in (["adapters", target], ["item_adapters", target],
+                                                 ["spaces", target]))
+
+
+def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
+                    id_min_users: int = 1) -> None:
+    """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
+    only items of at least ``id_min_users`` training users use theirs (the others were never
+    trained, or too little to trust)."""
+    for p in (task.source, task.target):
+        present = dict(features.present.get(p, {}))
+        if p in model.fusion.config.id_items:
+            present["id"] = torch.from_numpy(item_users(task, p) >= id_min_users)
+        model.set_item_features(p, features.vectors.get(p, {}), present)
+
+
+def load_run(run_dir: str | Path, task: ColdStartTask, features: ItemFeatures) -> InterestModel:
+    """The best model of a finished (or interrupted) run folder, ready to score ``task``."""
+    run_dir = Path(run_dir)
+    config = TrainConfig.from_file(run_dir / "config.json")
+    model = InterestModel.from_pretrained(run_dir / "model", encoder_fingerprints=features.fingerprints)
+    attach_features(model, task, features, config.id_min_users)
+    return model
+
+
+def item_users(task: ColdStartTask, platform: str) -> np.ndarray:
+    """``[n_items]`` number of distinct training users of each item of ``platform``."""
+    rows = task.train.loc[task.train["platform"] == platform, ["user_idx", "item_idx"]].drop_duplicates()
+    return np.bincount(rows["item_idx"].to_numpy(), minlength=task.n_items[platform])
