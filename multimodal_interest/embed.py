@@ -115,8 +115,10 @@ def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: st
     report.items = len(inputs)
     if not inputs:  # this catalog has no such content: leave the store alone
         return report, checked
-    vectors = store.open(platform, slot, encoder)
+    with state.main_process_first():  # one process writes the manifest, the others read it
+        vectors = store.open(platform, slot, encoder)
     stored = vectors.content_hashes()
+    state.wait_for_everyone()  # all processes split the same to-do list: none has written yet
     todo = [x for x in inputs if stored.get(catalog.item_id(x[0])) != x[2]]
     report.reused = len(inputs) - len(todo)
     failed: list[RowError] = []  # this process's encoding failures

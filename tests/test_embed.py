@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -20,6 +17,8 @@ from multimodal_interest.catalog import Catalog
 from multimodal_interest.cli import main
 from multimodal_interest.embed import embed_catalog
 from multimodal_interest.store import EmbeddingStore
+
+from launch import REPO, accelerate_launch
 
 
 @register_encoder("test-char-hash")
@@ -218,14 +217,10 @@ def test_two_processes_split_the_catalog_and_write_their_own_shards(tmp_path):
     vectors = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
     np.savez(tmp_path / "v.npz", item_id=np.array(ids), vectors=vectors)
     pd.DataFrame({"item_id": ids, "title": ids}).to_csv(tmp_path / "items.csv", index=False)
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-                    "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    str(repo / "scripts" / "embed_items.py"), str(tmp_path / "items.csv"), "--store",
-                    str(tmp_path / "store"), "--platform", "shop", "--modalities", "vec", "--shard-size", "8",
-                    "--encoder", f"vec=precomputed:path={tmp_path / 'v.npz'}"],
-                   env=env, check=True, capture_output=True, timeout=300)
+    out = accelerate_launch(str(REPO / "scripts" / "embed_items.py"), str(tmp_path / "items.csv"),
+                            "--store", str(tmp_path / "store"), "--platform", "shop", "--modalities", "vec",
+                            "--shard-size", "8", "--encoder", f"vec=precomputed:path={tmp_path / 'v.npz'}")
+    assert out.stdout.count("platform 'shop'") == 1  # one summary, from the main process
     vs = EmbeddingStore(tmp_path / "store").get("shop", "vec")
     assert {s.name.split("-")[2] for s in vs.shards()} == {"r000", "r001"}
     rows = pd.concat([pd.read_parquet(s) for s in vs.shards()])

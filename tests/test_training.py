@@ -14,6 +14,7 @@ import torch
 from multimodal_interest.training import (ModelScorer, TrainConfig, add_platform, attach_features,
                                          build_model, train, valid_ndcg10)
 from multimodal_interest.training.objective import Objective, multi_positive_softmax_loss
+from launch import accelerate_launch
 from synthetic import synthetic_task
 
 SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)
@@ -108,12 +109,9 @@ def test_two_processes_match_one(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-              "--num_processes", "2", "--mixed_precision", "no", "--dynamo_backend", "no"]
     subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True,
                    capture_output=True, timeout=600)
-    out = subprocess.run([*launch, str(script), str(tmp_path / "two")], env=env, check=True,
-                         capture_output=True, text=True, timeout=600)
+    out = accelerate_launch(str(script), str(tmp_path / "two"))
     assert out.stdout.count("process 1 of 2") == 1  # two processes really ran
     one = torch.load(tmp_path / "one" / "final.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)

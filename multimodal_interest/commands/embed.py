@@ -38,6 +38,8 @@ def build_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState  # after embed_catalog set it up: the processes' shared state
+
     store = EmbeddingStore(args.store)
     if Path(args.source).is_file():
         fields = args.text_fields.split(",") if args.text_fields else None
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         summary = embed_catalog(catalog, store, platform, load_encoders(specs, device=args.device),
                                 batch_size=args.batch_size, shard_size=args.shard_size,
                                 num_workers=args.num_workers, show_progress=args.progress)
-        print(summary.format())
+        if PartialState().is_main_process:  # under accelerate launch the others would repeat it
+            print(summary.format())
         failed |= bool(summary.errors)
     return 1 if (args.strict and failed) else 0
 
