@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 
 # name -> (module under multimodal_interest.commands, one-line help)
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     module.build_parser(parser)
     args = parser.parse_args(argv[split + 1:])
     args.progress = not ns.quiet
+    args.command_line = shlex.join(["mmi", *argv])  # recorded in the reports a command writes
     try:
         return int(module.run(args))
     except (ValueError, OSError) as e:  # bad input: one clear line, not a traceback

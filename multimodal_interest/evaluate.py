@@ -37,7 +37,9 @@ Scorer = Callable[[np.ndarray], torch.Tensor]  # users [B] int64 -> scores [B, n
 
 # scores per chunk: chunk_size defaults to CHUNK_SCORES // n_target users (about 100 MB peak)
 CHUNK_SCORES = 1 << 22
-SAMPLED_K = 10
+# the papers' sampled protocol (CDRIB, DisenCDR): the true item among 999 sampled negatives
+SAMPLED_METRICS = ("sampled_hit@1", "sampled_hit@5", "sampled_hit@10", "sampled_ndcg@5",
+                   "sampled_ndcg@10", "sampled_mrr")
 
 
 @dataclass
@@ -156,8 +158,9 @@ def evaluate(scorer: Scorer, task: ColdStartTask, users: np.ndarray, ks: tuple[i
     """Rank all target items for ``users`` and compute Recall@k, NDCG@k (each k) and MRR.
 
     ``scorer(users_chunk)`` returns ``[len(users_chunk), task.n_items[task.target]]`` scores
-    (any device; ranking happens there). With ``sampled``, also ``sampled_hit@10`` and
-    ``sampled_ndcg@10`` (see the module docstring).
+    (any device; ranking happens there). With ``sampled``, also :data:`SAMPLED_METRICS`
+    (HR@1/5/10, NDCG@5/10 and MRR of the last target item among ``n_negatives``; see the
+    module docstring).
     """
     users = np.asarray(users, dtype=np.int64)
     if len(np.unique(users)) != len(users):
@@ -204,11 +207,11 @@ def _exclude(scores: torch.Tensor, items: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def _sampled_metrics(scores: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Hit and NDCG at :data:`SAMPLED_K` of ``pos`` ``[B]`` among ``neg`` ``[B, M]``."""
+    """:data:`SAMPLED_METRICS` of ``pos`` ``[B]`` among ``neg`` ``[B, M]``."""
     p, n = pos.to(scores.device), neg.to(scores.device)
     ranks = ranks_among(scores.gather(1, p[:, None])[:, 0], p, scores.gather(1, n), n).cpu()
     one = torch.ones(len(pos), dtype=torch.int64)
-    names = [f"hit@{SAMPLED_K}", f"ndcg@{SAMPLED_K}"]
+    names = [m.removeprefix("sampled_") for m in SAMPLED_METRICS]
     return {f"sampled_{m}": v for m, v in compute_metrics(names, ranks, one).items()}
 
 

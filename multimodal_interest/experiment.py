@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 
 from multimodal_interest.baselines import BASELINES, tune
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.evaluate import EvalResult, bucket_table, compare, evaluate
+from multimodal_interest.evaluate import SAMPLED_METRICS, EvalResult, bucket_table, compare, evaluate
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, load_run, train
 
@@ -94,17 +95,31 @@ def interest_map_vectors(model, task: ColdStartTask, n: int = 400, seed: int = 0
     return out
 
 
+def best_baseline(results: dict[str, EvalResult], metric: str = "ndcg@10") -> str | None:
+    """The baseline with the highest mean ``metric`` (None when only the model ran)."""
+    baselines = [n for n in results if n != MODEL]
+    return max(baselines, key=lambda n: results[n].values[metric].mean()) if baselines else None
+
+
 def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Path,
-                 interest_map: dict[str, np.ndarray] | None = None) -> Path:
-    """``<dir>/<source>-<target>.json|.md`` and PNG figures; returns the Markdown path."""
+                 interest_map: dict[str, np.ndarray] | None = None, command: str | None = None) -> Path:
+    """``<dir>/<source>-<target>.json|.md`` and PNG figures; returns the Markdown path.
+
+    Every metric is shown with its 95% interval over users; the last column is the paired
+    difference in NDCG@10 against the best baseline of this run (on the same users), so a
+    reader sees at once whether the model beats it by more than the interval. ``command``
+    (the command line that made the report) is recorded with the date.
+    """
     from multimodal_interest.plots import plot_buckets, plot_interest_map, plot_methods
 
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{task.source}-{task.target}"
     results = {n: r.result for n, r in runs.items()}
-    reference = "popularity" if "popularity" in results else None
-    metrics = [m for m in METRICS + ["sampled_hit@10"] if m in next(iter(results.values())).values]
+    reference = best_baseline(results)
+    metrics = [m for m in METRICS + list(SAMPLED_METRICS) if m in next(iter(results.values())).values]
+    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc = {"task": task.label, "synthetic": task.synthetic, "test_users": len(task.test_users),
+           "command": command, "date": made, "best_baseline": reference,
            "methods": {n: {"summary": {m: vars(i) for m, i in r.result.summary().items()},
                            "seconds": round(r.seconds, 1), "notes": _jsonable(r.notes)}
                        for n, r in runs.items()}}
@@ -117,8 +132,11 @@ def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Pa
         figures.append(plot_interest_map(interest_map, output_dir / f"{stem}-interest-map.png",
                                          title=f"interest vectors, {task.label}"))
     md = [f"## {task.label}", "", f"{len(task.test_users)} test users, full ranking over "
-          f"{task.n_items[task.target]} {task.target} items; mean [95% bootstrap interval].", "",
-          compare(results, metrics, reference=reference), "",
+          f"{task.n_items[task.target]} {task.target} items; mean [95% bootstrap interval over users]"
+          + (f"; Δ: paired difference against the best baseline, {reference}" if reference else "") + ".",
+          "", f"Made {made}" + (f" by `{command}`" if command else "") + ".", "",
+          compare(results, metrics, with_ci=("ndcg@10", *[m for m in metrics if m != "ndcg@10"]),
+                  reference=reference), "",
           "NDCG@10 by source history length:", "", bucket_table(results), "",
           "Time to fit (tuning or training included): " +
           ", ".join(f"{n} {r.seconds:.0f}s" for n, r in runs.items()), ""]

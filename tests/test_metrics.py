@@ -8,7 +8,8 @@ import pytest
 import torch
 from _tasks import make_task
 
-from multimodal_interest.evaluate import EvalResult, compare, evaluate, sample_negatives, summarize
+from multimodal_interest.evaluate import (SAMPLED_METRICS, EvalResult, compare, evaluate, last_target_items,
+                                         sample_negatives, summarize)
 from multimodal_interest.metrics import compute_metrics, full_ranks, parse_metric, ranks_among
 from multimodal_interest.stats import bootstrap, by_bucket, paired_difference
 
@@ -83,7 +84,8 @@ def test_results_do_not_depend_on_chunk_size():
     runs = [evaluate(scorer, task, task.test_users, chunk_size=c, sampled=True, n_negatives=99)
             for c in (1, 7, 1000)]
     assert set(runs[0].values) == {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr",
-                                   "sampled_hit@10", "sampled_ndcg@10"}
+                                   "sampled_hit@1", "sampled_hit@5", "sampled_hit@10",
+                                   "sampled_ndcg@5", "sampled_ndcg@10", "sampled_mrr"}
     for other in runs[1:]:
         for m, v in runs[0].values.items():
             np.testing.assert_array_equal(v, other.values[m], err_msg=m)
@@ -130,6 +132,23 @@ def test_sampled_negatives_exclude_the_users_items_and_are_seeded():
     np.testing.assert_array_equal(neg[5:6], sample_negatives(task, users[5:6], 999, seed=3))
     with pytest.raises(ValueError, match="fewer than 2000 negatives"):
         sample_negatives(task, users[:1], 2000)
+
+
+def test_sampled_metrics_are_the_rank_of_the_last_target_item_among_the_negatives():
+    task = random_task(n_items=1200)
+    scorer = tied_scorer(1200)
+    res = evaluate(scorer, task, task.test_users, sampled=True, n_negatives=999, seed=3)
+    neg = sample_negatives(task, task.test_users, 999, seed=3)
+    last = last_target_items(task, task.test_users)
+    for row, u in enumerate(task.test_users):
+        s = scorer(np.array([u]))[0].numpy()
+        rank = 1 + sum((s[i], -i) > (s[last[row]], -last[row]) for i in neg[row])  # ties by index
+        got = {m: res.values[m][row] for m in SAMPLED_METRICS}
+        assert got["sampled_mrr"] == pytest.approx(1 / rank)
+        for k in (1, 5, 10):
+            assert got[f"sampled_hit@{k}"] == (rank <= k)
+        assert got["sampled_ndcg@5"] == pytest.approx(1 / math.log2(rank + 1) if rank <= 5 else 0)
+        assert got["sampled_ndcg@10"] == pytest.approx(1 / math.log2(rank + 1) if rank <= 10 else 0)
 
 
 def test_bad_scorer_output_and_users_without_truth_are_clear_errors():

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     say("[4/5] cold-start evaluation on the test users")
     model_run = runs.get(MODEL)
     report = write_report(task, runs, work / "report",
-                          interest_map_vectors(model_run.model, task) if model_run else None)
+                          interest_map_vectors(model_run.model, task) if model_run else None,
+                          command=args.command_line)
     say(report.read_text().split("NDCG@10 by source")[0])
     say(f"      full report with figures: {report}")
 

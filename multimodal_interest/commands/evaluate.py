@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
                            args.content_modality, args.sampled, args.progress)
         model = runs[MODEL].model if MODEL in runs else None
         report = write_report(task, runs, args.output,
-                              interest_map_vectors(model, task) if model is not None else None)
+                              interest_map_vectors(model, task) if model is not None else None,
+                              command=args.command_line)
         print(report.read_text().split("NDCG@10 by source")[0])
         print(f"full report: {report}")
     return 0
