@@ -2,19 +2,24 @@
 
 A catalog is a CSV, TSV, Parquet or JSONL table with an ``item_id`` column, any text
 columns, and optional image and audio path columns (paths relative to the catalog's folder).
-Problems with single rows (an empty id, a duplicate id) are collected as :class:`RowError`
-with file and row, and the rest of the catalog goes on; a problem with the whole file (it
-cannot be parsed, a named column is missing) raises :class:`CatalogError`.
+A text cell is text, a number, or (a JSON array, a Parquet list) a list of them, which the
+text rule joins with ", ". Problems with single rows (an empty id, a duplicate id, a cell
+holding an object or a nested list) are collected as :class:`RowError` with file and row,
+and the rest of the catalog goes on; a problem with the whole file (it cannot be parsed, a
+named column is missing) raises :class:`CatalogError`.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import reprlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from encoders.text import combine_text_fields
@@ -42,7 +47,12 @@ class RowError:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A CSV/TSV/Parquet/JSONL file as a DataFrame of strings (empty cells are '')."""
+    """A CSV/TSV/Parquet/JSONL file as a DataFrame of cells for :class:`Catalog`.
+
+    A cell is a string ('' when empty) or, for a JSON array or Parquet list, a list of
+    strings (missing elements left out); numbers become their text. A value that has no
+    such form (an object, a nested list) is kept as it was read, for :func:`cell_problem`.
+    """
     suffix = path.suffix.lower()
     if not path.is_file():
         raise CatalogError(f"{path}: no such file")
@@ -52,14 +62,78 @@ def read_table(path: Path) -> pd.DataFrame:
         if suffix == ".parquet":
             df = pd.read_parquet(path)
         elif suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True, dtype=False)
+            df = _read_jsonl(path)
         else:
             raise CatalogError(f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
     except (pd.errors.ParserError, ValueError, OSError) as e:
         if isinstance(e, CatalogError):
             raise
         raise CatalogError(f"{path}: cannot be read as a {suffix} table: {e}") from None
-    return df.apply(lambda col: col.map(lambda v: "" if v is None or v != v else str(v)))
+    return df.map(_cell)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """One JSON object a line, values as they are (pandas would make 3 of an int column 3.0)."""
+    records = []
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CatalogError(f"{path} line {line_no}: not valid JSON: {e}") from None
+            if not isinstance(record, dict):
+                raise CatalogError(f"{path} line {line_no}: expected a JSON object, "
+                                   f"found {type(record).__name__}")
+            records.append(record)
+    return pd.DataFrame(records, dtype=object)
+
+
+_LISTS = (list, tuple, np.ndarray)
+
+
+def _cell(value: Any) -> Any:
+    """``value`` as a string or a list of strings; unchanged when it has no such form."""
+    if isinstance(value, _LISTS):
+        if any(isinstance(v, (_LISTS, dict)) for v in value):
+            return value
+        return [_scalar(v) for v in value if not _missing(v)]
+    return value if isinstance(value, dict) else ("" if _missing(value) else _scalar(value))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, (_LISTS, dict)) and bool(pd.isna(value)))
+
+
+def _scalar(value: Any) -> str:
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def cell_problem(value: Any, column: str, lists: bool) -> str | None:
+    """Why a cell of ``column`` (as :func:`read_table` gives it) is unusable, or None.
+    A list of strings is usable where ``lists`` (text columns), a string everywhere."""
+    if isinstance(value, str) or (lists and isinstance(value, list)
+                                  and all(isinstance(v, str) for v in value)):
+        return None
+    if isinstance(value, _LISTS):
+        inner = next((v for v in value if isinstance(v, (_LISTS, dict))), None)
+        what = "a list" + ("" if inner is None else f" holding a {_kind(inner)}")
+    else:
+        what = f"a {_kind(value)}"
+    takes = "text, a number or a list of them" if lists else "one value (text or a number)"
+    return f"column {column!r} holds {what} ({reprlib.repr(_plain(value))}); it takes {takes}"
+
+
+def _kind(value: Any) -> str:
+    return "list" if isinstance(value, _LISTS) else type(value).__name__
+
+
+def _plain(value: Any) -> Any:
+    """Numpy arrays (Parquet lists) as lists, to be shown as the user wrote them."""
+    if isinstance(value, _LISTS):
+        return [_plain(v) for v in value]
+    return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 @dataclass
@@ -107,10 +181,14 @@ class Catalog:
         return cat
 
     def _check_ids(self) -> None:
-        ids = self.items[ID_COLUMN].str.strip()
+        cells = self.items[ID_COLUMN].tolist()
+        ids = [c.strip() if isinstance(c, str) else "" for c in cells]
         first_row: dict[str, int] = {}
         for i, item_id in enumerate(ids):
-            if not item_id:
+            problem = cell_problem(cells[i], ID_COLUMN, lists=False)
+            if problem:
+                self.errors.append(RowError(str(self.path), i + 1, "", "catalog", f"{problem}; row skipped"))
+            elif not item_id:
                 self.errors.append(RowError(str(self.path), i + 1, "", "catalog", "empty item_id"))
             elif item_id in first_row:
                 self.errors.append(RowError(str(self.path), i + 1, item_id, "catalog",
@@ -142,17 +220,34 @@ class Catalog:
         return out
 
     def text(self, row: int) -> str:
-        """The row's text fields combined by the one rule (:func:`combine_text_fields`)."""
-        return self._texts[row]
+        """The row's text fields combined by the one rule (:func:`combine_text_fields`).
+        ValueError naming the column when a text cell is unusable (:func:`cell_problem`)."""
+        texts, problems = self._texts
+        if row in problems:
+            raise ValueError(problems[row])
+        return texts[row]
 
     @cached_property
-    def _texts(self) -> list[str]:
-        records = self.items[self.text_fields].to_dict("records")
-        return [combine_text_fields(r, self.text_fields) for r in records]
+    def _texts(self) -> tuple[list[str], dict[int, str]]:
+        """Each row's text ('' for an unusable row), and the unusable rows' reasons."""
+        texts: list[str] = []
+        problems: dict[int, str] = {}
+        for row, record in enumerate(self.items[self.text_fields].to_dict("records")):
+            problem = next(filter(None, (cell_problem(record[c], c, lists=True)
+                                         for c in self.text_fields)), None)
+            if problem:
+                problems[row] = problem
+            texts.append("" if problem else combine_text_fields(record, self.text_fields))
+        return texts, problems
 
     def media_path(self, row: int, column: str) -> Path | None:
-        """The file a media cell names, resolved against the catalog's folder ('' -> None)."""
-        value = self.items.at[row, column].strip()
+        """The file a media cell names, resolved against the catalog's folder ('' -> None).
+        ValueError naming the column when the cell is not one path (:func:`cell_problem`)."""
+        cell = self.items.at[row, column]
+        problem = cell_problem(cell, column, lists=False)
+        if problem:
+            raise ValueError(problem)
+        value = cell.strip()
         return Path(os.path.normpath(self.base_dir / value)) if value else None
 
 

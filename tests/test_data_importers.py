@@ -11,6 +11,7 @@ from data_fixtures import imported
 from multimodal_interest.cli import main
 from multimodal_interest.data import CrossPlatformDataset, DatasetError
 from multimodal_interest.data.importers import create_draft
+from multimodal_interest.data.registry import dataset_entry
 from multimodal_interest.data.splits import overlapping_users
 
 
@@ -110,17 +111,37 @@ def test_recbole_movielens_counts(shared_data, tmp_path_factory, name, users, it
     assert "movie_title" in ds.text_fields(name)
 
 
-def test_movielens_genre_split_is_synthetic_and_counted(shared_data, tmp_path_factory) -> None:
-    ds = _import(tmp_path_factory, "movielens-genres", shared_data / "movielens/ml-100k", "g100k")
+# docs/datasets.md, movielens-genres: (comedy, drama) items, movies of both / neither genre
+# dropped, ratings kept of all, users on both platforms; the genre column's name in the files.
+GENRE_SPLITS = {
+    "movielens-100k": dict(src="ml-100k", items=(416, 636), both=89, neither=541,
+                           kept=61493, total=100000, overlapping=938, column="class"),
+    "movielens-1m": dict(src="ml-1m", items=(974, 1377), both=226, neither=1306,
+                         kept=572833, total=1000209, overlapping=5991, column="genre"),
+}
+
+
+@pytest.mark.parametrize("entry", list(GENRE_SPLITS))
+def test_movielens_genre_split_is_synthetic_and_counted(shared_data, tmp_path_factory,
+                                                        entry) -> None:
+    want = GENRE_SPLITS[entry]
+    registered = dataset_entry(entry)  # the registry prepares exactly what is tested here
+    assert (registered.kind, registered.subdir, registered.options, registered.synthetic) == (
+        "movielens-genres", f"movielens/{want['src']}", {"genres": ("Comedy", "Drama")}, True)
+    ds = _import(tmp_path_factory, "movielens-genres", shared_data / "movielens" / want["src"],
+                 "g" + want["src"].removeprefix("ml-"))
     assert ds.synthetic and "SYNTHETIC" in ds.manifest.description and "[synthetic]" in repr(ds)
     assert ds.platforms == ["comedy", "drama"]
+    assert (ds.n_items["comedy"], ds.n_items["drama"]) == want["items"]
     report = ds.manifest.import_report
-    assert report["movies in both Comedy and Drama (dropped)"] == 89
-    assert report["interactions on dropped movies (dropped)"] + len(ds.interactions) == 100000
+    assert report["movies in both Comedy and Drama (dropped)"] == want["both"]
+    assert report["movies in neither genre (dropped)"] == want["neither"]
+    assert len(ds.interactions) == report["interactions kept"] == want["kept"]
+    assert report["interactions on dropped movies (dropped)"] + want["kept"] == want["total"]
     for platform, genre, other in (("comedy", "Comedy", "Drama"), ("drama", "Drama", "Comedy")):
-        tags = ds.items[platform]["class"].str.split(" ")
+        tags = ds.items[platform][want["column"]].str.split(" ")
         assert tags.map(lambda t: genre in t and other not in t).all()
-    assert len(overlapping_users(ds)) == 938
+    assert len(overlapping_users(ds)) == want["overlapping"]
     task = ds.cold_start("comedy", "drama", "cold20_seed900")
     assert task.synthetic and "synthetic" in task.label
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import torch
 from PIL import Image
@@ -226,3 +227,82 @@ def test_two_processes_split_the_catalog_and_write_their_own_shards(tmp_path):
     rows = pd.concat([pd.read_parquet(s) for s in vs.shards()])
     assert len(rows) == 50 and rows["item_id"].is_unique
     assert torch.equal(vs.load(ids).vectors, torch.from_numpy(vectors))
+
+
+# One small catalog in every format a catalog file may have. CSV and TSV have no lists, so
+# their attrs cell holds the text a list is joined to; JSONL has a JSON array, Parquet a list column.
+CATALOG = [  # (item_id, title, attrs, year, description)
+    ("s1", "Red  stapler", ["office", "red"], 2001, None),
+    ("s2", "Blue pen.", ["office"], 1999, "writes well"),
+    ("s3", "", [], 2020, "a plain   box"),
+]
+# combine_text_fields' documented rule: a list joined with ", "; parts with ". ", or a space
+# after a part ending in "."; whitespace collapsed; empty values skipped.
+COMBINED = {"s1": "Red stapler. office, red. 2001",
+            "s2": "Blue pen. office. 1999. writes well",
+            "s3": "2020. a plain box"}
+
+
+def write_any_catalog(folder: Path, suffix: str) -> Path:
+    path = folder / f"items{suffix}"
+    columns = ["item_id", "title", "attrs", "year", "description"]
+    if suffix in (".csv", ".tsv"):
+        rows = [(i, t, ", ".join(a), y, d or "") for i, t, a, y, d in CATALOG]
+        pd.DataFrame(rows, columns=columns).to_csv(path, sep="," if suffix == ".csv" else "\t", index=False)
+    elif suffix == ".parquet":
+        df = pd.DataFrame(CATALOG, columns=columns)
+        assert str(pa.Table.from_pandas(df).schema.field("attrs").type) == "list<item: string>"
+        df.to_parquet(path)
+    else:
+        path.write_text("".join(json.dumps(dict(zip(columns, r))) + "\n" for r in CATALOG))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
+def test_every_catalog_format_gives_the_encoder_the_documented_text(tmp_path, suffix):
+    path = write_any_catalog(tmp_path, suffix)
+    enc = CharHashEncoder()
+    summary = run_job(path, tmp_path / "store", enc)
+    assert summary.errors == [] and summary.modalities[0].encoded == 3
+    assert sorted(enc.seen) == sorted(COMBINED.values())
+    stored = EmbeddingStore(tmp_path / "store").load("shop", "text", ids=list(COMBINED))
+    expected = CharHashEncoder().encode(list(COMBINED.values()), convert_to_tensor=True)
+    assert torch.equal(stored.vectors, expected)
+
+
+def test_cells_with_no_text_form_are_reported_by_file_row_and_column(tmp_path):
+    records = [
+        {"item_id": "ok", "title": "fine", "attrs": ["a", None, 3]},  # null element left out
+        {"item_id": "obj", "title": "an object", "attrs": {"colour": "red"}},
+        {"item_id": "nest", "title": "nested", "attrs": [["a"], "b"]},
+        {"item_id": ["x"], "title": "a list as id", "attrs": []},
+    ]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    enc = CharHashEncoder()
+    summary = run_job(path, tmp_path / "store", enc)
+    assert enc.seen == ["fine. a, 3"]
+    got = {(e.row, e.modality): str(e) for e in summary.errors}
+    assert set(got) == {(2, "text"), (3, "text"), (4, "catalog")}
+    assert f"{path} row 2 (item 'obj', text): column 'attrs' holds a dict ({{'colour': 'red'}})" in got[(2, "text")]
+    assert "column 'attrs' holds a list holding a list ([['a'], 'b'])" in got[(3, "text")]
+    assert "column 'item_id' holds a list (['x'])" in got[(4, "catalog")]
+    lines = [json.loads(x) for x in (tmp_path / "store" / "shop" / "errors.jsonl").read_text().splitlines()]
+    assert [x["row"] for x in lines] == [4, 2, 3]
+
+
+def test_parquet_struct_and_nested_list_cells_are_reported_not_a_crash(tmp_path):
+    path = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": ["p1", "p2", "p3"], "title": ["one", "two", "three"],
+                  "tags": [["x", "y"], [], None],  # list<string>
+                  "parts": [None, [["deep"]], None],  # list<list<string>>
+                  "spec": [None, None, {"size": "L"}]}).to_parquet(path)  # struct
+    enc = CharHashEncoder()
+    summary = run_job(path, tmp_path / "store", enc, text_fields=["title", "tags"])
+    assert sorted(enc.seen) == ["one. x, y", "three", "two"] and summary.errors == []
+    enc = CharHashEncoder()
+    summary = run_job(path, tmp_path / "store2", enc)  # every column is text
+    assert enc.seen == ["one. x, y"]
+    assert {e.row: e.reason.split(" (")[0] for e in summary.errors} == {
+        2: "column 'parts' holds a list holding a list", 3: "column 'spec' holds a dict"}
+    assert str(summary.errors[0]).startswith(f"{path} row 2 (item 'p2', text): column 'parts'")
