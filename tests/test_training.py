@@ -1,8 +1,11 @@
-"""Training with accelerate: it learns, it resumes exactly, two processes agree with one."""
+"""Training with accelerate: it learns, it resumes exactly (and only what it may), a run scores
+only its own task, two processes agree with one."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -11,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from multimodal_interest.training import (ModelScorer, TrainConfig, add_platform, attach_features,
-                                         build_model, train, valid_ndcg10)
+from multimodal_interest.training import (ModelScorer, TrainConfig, add_platform, attach_features, build_model,
+                                         load_run, train, valid_ndcg10)
 from multimodal_interest.training.objective import Objective, multi_positive_softmax_loss
 from launch import accelerate_launch
 from synthetic import synthetic_task
@@ -20,10 +23,18 @@ from synthetic import synthetic_task
 SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)
 
 
-
 @pytest.fixture(scope="module")
 def world():
     return synthetic_task(n_users=600, latent=4)
+
+
+@pytest.fixture(scope="module")
+def finished_run(world, tmp_path_factory):
+    """A run folder of one epoch on the world's a -> b task (tests must not change it)."""
+    task, features = world
+    out = tmp_path_factory.mktemp("finished") / "run"
+    train(task, features, TrainConfig(**SMALL, epochs=1, patience=1), out, progress_bar=False)
+    return out
 
 
 def test_multi_positive_loss_is_mean_cross_entropy_over_positives():
@@ -140,3 +151,60 @@ def test_a_new_platform_is_scored_zero_shot_then_only_its_head_is_fine_tuned(tmp
     assert changed and all(k.split(".")[1] == "c" for k in changed), changed
     attach_features(tuned, task_ab, features)  # item features are data: attached per task
     assert ModelScorer(tuned, task_ab)(task_ab.test_users[:4]).shape == (4, 100)  # b still served
+
+
+def test_resume_refuses_a_checkpoint_trained_otherwise_and_names_what_differs(world, finished_run):
+    task, features = world
+    config = TrainConfig(**SMALL, epochs=1, patience=1)
+    with pytest.raises(ValueError, match=r"lr 0\.005 \(now 0\.001\).*new output folder.*--no-resume"):
+        train(task, features, dataclasses.replace(config, lr=1e-3), finished_run, progress_bar=False)
+    assert json.loads((finished_run / "config.json").read_text())["lr"] == 5e-3  # still its model's
+    other_encoder = dataclasses.replace(features, fingerprints={"text": "f" * 16})
+    with pytest.raises(ValueError, match=r"text encoder '0{16}' \(now 'f{16}'\)"):
+        train(task, other_encoder, config, finished_run, progress_bar=False)
+    other_direction, _ = synthetic_task(n_users=600, latent=4, source="b", target="a")
+    with pytest.raises(ValueError, match=r"source 'a' \(now 'b'\); target 'b' \(now 'a'\)"):
+        train(other_direction, features, config, finished_run, progress_bar=False)
+
+
+def test_a_finished_run_resumes_to_train_longer_and_no_resume_starts_afresh(world, finished_run, tmp_path,
+                                                                          monkeypatch):
+    task, features = world
+    run = shutil.copytree(finished_run, tmp_path / "run")
+    first = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    sizes, init = [], ModelScorer.__init__
+
+    def recording_init(self, *args):
+        init(self, *args)
+        sizes.append(self.batch_size)
+
+    monkeypatch.setattr(ModelScorer, "__init__", recording_init)
+    longer = train(task, features, TrainConfig(**SMALL, epochs=2, patience=2, eval_batch_size=7), run,
+                   progress_bar=False)
+    assert longer.epochs_run == 2 and longer.history[0] == first  # epoch 1 resumed, not redone
+    assert sizes == [7]  # validation scored eval_batch_size users at a time
+    afresh = train(task, features, TrainConfig(**{**SMALL, "lr": 1e-3}, epochs=1, patience=1), run,
+                   resume=False, progress_bar=False)
+    assert afresh.epochs_run == 1 and json.loads((run / "config.json").read_text())["lr"] == 1e-3
+
+
+def test_a_run_scores_only_the_task_it_was_trained_on(world, finished_run):
+    task, features = world
+    model = load_run(finished_run, task, features)
+    assert ModelScorer(model, task)(task.test_users[:3]).shape == (3, 100)
+    other_direction, _ = synthetic_task(n_users=600, latent=4, source="b", target="a")
+    with pytest.raises(ValueError, match=r"source 'a' \(now 'b'\); target 'b' \(now 'a'\).*--both"):
+        load_run(finished_run, other_direction, features)
+    with pytest.raises(ValueError, match=r"split 's0' \(now 'other'\)"):
+        load_run(finished_run, dataclasses.replace(task, split="other"), features)
+
+
+@pytest.mark.filterwarnings("ignore:.*no supported trackers")  # accelerate's own, when it has none
+def test_log_with_a_tracker_that_is_not_installed_is_an_error(world, tmp_path, monkeypatch):
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])  # as without tensorboard
+    task, features = world
+    with pytest.raises(ValueError, match=r"log_with='tensorboard'.*pip install tensorboard"):
+        train(task, features, TrainConfig(**SMALL, log_with="tensorboard"), tmp_path / "run", progress_bar=False)
+    assert not (tmp_path / "run").exists()

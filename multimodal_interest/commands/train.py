@@ -10,6 +10,7 @@ from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.training import ItemFeatures, TrainConfig, add_platform, train
 from multimodal_interest.training.config import apply_overrides
+from multimodal_interest.training.record import RESUMABLE
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:
@@ -20,14 +21,17 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, help="embedding store with the items' vectors "
                                               "(`mmi embed DATASET --store ...`); none: item ids only")
     p.add_argument("--modalities", help="comma-separated store modalities to use (default: all)")
-    p.add_argument("--output", type=Path, required=True, help="run folder; re-running resumes it")
+    p.add_argument("--output", type=Path, required=True,
+                   help=f"run folder; re-running resumes it, with the same task, store and settings "
+                        f"(only {', '.join(RESUMABLE)} may change)")
     p.add_argument("--config", type=Path, help="TrainConfig as YAML or JSON")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set lr=3e-4 (repeatable)")
     p.add_argument("--init", type=Path, help="start from this run's model; a target it has no head for "
                                              "gets one (zero-shot start); with --set trainable=target-head "
                                              "only that head learns")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even if --output has checkpoints")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh: delete the checkpoints --output has (e.g. to change settings)")
 
 
 def run(args: argparse.Namespace) -> int:

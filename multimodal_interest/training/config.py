@@ -54,7 +54,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     seed: int = 0
     patience: int = 4  # epochs without a better validation NDCG@10 before stopping
-    eval_batch_size: int = 512
+    eval_batch_size: int = 512  # validation users scored at once (memory, not results)
     checkpoint_every: int = 0  # steps between checkpoints (0: at the end of each epoch only)
     log_with: str | None = None  # an accelerate tracker, e.g. "tensorboard"
 
@@ -65,8 +65,8 @@ class TrainConfig:
             raise ValueError(f"within_weight must be >= 0, got {self.within_weight}")
         if self.num_negatives is not None and self.num_negatives < 1:
             raise ValueError(f"num_negatives must be None (full softmax) or >= 1, got {self.num_negatives}")
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1 or self.patience < 1:
-            raise ValueError("epochs, batch_size, grad_accum and patience must be >= 1")
+        if min(self.epochs, self.batch_size, self.grad_accum, self.patience, self.eval_batch_size) < 1:
+            raise ValueError("epochs, batch_size, grad_accum, patience and eval_batch_size must be >= 1")
         if self.trainable not in ("all", "target-head"):
             raise ValueError(f"trainable must be 'all' or 'target-head', got {self.trainable!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

@@ -14,6 +14,7 @@ from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
+from multimodal_interest.training.record import check_run_task
 
 
 def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
@@ -75,8 +76,10 @@ def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFea
 
 
 def load_run(run_dir: str | Path, task: ColdStartTask, features: ItemFeatures) -> InterestModel:
-    """The best model of a finished (or interrupted) run folder, ready to score ``task``."""
+    """The best model of a finished (or interrupted) run folder, ready to score ``task``; a run
+    trained on another task (dataset, split, source or target) or on other encoders is refused."""
     run_dir = Path(run_dir)
+    check_run_task(run_dir, task)
     config = TrainConfig.from_file(run_dir / "config.json")
     model = InterestModel.from_pretrained(run_dir / "model", encoder_fingerprints=features.fingerprints)
     attach_features(model, task, features, config.id_min_users)

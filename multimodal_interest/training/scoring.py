@@ -29,9 +29,10 @@ class ModelScorer:
         return torch.cat(out) if out else torch.empty(0, task.n_items[task.target])
 
 
-def valid_ndcg10(model: InterestModel, task: ColdStartTask, users: np.ndarray) -> float:
-    """Mean NDCG@10 of ``users`` over the full target ranking (the model-selection metric)."""
+def valid_ndcg10(model: InterestModel, task: ColdStartTask, users: np.ndarray, batch_size: int = 512) -> float:
+    """Mean NDCG@10 of ``users`` over the full target ranking (the model-selection metric),
+    scoring ``batch_size`` users at a time."""
     from multimodal_interest.evaluate import evaluate
 
-    result = evaluate(ModelScorer(model, task), task, users, ks=(10,))
+    result = evaluate(ModelScorer(model, task, batch_size), task, users, ks=(10,))
     return float(result.values["ndcg@10"].mean())

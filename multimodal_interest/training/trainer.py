@@ -5,6 +5,9 @@ accumulation, trackers), one ``prepare``, ``accumulate`` around each step, ``sav
 ``load_state`` for checkpoints and ``skip_first_batches`` to resume mid-epoch. After each
 epoch the model is scored on the validation users (cold on the target) and the best one is
 saved with ``save_pretrained``; training stops after ``patience`` epochs without progress.
+Re-running into the same folder resumes its last checkpoint, provided it was trained on the
+same task, item features and settings (see :mod:`~multimodal_interest.training.record` for
+the few settings that may change); anything else is refused, never silently resumed.
 
 Output folder::
 
@@ -12,7 +15,8 @@ Output folder::
     task.json          the task: dataset, split, source, target (what serving bundles need)
     model/             the best model so far (save_pretrained), replaced atomically
     log.jsonl          one line per epoch: losses, validation NDCG@10, time
-    checkpoints/step-N the latest full training state (model, optimizer, RNG, progress)
+    checkpoints/step-N the latest full training state (model, optimizer, RNG, progress) and
+                       trained_with.json (task, encoder fingerprints, config it was trained with)
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +42,7 @@ from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.model import attach_features, build_model, freeze_all_but_target_head
 from multimodal_interest.training.objective import Objective
+from multimodal_interest.training.record import RECORD_FILE, TASK_FILE, check_resumable, task_identity, trained_with
 from multimodal_interest.training.scoring import valid_ndcg10
 
 logger = logging.getLogger(__name__)
@@ -88,14 +94,17 @@ class TrainResult:
 
 
 def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir: str | Path,
-          evaluate: Evaluate = valid_ndcg10, accelerator=None, resume: bool = True,
+          evaluate: Evaluate | None = None, accelerator=None, resume: bool = True,
           progress_bar: bool = True, init: InterestModel | None = None) -> TrainResult:
     """Train on ``task`` and return the best model on its validation users.
 
-    ``init``: start from this model (e.g. one given a new platform with :func:`add_platform`)
-    instead of a fresh one. With ``config.trainable == "target-head"`` only the target's
-    adapters, item bias and temperature learn (and no within-platform loss is used).
-    Re-running with the same ``output_dir`` resumes from the last checkpoint (``resume``).
+    ``evaluate``: the model-selection score (default: validation NDCG@10, scoring
+    ``config.eval_batch_size`` users at a time). ``init``: start from this model (e.g. one
+    given a new platform with :func:`add_platform`) instead of a fresh one. With
+    ``config.trainable == "target-head"`` only the target's adapters, item bias and temperature
+    learn (and no within-platform loss is used). Re-running with the same ``output_dir``
+    resumes from its last checkpoint (``resume``), and refuses one trained otherwise;
+    ``resume=False`` deletes the folder's checkpoints and starts afresh.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
     from accelerate.utils import set_seed
@@ -106,6 +115,12 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
         cpu=cpu_only(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
         log_with=config.log_with, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
+    check_trackers(acc, config)
+    record = trained_with(task, features, config)
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        check_resumable(ckpt, record)
+    evaluate = evaluate or partial(valid_ndcg10, batch_size=config.eval_batch_size)
     set_seed(config.seed)
     if len(task.valid_users) == 0:
         raise ValueError(f"{task.dataset}/{task.split}: no validation users to select the model on")
@@ -126,11 +141,12 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     state = Progress()
     acc.register_for_checkpointing(state)
     if acc.is_main_process:
+        if not resume:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
-        task_doc = {"dataset": task.dataset, "split": task.split, "source": task.source, "target": task.target}
-        atomic_write_bytes(out / "task.json", (json.dumps(task_doc) + "\n").encode())
-    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        atomic_write_bytes(out / TASK_FILE, (json.dumps(task_identity(task)) + "\n").encode())
+    if ckpt is not None:
         acc.load_state(str(ckpt))
         logger.info("resumed from %s (epoch %d, step %d)", ckpt, state.epoch, state.step_in_epoch)
     if config.log_with:
@@ -164,10 +180,10 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
                 state.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save_checkpoint(acc, out, state.global_step)
+                save_checkpoint(acc, out, state.global_step, record)
         state.seconds += time.perf_counter() - t0
         _end_epoch(acc, objective, task, evaluate, state, out, config)
-        save_checkpoint(acc, out, state.global_step)
+        save_checkpoint(acc, out, state.global_step, record)
 
     acc.wait_for_everyone()
     if config.log_with:
@@ -176,6 +192,14 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     attach_features(best, task, features, config.id_min_users)  # features are data, not weights
     return TrainResult(best, state.best_epoch, state.best, state.epoch, state.seconds,
                        state.seconds_to_best, state.history)
+
+
+def check_trackers(acc, config: TrainConfig) -> None:
+    """accelerate drops a tracker whose package is missing (a debug log only): refuse instead."""
+    if config.log_with and not acc.log_with:
+        package = "a tracker package, e.g. tensorboard" if config.log_with == "all" else config.log_with
+        raise ValueError(f"log_with={config.log_with!r}: accelerate found no such tracker installed; "
+                         f"pip install {package}, or leave log_with unset")
 
 
 def _end_epoch(acc, objective, task: ColdStartTask, evaluate: Evaluate, state: Progress,
@@ -224,13 +248,15 @@ def latest_checkpoint(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(acc, out: Path, step: int) -> None:
-    """``save_state`` into a temporary folder, renamed into place once whole; older ones go."""
+def save_checkpoint(acc, out: Path, step: int, record: dict) -> None:
+    """``save_state`` and ``record`` (what it was trained with) into a temporary folder, renamed
+    into place once whole; older ones go."""
     folder = out / "checkpoints"
     tmp = folder / f"tmp-{step}"
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
+        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
         final = folder / f"step-{step}"
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
