@@ -52,6 +52,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TASK_FILE = "task.json"  # written by training into its run folder
 ID = "id"
+APPROXIMATE = ("ivf", "hnsw")  # index kinds that may miss true top items
+RECALL = "recall@10"
 
 
 def model_fingerprint(folder: str | Path) -> str:
@@ -184,7 +186,7 @@ class Bundle:
                 for kind in indexes:
                     if kind not in FAISS_KINDS:
                         raise ValueError(f"unknown FAISS index kind {kind!r}; choose from {FAISS_KINDS}")
-                    index = self.retriever(p, kind)
+                    index = self._index(p, kind)
                     index.set_search_params(nprobe, ef_search)
                     entries.append(_save_index(tmp, p, index, t, (queries or {}).get(p)))
             platforms[p] = spec
@@ -234,12 +236,42 @@ class Bundle:
     # ------------------------------------------------------------------ retrieval
     def retriever(self, platform: str, kind: str = "exact") -> Retriever:
         """Top-K search over ``platform``'s items: ``exact`` (torch), or a FAISS index (the
-        bundle's saved one, else built in memory, once)."""
+        bundle's saved one, else built in memory, once). An approximate index (IVF, HNSW)
+        whose recall the manifest does not record is logged as a warning: it may miss true
+        top items, and no one has measured how often."""
+        index = self._index(platform, kind)
+        if kind in APPROXIMATE and self.recall(platform, kind) is None:
+            log.warning("%s index of %r (%s) has no recall recorded in the bundle's manifest: it may "
+                        "miss true top items unnoticed; measure it (`mmi export-index --index %s` "
+                        "records recall@10 against exact search) or serve the exact flat index",
+                        kind, platform, _params(index), kind)
+        return index
+
+    def saved_index(self, platform: str, kind: str) -> dict | None:
+        """The manifest entry of ``platform``'s saved ``kind`` index (None: not in this bundle)."""
+        if self.folder is None:
+            return None
+        return next((e for e in self.indexes if e["platform"] == platform and e["kind"] == kind), None)
+
+    def recall(self, platform: str, kind: str) -> float | None:
+        """The recall@10 recorded for ``platform``'s ``kind`` index (None: not measured)."""
+        return (self.saved_index(platform, kind) or {}).get(RECALL)
+
+    def index_report(self, platform: str, index: Retriever) -> dict:
+        """What serving ``platform`` with ``index`` means: its kind, whether it is exact, its
+        search settings, whether it was built in memory (a FAISS index the bundle does not
+        hold) and the recall recorded for it in the manifest (None: not measured)."""
+        saved = self.saved_index(platform, index.kind)
+        return {"platform": platform, "kind": index.kind, "exact": index.kind not in APPROXIMATE,
+                "params": _params(index), "built_in_memory": saved is None and index.kind != "exact",
+                RECALL: (saved or {}).get(RECALL), "recall_queries": (saved or {}).get("recall_queries")}
+
+    def _index(self, platform: str, kind: str) -> Retriever:
         items = self.target(platform)
         if kind == "exact":
             return ExactRetriever(items)
-        saved = next((e for e in self.indexes if e["platform"] == platform and e["kind"] == kind), None)
-        if saved is None or self.folder is None:
+        saved = self.saved_index(platform, kind)
+        if saved is None:
             if (platform, kind) not in self._built:
                 log.info("no saved %s index for %r: building one in memory", kind, platform)
                 self._built[platform, kind] = FaissRetriever.build(kind, items)
@@ -256,12 +288,17 @@ def _save_index(root: Path, platform: str, index: FaissRetriever, items: TargetI
     (root / "index").mkdir(exist_ok=True)
     index.save(root / path)
     entry = {"platform": platform, "kind": index.kind, "path": path, "params": index.params()}
-    if queries is not None and index.kind != "flat":
-        entry["recall@10"] = recall_at_k(index, ExactRetriever(items), queries, 10)
+    if queries is not None and index.kind in APPROXIMATE:
+        entry[RECALL] = recall_at_k(index, ExactRetriever(items), queries, 10)
         entry["recall_queries"] = len(queries)
         log.info("%s index of %r: recall@10 %.4f on %d queries", index.kind, platform,
-                 entry["recall@10"], len(queries))
+                 entry[RECALL], len(queries))
     return entry
+
+
+def _params(index: Retriever) -> dict[str, int]:
+    """The search settings of ``index`` (none for exact torch search)."""
+    return index.params() if isinstance(index, FaissRetriever) else {}
 
 
 def probe_queries(bundle: Bundle, dataset: CrossPlatformDataset, n: int = 256,

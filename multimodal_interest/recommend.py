@@ -13,6 +13,9 @@ naming them, or, with ``skip_unknown``, are left out and listed in ``history.unk
 Items with nothing to embed (no vector, no trained id) are left out and listed in
 ``history.not_embeddable``. Of the rest, the most recent ``max_len`` (the model's window,
 as in training) make the interest vector; ``history.truncated`` counts the older ones.
+A request this deployment cannot serve (unknown platform or user, not exactly one input,
+...) raises :class:`RequestError` (a ``ValueError``) saying why; a bad interest document,
+:class:`~multimodal_interest.interest.InterestDocumentError`.
 
 **Scores** are the model's logits, ``scale * cos(query, item) + bias``. With ``exclude_seen``
 the target items of the history (and, for a user id, the user's target items) are not
@@ -43,6 +46,7 @@ import torch
 from multimodal_interest.bundle import Bundle
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.interest import interest_document, read_interest_document
+from multimodal_interest.retrieval import TargetItems
 
 POPULARITY = "popularity"
 
@@ -53,7 +57,13 @@ class HistoryItem:
     item_id: str
 
 
-class UnknownItemsError(ValueError):
+class RequestError(ValueError):
+    """A request this deployment cannot serve (unknown platform, items or user, no one to
+    recommend for, ...); the message says why. The HTTP service answers it with 422, as it does
+    an :class:`~multimodal_interest.interest.InterestDocumentError`; any other error is a bug."""
+
+
+class UnknownItemsError(RequestError):
     """History items that are not in the bundle's catalogs."""
 
     def __init__(self, unknown: list[HistoryItem]):
@@ -135,7 +145,7 @@ class UserHistories:
         """``(platform, item_id)`` of every interaction of ``user_id``, oldest first."""
         u = self._index.get_indexer([str(user_id)])[0]
         if u < 0:
-            raise ValueError(f"unknown user {user_id!r} (not in dataset {self.dataset!r})")
+            raise RequestError(f"unknown user {user_id!r} (not in dataset {self.dataset!r})")
         rows = slice(self._start[u], self._stop[u])
         return list(zip(self._platform[rows].tolist(), self._item[rows].tolist()))
 
@@ -170,33 +180,38 @@ class Recommender:
         return self.model.fusion.config.dim
 
     def describe(self) -> dict[str, Any]:
-        """The model, the index and the platforms (what ``GET /platforms`` shows)."""
+        """The model, the index and the platforms (what ``GET /platforms`` shows); ``indexes``:
+        per target, the index it is searched with, its settings and its recorded recall@10."""
         platforms = [{"name": p, "n_items": len(ids), "target": p in self.bundle.targets,
                       "history": p in self._embeddable} for p, ids in self.bundle.item_ids.items()]
+        indexes = [self.bundle.index_report(p, r) for p, r in self.retrievers.items()]
         return {"model": self.fingerprint, "index": self.index, "dim": self.dim,
-                "max_history_used": self.max_len, "platforms": platforms, "info": self.bundle.info}
+                "max_history_used": self.max_len, "platforms": platforms, "indexes": indexes,
+                "info": self.bundle.info}
 
     # ------------------------------------------------------------------ histories
     def _pairs(self, history: Sequence | None, source: str | None, user_id: str | None,
                target: str | None) -> list[tuple[str, str]]:
         if (history is None) == (user_id is None):
-            raise ValueError("give exactly one of a history and a user id")
+            raise RequestError("give exactly one of a history and a user id")
+        if source is not None:
+            self._known_platform(source)
         if user_id is not None:
             if self.users is None:
-                raise ValueError("user-id lookups need the dataset's interactions; load the "
-                                 "recommender with a dataset")
+                raise RequestError("user-id lookups need the dataset's interactions; load the "
+                                   "recommender with a dataset")
             sources = [source] if source is not None else [p for p in self._embeddable if p != target]
             return [(p, i) for p, i in self.users(user_id) if p in sources or p == target]
         if source is not None:
             bad = [x for x in history if not isinstance(x, str)]
             if bad:
-                raise ValueError(f"with a source platform the history is a list of item ids; got {bad[0]!r}")
+                raise RequestError(f"with a source platform the history is a list of item ids; got {bad[0]!r}")
             return [(source, x) for x in history]
         pairs = []
         for x in history:
             if isinstance(x, str) or not isinstance(x, (tuple, list)) or len(x) != 2:
-                raise ValueError(f"history item {x!r}: expected a (platform, item_id) pair, or give "
-                                 f"the source platform of plain item ids")
+                raise RequestError(f"history item {x!r}: expected a (platform, item_id) pair, or give "
+                                   f"the source platform of plain item ids")
             pairs.append((str(x[0]), str(x[1])))
         return pairs
 
@@ -204,11 +219,20 @@ class Recommender:
         """``[len(pairs)]`` item_idx of ``(platform, item_id)`` pairs, -1 for unknown ids."""
         idx = np.full(len(pairs), -1, dtype=np.int64)
         for p in dict.fromkeys(p for p, _ in pairs):
-            if p not in self._ids:
-                raise ValueError(f"unknown platform {p!r}; this model knows {sorted(self._ids)}")
+            self._known_platform(p)
             rows = [r for r, (q, _) in enumerate(pairs) if q == p]
             idx[rows] = self._ids[p].get_indexer([pairs[r][1] for r in rows])
         return idx
+
+    def _known_platform(self, platform: str) -> None:
+        if platform not in self._ids:
+            raise RequestError(f"unknown platform {platform!r}; this model knows {sorted(self._ids)}")
+
+    def _target(self, platform: str) -> TargetItems:
+        if platform not in self.bundle.targets:
+            raise RequestError(f"unknown target platform {platform!r}; this model recommends on "
+                               f"{sorted(self.bundle.targets)}")
+        return self.bundle.targets[platform]
 
     def _resolve(self, pairs: list[tuple[str, str]], skip_unknown: bool) -> _History:
         idx = self._lookup(pairs)
@@ -217,8 +241,8 @@ class Recommender:
             raise UnknownItemsError(missing)
         bad = next((p for p, _ in pairs if p not in self._embeddable), None)
         if bad is not None:
-            raise ValueError(f"platform {bad!r} cannot appear in histories; the model reads "
-                             f"{sorted(self._embeddable)}")
+            raise RequestError(f"platform {bad!r} cannot appear in histories; the model reads "
+                               f"{sorted(self._embeddable)}")
         usable = [i for i, j in enumerate(idx.tolist()) if j >= 0 and self._embeddable[pairs[i][0]][j]]
         not_embeddable = [HistoryItem(*pairs[i]) for i, j in enumerate(idx.tolist())
                           if j >= 0 and not self._embeddable[pairs[i][0]][j]]
@@ -261,11 +285,11 @@ class Recommender:
                   interest: dict | str | bytes | None = None, exclude_seen: bool = True,
                   explain: int = 3, skip_unknown: bool = False) -> Recommendation:
         """Top-``k`` items of ``platform`` for one person (see the module docstring)."""
-        items = self.bundle.target(platform)
+        items = self._target(platform)
         if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise RequestError(f"k must be >= 1, got {k}")
         if sum(x is not None for x in (history, user_id, interest)) != 1:
-            raise ValueError("give exactly one of a history, a user id and an interest document")
+            raise RequestError("give exactly one of a history, a user id and an interest document")
         if interest is not None:
             u, h = read_interest_document(interest, self.fingerprint, self.dim), None
         else:

@@ -2,30 +2,40 @@
 
     POST /recommend     top-K items of a platform for a history, a user id or an interest document
     POST /users/embed   the portable interest document of a history or user id
-    GET  /platforms     the model, the index and the platforms (items, target, history)
+    GET  /platforms     the model, the platforms (items, target, history) and each target's
+                        index (kind, settings, recorded recall@10)
     GET  /health        liveness, with the model fingerprint
     GET  /docs          OpenAPI documentation (``/openapi.json``)
 
 Requests are validated by pydantic models (strict types, no unknown fields, bounded sizes:
-:data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`); a request the model cannot serve
-(unknown platform, unknown items, a bad interest document) gets 422 with the reason in
-``detail``. A body over ``max_body_bytes`` gets 413 before it is parsed. Nothing in a
-request names a file: the model, the index and the user table are loaded once, read-only,
-before the app starts. ``mmi serve`` binds 127.0.0.1 unless told otherwise.
+:data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`, :data:`MAX_EXPLAIN`); their 422
+lists pydantic's errors (without the quoted input where it holds NaN or an infinity, which
+Python's JSON reads and strict JSON cannot write). A request the model cannot serve
+(:class:`~multimodal_interest.recommend.RequestError`: unknown platform, items or user; an
+:class:`~multimodal_interest.interest.InterestDocumentError`) gets 422 with the reason in
+``detail``; any other error is a bug, and a 500. A body that is not JSON gets 422 (400 when
+Python's JSON parser gives up on it: nested too deep, an integer of over 4300 digits); a
+body over ``max_body_bytes`` gets 413 before it is parsed. Nothing in a request names a
+file: the model, the index and the user table are loaded once, read-only, before the app
+starts. ``mmi serve`` binds 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
 
+import json
 import os
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import anyio
 import faiss
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from multimodal_interest.recommend import Recommendation, Recommender
+from multimodal_interest.interest import InterestDocumentError
+from multimodal_interest.recommend import Recommendation, Recommender, RequestError
 
 MAX_K = 1000
 MAX_HISTORY = 1000  # items per request; the model uses the most recent max_len of them
@@ -84,12 +94,13 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
     app = FastAPI(title="multimodal-interest", version="1", lifespan=lifespan,
                   description="Cross-platform recommendations from a person's history on other platforms.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_exception_handler(RequestValidationError, invalid_request)
 
     def serve(call, *args, **kwargs):
         faiss.omp_set_num_threads(1)  # one thread per request; FAISS's setting is per thread
         try:
             return call(*args, **kwargs)
-        except ValueError as e:  # the request cannot be served (InterestDocumentError too): say why
+        except (RequestError, InterestDocumentError) as e:  # the request cannot be served: say why
             raise HTTPException(status_code=422, detail=str(e)) from None
 
     @app.get("/health")
@@ -112,6 +123,21 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
                      user_id=body.user_id, skip_unknown=body.skip_unknown)
 
     return app
+
+
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 answer to a request pydantic refuses, as strict JSON (see :func:`_strict`)."""
+    return JSONResponse({"detail": [_strict(e) for e in jsonable_encoder(exc.errors())]}, status_code=422)
+
+
+def _strict(error: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic error without the request's ``input`` it quotes if that holds NaN or an
+    infinity: Python's JSON reads them, but strict JSON has no such numbers to answer with."""
+    try:
+        json.dumps(error, allow_nan=False)
+        return error
+    except ValueError:
+        return {k: v for k, v in error.items() if k != "input"}
 
 
 class BodyLimit:

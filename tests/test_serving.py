@@ -2,7 +2,11 @@
 portable interest vectors; the HTTP API and its refusals; ``mmi recommend``."""
 from __future__ import annotations
 
+import builtins
 import json
+import logging
+import os
+import pathlib
 import re
 import shutil
 
@@ -15,12 +19,10 @@ from fusion import InterestModel
 from multimodal_interest.bundle import Bundle, probe_queries
 from multimodal_interest.cli import main
 from multimodal_interest.interest import InterestDocumentError, read_interest_document
-from multimodal_interest.recommend import Recommender, UnknownItemsError
+from multimodal_interest.recommend import Recommender, RequestError, UnknownItemsError
 from multimodal_interest.server import MAX_HISTORY, create_app
 from multimodal_interest.training import ItemFeatures, TrainConfig, attach_features, build_model
 from serving_world import NEW_ITEMS, SMALL, assert_same_ranking, train_model, write_world
-
-
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,45 @@ def test_every_saved_index_serves_the_exact_ranking_here(world, rec, kind):
     assert kind == "flat" or (entry["recall@10"] == 1.0 and entry["recall_queries"] > 100)
 
 
+def test_platforms_show_each_index_its_settings_and_recorded_recall(world):
+    manifest = {(e["platform"], e["kind"]): e for e in Bundle.load(world["bundle"]).indexes}
+    assert manifest["b", "ivf"]["params"] == {"nlist": 2, "nprobe": 2}  # 105 items; nprobe 32 capped
+    assert manifest["b", "hnsw"]["params"] == {"M": 32, "ef_search": 128}
+    for kind in ("exact", "flat", "ivf", "hnsw"):
+        described = TestClient(create_app(Recommender.load(world["bundle"], kind))).get("/platforms").json()
+        assert described["index"] == kind
+        for p in ("a", "b"):
+            saved = manifest.get((p, kind), {"params": {}})  # exact search has no index, no settings
+            want = {"platform": p, "kind": kind, "exact": kind in ("exact", "flat"), "params": saved["params"],
+                    "built_in_memory": False, "recall@10": saved.get("recall@10"),
+                    "recall_queries": saved.get("recall_queries")}
+            assert next(x for x in described["indexes"] if x["platform"] == p) == want
+            assert (want["recall@10"] is not None) == (kind in ("ivf", "hnsw"))
+
+
+def test_an_approximate_index_without_recorded_recall_is_served_with_a_warning(world, tmp_path, caplog):
+    Bundle.load(world["bundle"]).save(tmp_path / "unmeasured", ("flat", "ivf"))  # no queries: no recall
+    caplog.set_level(logging.INFO, logger="multimodal_interest.bundle")
+
+    def warnings() -> list[str]:
+        out = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        caplog.clear()
+        return out
+
+    Recommender.load(world["bundle"], "ivf")  # recall recorded
+    Recommender.load(tmp_path / "unmeasured", "flat")  # exact
+    assert warnings() == []
+    rec = Recommender.load(tmp_path / "unmeasured", "ivf")
+    assert sorted(warnings()) == [
+        f"ivf index of {p!r} ({{'nlist': {n}, 'nprobe': {n}}}) has no recall recorded in the bundle's manifest: "
+        f"it may miss true top items unnoticed; measure it (`mmi export-index --index ivf` records "
+        f"recall@10 against exact search) or serve the exact flat index" for p, n in (("a", 3), ("b", 2))]
+    assert [(x["recall@10"], x["built_in_memory"]) for x in rec.describe()["indexes"]] == [(None, False)] * 2
+    rec = Recommender.load(tmp_path / "unmeasured", "hnsw")  # not in the bundle: built here, unmeasured
+    assert len(warnings()) == 2
+    assert [(x["recall@10"], x["built_in_memory"]) for x in rec.describe()["indexes"]] == [(None, True)] * 2
+
+
 def test_a_changed_model_file_is_refused(world, tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(world["bundle"], copy)
@@ -156,10 +197,14 @@ def test_a_user_id_uses_their_other_platform_and_excludes_what_they_have(world, 
         rec.recommend(user_id="nobody", platform="b")
 
 
-def test_exported_interest_gives_identical_recommendations(rec, world):
+def test_exported_interest_gives_identical_recommendations(rec, world, tmp_path):
+    """The document, carried to another deployment of the same model (a copy of the bundle
+    elsewhere, searched with another index), recommends what the history did here."""
     doc = json.loads(json.dumps(rec.export_interest(HISTORY, source="a")))  # through JSON text
     assert doc["history"] == {"items": 5, "platforms": ["a"]} and "a3" not in json.dumps(doc)
-    other_deployment = Recommender.load(world["bundle"], "flat")
+    shutil.copytree(world["bundle"], tmp_path / "elsewhere")
+    other_deployment = Recommender.load(tmp_path / "elsewhere", "flat")
+    assert other_deployment.bundle.folder == tmp_path / "elsewhere" != rec.bundle.folder
     for platform in ("b", "a"):
         want = rec.recommend(HISTORY, source="a", platform=platform, k=10, exclude_seen=False)
         got = other_deployment.recommend(platform=platform, k=10, interest=doc)
@@ -173,16 +218,43 @@ def test_bad_interest_documents_are_refused(rec, other_bundle):
     with pytest.raises(InterestDocumentError, match="made by model .* but this deployment serves model"):
         other.recommend(platform="b", interest=doc)
     fp, dim = rec.fingerprint, rec.dim
-    cases = {"version 2 is not supported": {**doc, "version": 2},
-             "dim 3": {**doc, "dim": 3},
-             "vector must be a list of 32": {**doc, "vector": doc["vector"][:-1]},
-             r"vector\[4\] = nan": {**doc, "vector": doc["vector"][:4] + [float("nan")] + doc["vector"][5:]},
-             "length 2.0000": {**doc, "vector": [2 * x for x in doc["vector"]]},
-             "unknown field": {**doc, "history_items": ["a3"]},
-             "not valid JSON": "{nope"}
-    for reason, bad in cases.items():
+
+    def vector(i: int, value) -> list:
+        return doc["vector"][:i] + [value] + doc["vector"][i + 1:]
+
+    cases = [("version 2 is not supported", {**doc, "version": 2}),
+             ("version True is not supported", {**doc, "version": True}),  # True == 1 in Python
+             ("dim 3", {**doc, "dim": 3}),
+             ("dim True", {**doc, "dim": True}),
+             ("vector must be a list of 32", {**doc, "vector": doc["vector"][:-1]}),
+             (r"vector\[4\] = nan", {**doc, "vector": vector(4, float("nan"))}),
+             (r"vector\[2\] = an integer of about 401 digits is not a finite number that float32 can "
+              r"hold \(2 such", {**doc, "vector": vector(2, 10 ** 400)[:-1] + [-10 ** 400]}),
+             (r"vector\[0\] = 1e\+39 is not a finite number that float32", {**doc, "vector": vector(0, 1e39)}),
+             (r"vector\[1\] = inf", {**doc, "vector": vector(1, float("inf"))}),
+             (r"vector\[3\] = True", {**doc, "vector": vector(3, True)}),
+             (r"vector\[3\] = '0.1'", {**doc, "vector": vector(3, "0.1")}),
+             ("length 2.0000", {**doc, "vector": [2 * x for x in doc["vector"]]}),
+             ("unknown field", {**doc, "history_items": ["a3"]}),
+             (r"missing \['created'\]", {k: v for k, v in doc.items() if k != "created"}),
+             ("created 1764583200 is not an ISO-8601 date and time string", {**doc, "created": 1764583200}),
+             ("created 'yesterday' is not an ISO-8601", {**doc, "created": "yesterday"}),
+             (r"history must be .* got an object with field\(s\) \['items'\]", {**doc, "history": {"items": 5}}),
+             ("history must be", {**doc, "history": [5, ["a"]]}),
+             ("history.items must be an integer >= 0, got -1", {**doc, "history": {"items": -1, "platforms": []}}),
+             ("history.items must be an integer >= 0, got True",
+              {**doc, "history": {"items": True, "platforms": []}}),
+             ("history.platforms must be a list of platform names, got 'a'",
+              {**doc, "history": {"items": 5, "platforms": "a"}}),
+             ("history.platforms must be a list", {**doc, "history": {"items": 5, "platforms": ["a", 7]}}),
+             ("not valid JSON", "{nope"),
+             ("not valid JSON .*digits", '{"vector": [' + "9" * 5000 + "]}"),  # beyond Python's int parsing
+             (r"vector\[0\] = an integer of about 400 digits", json.dumps({**doc, "vector": vector(0, 10 ** 399)}))]
+    for reason, bad in cases:
         with pytest.raises(InterestDocumentError, match=reason):
             read_interest_document(bad, fp, dim)
+    assert torch.equal(read_interest_document({**doc, "created": "2026-12-01T10:00:00"}, fp, dim),
+                       read_interest_document(doc, fp, dim))  # ISO-8601 without a time zone is fine
 
 
 # ------------------------------------------------------------------ HTTP
@@ -204,35 +276,147 @@ def test_api_round_trip(client, rec):
     assert "/recommend" in client.get("/openapi.json").json()["paths"]
 
 
-@pytest.mark.parametrize("body, status, reason", [
-    ({"platform": "b", "history": HISTORY, "source": "a", "k": "5"}, 422, "valid integer"),
-    ({"platform": "b", "history": "a3", "source": "a"}, 422, "valid list"),
-    ({"platform": "b", "history": HISTORY, "source": "a", "k": 1001}, 422, "less than or equal to 1000"),
-    ({"platform": "b", "history": HISTORY, "source": "a", "k": 0}, 422, "greater than or equal to 1"),
-    ({"platform": "b", "history": ["a3"] * (MAX_HISTORY + 1), "source": "a"}, 422, "at most 1000 items"),
-    ({"platform": "b", "history": ["a3", "x" * 300], "source": "a"}, 422, "at most 256 characters"),
-    ({"platform": "b", "history": ["a3", "nope"], "source": "a"}, 422, "unknown item.* a:nope"),
-    ({"platform": "zz", "history": HISTORY, "source": "a"}, 422, "unknown target platform 'zz'"),
-    ({"platform": "b", "history": HISTORY, "source": "zz"}, 422, "unknown platform 'zz'"),
-    ({"platform": "b", "history": HISTORY}, 422, "give the source platform"),
-    ({"platform": "b"}, 422, "exactly one of a history, a user id and an interest document"),
-    ({"platform": "b", "history": HISTORY, "source": "a", "user_id": "u1"}, 422, "exactly one of"),
-    ({"platform": "b", "history": HISTORY, "source": "a", "fields": 1}, 422, "Extra inputs"),
-    ({"platform": "b", "interest": {"format": "multimodal-interest/interest-vector", "version": 9}}, 422,
+RECOMMEND_REFUSALS = [
+    ({"platform": "b", "history": HISTORY, "source": "a", "k": "5"}, "valid integer"),
+    ({"platform": "b", "history": "a3", "source": "a"}, "valid list"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "k": 1001}, "less than or equal to 1000"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "k": 0}, "greater than or equal to 1"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "k": 10 ** 400}, "less than or equal to 1000"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "explain": -1}, "greater than or equal to 0"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "explain": 11}, "less than or equal to 10"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "explain": 2.5}, "valid integer"),
+    ({"platform": "b", "history": ["a3"] * (MAX_HISTORY + 1), "source": "a"}, "at most 1000 items"),
+    ({"platform": "b", "history": ["a3", "x" * 300], "source": "a"}, "at most 256 characters"),
+    ({"platform": "b" * 65, "history": HISTORY, "source": "a"}, "at most 64 characters"),
+    ({"platform": "b", "history": HISTORY, "source": "a" * 65}, "at most 64 characters"),
+    ({"platform": "b", "history": [{"platform": "a" * 65, "item_id": "a3"}]}, "at most 64 characters"),
+    ({"platform": "b", "user_id": "u" * 257}, "at most 256 characters"),
+    ({"platform": "b", "history": ["a3", "nope"], "source": "a"}, "unknown item.* a:nope"),
+    ({"platform": "zz", "history": HISTORY, "source": "a"}, "unknown target platform 'zz'"),
+    ({"platform": "b", "history": HISTORY, "source": "zz"}, "unknown platform 'zz'"),
+    ({"platform": "b", "user_id": "u0", "source": "zz"}, "unknown platform 'zz'"),
+    ({"platform": "b", "history": HISTORY}, "give the source platform"),
+    ({"platform": "b"}, "exactly one of a history, a user id and an interest document"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "user_id": "u1"}, "exactly one of"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "fields": 1}, "Extra inputs"),
+    ({"platform": "b", "interest": {"format": "multimodal-interest/interest-vector", "version": 9}},
      "version 9 is not supported"),
-    ({"platform": "b", "user_id": "nobody"}, 422, "unknown user 'nobody'"),
-])
-def test_bad_requests_get_4xx_with_the_reason(client, body, status, reason):
-    r = client.post("/recommend", json=body)
-    assert r.status_code == status
-    assert re.search(reason, json.dumps(r.json())), r.json()
+    ({"platform": "b", "interest": {"format": "multimodal-interest/interest-vector", "version": True}},
+     "version True is not supported"),
+    ({"platform": "b", "interest": "sha256:0123"}, "valid dictionary"),
+    ({"platform": "b", "interest": [0.1, 0.2]}, "valid dictionary"),
+    ({"platform": "b", "user_id": "nobody"}, "unknown user 'nobody'"),
+    ({"platform": "b", "history": HISTORY, "source": "a", "k": float("nan")}, "valid integer"),
+    ({"platform": "b", "history": ["a3", float("inf")], "source": "a"}, "valid string"),
+    (b'{"platform": "b", "history": ["a3"], "source": "a"', "JSON decode error"),  # malformed JSON
+    (b"[1, 2]", "valid dictionary or object"),  # JSON, not an object
+    (b'"recommend me"', "valid dictionary or object"),
+    (b"null", "valid dictionary or object"),
+]
+EMBED_REFUSALS = [
+    ({"source": "a"}, "exactly one of a history and a user id"),
+    ({"history": [1, 2], "source": "a"}, "valid string"),
+    ({"history": ["a3"] * (MAX_HISTORY + 1), "source": "a"}, "at most 1000 items"),
+    ({"history": ["a3", "nope", "gone"], "source": "a"}, "2 unknown item.* a:nope, a:gone"),
+    ({"history": [{"platform": "a", "item_id": "a3"}, {"platform": "b", "item_id": "nope"}]}, "unknown item.* b:nope"),
+    ({"history": HISTORY, "source": "zz"}, "unknown platform 'zz'"),
+    ({"user_id": "nobody"}, "unknown user 'nobody'"),
+    ({"history": HISTORY, "source": "a", "platform": "b"}, "Extra inputs"),
+    (b"{nope", "JSON decode error"),
+    (b"[]", "valid dictionary or object"),
+]
 
 
-def test_embed_needs_a_history_or_a_user(client):
-    r = client.post("/users/embed", json={"source": "a"})
-    assert r.status_code == 422 and "exactly one of a history and a user id" in r.json()["detail"]
-    r = client.post("/users/embed", json={"history": [1, 2], "source": "a"})
+def post(client: TestClient, path: str, body: dict | bytes):
+    """POST ``body`` as given (bytes), or as Python writes JSON (NaN and Infinity included)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(path, content=content, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize("path, body, reason", [("/recommend", *case) for case in RECOMMEND_REFUSALS]
+                         + [("/users/embed", *case) for case in EMBED_REFUSALS])
+def test_bad_requests_get_422_with_the_reason(client, path, body, reason):
+    r = post(client, path, body)
     assert r.status_code == 422
+    answer = json.loads(r.text, parse_constant=lambda c: pytest.fail(f"{c} in the answer: not JSON"))
+    assert re.search(reason, json.dumps(answer)), answer
+
+
+@pytest.mark.parametrize("value, shown", [(10 ** 400, "an integer of about 401 digits"),
+                                          (-10 ** 400, "an integer of about 401 digits"),
+                                          (1e39, "1e+39"), (float("nan"), "nan"), (float("-inf"), "-inf"),
+                                          ("0.1", "'0.1'"), (None, "None")])
+def test_the_api_refuses_interest_values_float32_cannot_hold(client, rec, value, shown):
+    doc = rec.export_interest(HISTORY, source="a")
+    doc["vector"][5] = value
+    r = post(client, "/recommend", {"platform": "b", "interest": doc})
+    assert r.status_code == 422  # not a 500: the client's raise_server_exceptions would raise here
+    assert r.json()["detail"] == (f"interest document: vector[5] = {shown} is not a finite number that "
+                                  f"float32 can hold (1 such value(s))")
+
+
+def test_a_bug_is_a_500_not_blamed_on_the_request(rec, monkeypatch):
+    """Only request errors are 422: a ValueError of the code itself is not the client's fault."""
+    def broken(*args, **kwargs):
+        raise ValueError("operands could not be broadcast together")
+    client = TestClient(create_app(rec), raise_server_exceptions=False)
+    body = {"platform": "b", "history": HISTORY, "source": "a"}
+    assert client.post("/recommend", json=body).status_code == 200
+    monkeypatch.setattr(rec, "recommend", broken)
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 500 and "broadcast" not in r.text
+
+    def refused(*args, **kwargs):
+        raise RequestError("no such thing")
+    monkeypatch.setattr(rec, "recommend", refused)
+    r = client.post("/recommend", json=body)
+    assert r.status_code == 422 and r.json() == {"detail": "no such thing"}
+
+
+PATH_LIKE = ["../../etc/passwd", "/etc/passwd", "file:///etc/passwd", "..\\..\\boot.ini", "~/.ssh/id_rsa"]
+
+
+@pytest.fixture
+def file_access(monkeypatch) -> list:
+    """Every file opening from now on fails, and is listed here."""
+    calls = []
+
+    def trap(name):
+        def refuse(*args, **kwargs):
+            calls.append((name, args))
+            raise PermissionError(f"{name}{args}: no file may be opened during a request")
+        return refuse
+
+    monkeypatch.setattr(builtins, "open", trap("open"))
+    monkeypatch.setattr(pathlib.Path, "open", trap("Path.open"))
+    monkeypatch.setattr(os, "open", trap("os.open"))
+    return calls
+
+
+@pytest.mark.parametrize("path, body, named", [
+    ("/recommend", {"platform": "b", "history": PATH_LIKE, "source": "a"}, "a:../../etc/passwd"),
+    ("/recommend", {"platform": "b", "history": [{"platform": "a", "item_id": x} for x in PATH_LIKE]}, "a:/etc/passwd"),
+    ("/recommend", {"platform": "../../etc/passwd", "history": HISTORY, "source": "a"}, "'../../etc/passwd'"),
+    ("/recommend", {"platform": "b", "history": HISTORY, "source": "/etc"}, "'/etc'"),
+    ("/recommend", {"platform": "b", "history": [{"platform": "../a", "item_id": "a3"}]}, "'../a'"),
+    ("/recommend", {"platform": "b", "user_id": "../../etc/passwd"}, "'../../etc/passwd'"),
+    ("/recommend", {"platform": "b", "interest": {"format": "/etc/passwd"}}, "'/etc/passwd'"),
+    ("/users/embed", {"history": PATH_LIKE, "source": "a"}, "a:file:///etc/passwd"),
+    ("/users/embed", {"history": [{"platform": "/etc", "item_id": "passwd"}]}, "'/etc'"),
+    ("/users/embed", {"history": HISTORY, "source": "~/.ssh"}, "'~/.ssh'"),
+    ("/users/embed", {"user_id": "/etc/shadow"}, "'/etc/shadow'"),
+])
+def test_no_request_opens_a_file(client, file_access, path, body, named):
+    """Path-like ids and platform names are names, never files: the answer is a refusal naming
+    them, and nothing is opened (the trap works: a file opened here is caught)."""
+    with pytest.raises(PermissionError):
+        open(__file__)
+    with pytest.raises(PermissionError):
+        pathlib.Path(__file__).read_text()
+    file_access.clear()
+    r = client.post(path, json=body)
+    assert r.status_code == 422 and named in r.json()["detail"], r.json()
+    assert file_access == []
 
 
 def test_oversized_bodies_are_refused_before_parsing(rec):
@@ -287,3 +471,12 @@ def test_mmi_recommend_refuses_another_models_interest_file(world, other_bundle,
     assert main(["-q", "recommend", "--model", str(world["bundle"]), "--platform", "b",
                  "--interest", str(tmp_path / "foreign.json")]) == 2
     assert "made by model" in capsys.readouterr().err
+
+
+def test_mmi_recommend_refuses_a_number_float32_cannot_hold(world, rec, tmp_path, capsys):
+    doc = rec.export_interest(HISTORY, source="a")
+    doc["vector"][0] = 10 ** 400
+    (tmp_path / "huge.json").write_text(json.dumps(doc))
+    assert main(["-q", "recommend", "--model", str(world["bundle"]), "--platform", "b",
+                 "--interest", str(tmp_path / "huge.json")]) == 2
+    assert "vector[0] = an integer of about 401 digits is not a finite number" in capsys.readouterr().err
