@@ -103,6 +103,25 @@ def test_cdrib_published_split_per_target(shared_data, tmp_path_factory) -> None
     assert len(to_game.holdout) == (ds.interactions.loc[game_rows, "label"] != "train").sum()
 
 
+def test_within_platform_task_follows_the_interaction_labels(shared_data, tmp_path_factory) -> None:
+    ds = imported("lastfm2k", shared_data / "lastfm2k_multimodal", tmp_path_factory.getbasetemp() / "lfm")
+    task = ds.within_platform("lastfm", valid_share=0.2, seed=0)
+    assert task.platforms == ["lastfm"] and task.label.startswith("lastfm-2k lastfm->lastfm")
+    label = ds.interactions["label"].to_numpy()
+    assert len(task.train) == (label == "train").sum() == 44327  # every user's train rows, nothing else
+    assert set(task.valid_users).isdisjoint(task.test_users)
+    assert len(task.valid_users) == round(0.2 * 1783) and len(task.valid_users) + len(task.test_users) == 1858
+    key = ["user_idx", "item_idx"]
+    rows = ds.interactions.assign(valid=ds.interactions["user_idx"].isin(task.valid_users))
+    truth = rows[np.where(rows["valid"], label == "valid", label == "test")]
+    pd.testing.assert_frame_equal(task.holdout[key].reset_index(drop=True), truth[key].reset_index(drop=True))
+    held = task.holdout.merge(task.train, on=key)
+    assert held.empty  # (the authors' labels never repeat an item of a user)
+    assert ds.within_platform("lastfm", seed=1).valid_users.tolist() != task.valid_users.tolist()
+    with pytest.raises(ValueError, match="within_platform"):
+        ds.cold_start("lastfm", "lastfm")
+
+
 def test_save_split_refuses_to_replace_different_users(genres, tmp_path: Path) -> None:
     split = random_split(genres, 0.2, 900)
     root = tmp_path / "s"

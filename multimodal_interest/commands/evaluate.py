@@ -1,5 +1,6 @@
 """``mmi evaluate DATASET --source A --target B``: the interest model and the baselines on the
-same cold-start split; prints a table, writes JSON, Markdown and figures."""
+same cold-start split; prints a table, writes JSON, Markdown and figures. With A = B, a
+within-platform task from the interactions' own labels (``CrossPlatformDataset.within_platform``)."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,8 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True)
     p.add_argument("--target", required=True)
     p.add_argument("--both", action="store_true", help="also the other direction (target -> source)")
-    p.add_argument("--split", default="published")
+    p.add_argument("--split", default="published",
+                   help="saved user split (with --source = --target: the interactions' own train/valid/test labels)")
     p.add_argument("--store", type=Path, help="embedding store of the dataset's items (none: ids only)")
     p.add_argument("--modalities", help="store modalities the model uses (default: all)")
     p.add_argument("--content-modality", default="text", help="modality of the content baselines")
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     directions = [(args.source, args.target)] + ([(args.target, args.source)] if args.both else [])
     for source, target in directions:
-        task = dataset.cold_start(source, target, args.split)
+        task = (dataset.within_platform(source) if source == target
+                else dataset.cold_start(source, target, args.split))
         features = ItemFeatures.for_dataset(args.store, dataset, [source, target], args.modalities)
         runs = run_methods(task, methods, features, args.output, config, args.model,
                            args.content_modality, args.sampled, args.progress)

@@ -140,7 +140,7 @@ class CrossPlatformDataset:
         source, target = self._platform(source), self._platform(target)
         if source == target:
             raise ValueError(f"source and target are both {source!r}; a cold-start task needs two "
-                             "platforms")
+                             "platforms (within one platform, see within_platform)")
         users = self.split(split).users
         users = users[users["target"].isin([target, "*"])]
         idx = self.user_idx(users["user_id"])
@@ -161,6 +161,42 @@ class CrossPlatformDataset:
                              inter.loc[~mask, columns].reset_index(drop=True),
                              inter.loc[mask, columns].reset_index(drop=True), valid, test,
                              synthetic=self.synthetic)
+
+    def within_platform(self, platform: str, valid_share: float = 0.2, seed: int = 0) -> ColdStartTask:
+        """A within-platform task from the ``label`` column (``train``/``valid``/``test``, the
+        source's own per-interaction split, e.g. Last.fm-2K's): every user's ``train`` items are
+        their history; ``platform`` is both source and target.
+
+        Users are divided, seeded, into valid users (``valid_share`` of those with ``valid``
+        rows), whose ``valid`` items are the ground truth for model selection, and test users
+        (all others), whose ``test`` items are the ground truth of the benchmark. Rows that are
+        neither history nor ground truth (a test user's ``valid`` rows, a valid user's ``test``
+        rows) are left out of the task, so no method sees them.
+        """
+        platform = self._platform(platform)
+        inter = self.interactions
+        if "label" not in inter.columns:
+            raise ValueError(f"dataset {self.name!r}: a within-platform task needs the interactions' "
+                             "'label' column (train/valid/test), and there is none")
+        inter = inter[(inter["platform"] == platform).to_numpy()]
+        label = inter["label"].astype(str).to_numpy()
+        unknown = sorted(set(np.unique(label)) - {"train", "valid", "test"})
+        if unknown:
+            raise ValueError(f"dataset {self.name!r}: interaction labels {unknown[:5]} are not "
+                             "train, valid or test")
+        users = inter["user_idx"].to_numpy()
+        with_valid = np.unique(users[label == "valid"])
+        rng = np.random.default_rng(seed)
+        valid = np.sort(rng.choice(with_valid, size=round(valid_share * len(with_valid)), replace=False))
+        is_valid = np.isin(users, valid)
+        truth = np.where(is_valid, label == "valid", label == "test")
+        test = np.setdiff1d(np.unique(users[truth]), valid)
+        columns = list(INTERACTION_COLUMNS)
+        return ColdStartTask(self.name, f"labels-valid{round(100 * valid_share)}_seed{seed}", platform,
+                             platform, self.n_items, self.n_users,
+                             inter.loc[label == "train", columns].reset_index(drop=True),
+                             inter.loc[truth, columns].reset_index(drop=True),
+                             valid.astype(np.int64), test.astype(np.int64), synthetic=self.synthetic)
 
     def _platform(self, platform: str) -> str:
         if platform not in self.manifest.platforms:

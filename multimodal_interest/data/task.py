@@ -114,6 +114,11 @@ class ColdStartTask:
         mark = " [synthetic platforms]" if self.synthetic else ""
         return f"{self.dataset}{mark} {self.source}->{self.target} ({self.split})"
 
+    @property
+    def platforms(self) -> list[str]:
+        """The task's platforms: source and target, once each (one for a within-platform task)."""
+        return list(dict.fromkeys((self.source, self.target)))
+
     def histories(self, platform: str, users: np.ndarray | None = None,
                   max_len: int | None = None) -> Histories:
         """Training histories on ``platform`` (all users who have one when ``users`` is None)."""

@@ -21,7 +21,7 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
     """A fresh model for ``task``: heads for both platforms, the features registered, and an
     id embedding per platform used for items seen in training, when ``config.item_ids`` or
     when there are no content features (id-only data)."""
-    platforms = [task.source, task.target]
+    platforms = task.platforms
     ids = config.item_ids or not features.dims
     fusion = FusionConfig(modalities=features.dims, platforms=platforms,
                           id_items={p: task.n_items[p] for p in platforms} if ids else {},
@@ -68,7 +68,7 @@ def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFea
     """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
     only items of at least ``id_min_users`` training users use theirs (the others were never
     trained, or too little to trust)."""
-    for p in (task.source, task.target):
+    for p in task.platforms:
         present = dict(features.present.get(p, {}))
         if p in model.fusion.config.id_items:
             present["id"] = torch.from_numpy(item_users(task, p) >= id_min_users)
