@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cold-start transfer benchmarks of BENCHMARKS.md: the interest model and every baseline on the
 # same splits, plus ablations. Reads ../shared/data (or $MMI_SHARED_DATA); writes runs/bench/.
-#   bash benchmarks/transfer.sh [amazon|ablations|cdrib|ml1m]...   (default: all, ~1.5 h on 2 cores)
+#   bash benchmarks/transfer.sh [amazon|ablations|lastfm|cdrib|ml1m]...   (default: all, ~3 h on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${MMI_SHARED_DATA:-../shared/data}
@@ -15,10 +15,21 @@ amazon() {
   mmi evaluate amazon-art-office --source art --target office --both --sampled \
       --store "$OUT/amazon/store" --output "$OUT/amazon"
 }
-ablations() {  # the interest model alone: without the within-platform objective; with item ids
-  for setting in within_weight=0 item_ids=true; do
-    mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,popularity \
+ablations() {  # the interest model beside the two best baselines: with item ids; without the within objective
+  for setting in item_ids=true within_weight=0; do
+    mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,item-knn,popularity \
         --store "$OUT/amazon/store" --set "$setting" --output "$OUT/amazon-${setting%%=*}"
+  done
+}
+lastfm() {  # one platform, the authors' labels: the model on tag text, audio, both (same budget each)
+  mmi fetch lastfm-2k --from-dir "$DATA"
+  mmi embed lastfm-2k --store "$OUT/lastfm/store" --modalities minilm_l6,vggish
+  local budget=(--set epochs=8 --set min_epoch_steps=20)
+  mmi evaluate lastfm-2k --source lastfm --target lastfm --store "$OUT/lastfm/store" --modalities minilm_l6 \
+      --content-modality minilm_l6 "${budget[@]}" --output "$OUT/lastfm-text"
+  for mods in vggish minilm_l6,vggish; do
+    mmi evaluate lastfm-2k --source lastfm --target lastfm --store "$OUT/lastfm/store" --modalities "$mods" \
+        --methods interest-model,item-knn "${budget[@]}" --output "$OUT/lastfm-${mods/,/+}"
   done
 }
 cdrib() {  # ids only: the model learns item id embeddings
@@ -33,6 +44,6 @@ ml1m() {  # SYNTHETIC platforms: MovieLens-1M cut by genre
       --store "$OUT/ml1m/store" --output "$OUT/ml1m"
 }
 
-for job in "${@:-amazon ablations cdrib ml1m}"; do
+for job in "${@:-amazon ablations lastfm cdrib ml1m}"; do
   for j in $job; do echo "== $j $(date -u +%FT%TZ)"; "$j"; done
 done
