@@ -87,6 +87,11 @@ class PrecomputedEncoder(Encoder):
     def dim(self) -> int:
         return int(self._vectors.shape[1])
 
+    @property
+    def n_vectors(self) -> int:
+        """How many ids the file has a vector for."""
+        return len(self._row)
+
     def weight_files(self) -> list[Path]:
         return self._files
 

@@ -8,6 +8,7 @@ items behind each recommendation. Default: MovieLens-100k split by genre into tw
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ from multimodal_interest.experiment import MODEL, interest_map_vectors, run_meth
 from multimodal_interest.store import EmbeddingStore
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
+from multimodal_interest.training.record import check_resumable, trained_with
+from multimodal_interest.training.trainer import latest_checkpoint
 
 DEFAULT_SPLIT = "cold20_seed900"
 
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"[3/5] training the interest model and fitting {len(methods) - (MODEL in methods)} baselines")
     features = ItemFeatures.for_dataset(store.root, dataset, [source, target])
     config = TrainConfig.from_dict(apply_overrides({}, args.set), "--set")
+    _drop_stale_run(work / f"run-{source}-{target}", task, features, config, say)
     runs = run_methods(task, methods, features, work, config, progress=args.progress)
 
     say("[4/5] cold-start evaluation on the test users")
@@ -105,3 +109,17 @@ def _titles(dataset, platform: str) -> dict[str, str]:
     fields = dataset.text_fields(platform)
     text = items[fields[0]].astype(str) if fields else items["item_id"].astype(str)
     return dict(zip(items["item_id"].astype(str), text))
+
+
+def _drop_stale_run(run_dir: Path, task, features: ItemFeatures, config: TrainConfig, say) -> None:
+    """The demo's own run folder resumes when it can; one trained otherwise (other ``--set``
+    values, an older version) is the demo's cache, not the user's work: start it afresh."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return
+    try:
+        check_resumable(ckpt, trained_with(task, features, config))
+    except ValueError as exc:
+        say(f"      the demo's earlier run cannot be resumed ({str(exc).split(': ', 1)[-1][:200]}); "
+            f"training afresh")
+        shutil.rmtree(run_dir)

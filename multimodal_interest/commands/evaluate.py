@@ -12,6 +12,7 @@ from multimodal_interest.data.registry import resolve
 from multimodal_interest.experiment import MODEL, interest_map_vectors, run_methods, write_report
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
+from multimodal_interest.training.features import parse_item_spaces
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:
@@ -23,6 +24,9 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                    help="saved user split (with --source = --target: the interactions' own train/valid/test labels)")
     p.add_argument("--store", type=Path, help="embedding store of the dataset's items (none: ids only)")
     p.add_argument("--modalities", help="store modalities the model uses (default: all)")
+    p.add_argument("--item-space", action="append", default=[], metavar="PLATFORM=FILE",
+                   help="score PLATFORM in its own item space: a .parquet/.npz of item_id -> vector "
+                        "(any width; or VECTORS.npy:IDS.txt), e.g. from its own recommender")
     p.add_argument("--content-modality", default="text", help="modality of the content baselines")
     p.add_argument("--methods", default="all",
                    help=f"comma-separated: {MODEL}, {', '.join(list_baselines())} (default: all)")
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     for source, target in directions:
         task = (dataset.within_platform(source) if source == target
                 else dataset.cold_start(source, target, args.split))
-        features = ItemFeatures.for_dataset(args.store, dataset, [source, target], args.modalities)
+        features = ItemFeatures.for_dataset(args.store, dataset, [source, target], args.modalities,
+                                            parse_item_spaces(args.item_space))
         runs = run_methods(task, methods, features, args.output, config, args.model,
                            args.content_modality, args.sampled, args.progress)
         model = runs[MODEL].model if MODEL in runs else None

@@ -10,6 +10,7 @@ from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.training import ItemFeatures, TrainConfig, add_platform, train
 from multimodal_interest.training.config import apply_overrides
+from multimodal_interest.training.features import parse_item_spaces
 from multimodal_interest.training.record import RESUMABLE
 
 
@@ -21,6 +22,9 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, help="embedding store with the items' vectors "
                                               "(`mmi embed DATASET --store ...`); none: item ids only")
     p.add_argument("--modalities", help="comma-separated store modalities to use (default: all)")
+    p.add_argument("--item-space", action="append", default=[], metavar="PLATFORM=FILE",
+                   help="score PLATFORM in its own item space: a .parquet/.npz of item_id -> vector "
+                        "(any width; or VECTORS.npy:IDS.txt), e.g. from its own recommender")
     p.add_argument("--output", type=Path, required=True,
                    help=f"run folder; re-running resumes it, with the same task, store and settings "
                         f"(only {', '.join(RESUMABLE)} may change)")
@@ -39,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
               else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     task = dataset.cold_start(args.source, args.target, args.split)
-    features = ItemFeatures.for_dataset(args.store, dataset, [task.source, task.target], args.modalities)
+    features = ItemFeatures.for_dataset(args.store, dataset, [task.source, task.target], args.modalities,
+                                        parse_item_spaces(args.item_space))
     init = None
     if args.init is not None:
         init = InterestModel.from_pretrained(args.init / "model", encoder_fingerprints=features.fingerprints)

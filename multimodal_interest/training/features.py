@@ -1,24 +1,36 @@
-"""Encoder vectors of every platform's items, read from the embedding store in item order."""
+"""Encoder vectors of every platform's items, read from the embedding store in item order,
+and the item spaces platforms bring themselves (a file of item id -> vector)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
+from encoders.precomputed import PrecomputedEncoder
 from multimodal_interest.store import EmbeddingStore, StoreError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ItemFeatures:
     """``vectors[platform][modality]`` ``[N_P, d_m]`` float32 and ``present[...]`` ``[N_P]``
     bool, row ``i`` = item_idx ``i``; ``fingerprints[modality]``: the encoder behind them
-    (one encoder per modality across platforms, so their vectors share a space)."""
+    (one encoder per modality across platforms, so their vectors share a space).
+
+    ``item_spaces[platform]`` ``[N_P, D_P]``: a target platform's own item vectors (from its
+    recommender, any width), scored as an external space (:meth:`add_item_space`); their
+    fingerprint is ``fingerprints["item-space:<platform>"]``.
+    """
 
     vectors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     present: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    item_spaces: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -52,11 +64,74 @@ class ItemFeatures:
 
     @classmethod
     def for_dataset(cls, store: str | Path | None, dataset, platforms: Sequence[str],
-                    modalities: str | None = None) -> ItemFeatures:
+                    modalities: str | None = None,
+                    item_spaces: dict[str, str] | None = None) -> ItemFeatures:
         """The store's vectors of ``dataset``'s items on ``platforms``; no store: no content
-        (the model then learns item id embeddings). ``modalities``: comma-separated names."""
-        if store is None:
-            return cls()
-        ids = {p: dataset.items[p]["item_id"].tolist() for p in platforms}
+        (the model then learns item id embeddings). ``modalities``: comma-separated names.
+        ``item_spaces``: platform -> file of that platform's own item vectors
+        (:func:`read_item_space`)."""
+        ids = {p: dataset.items[p]["item_id"].astype(str).tolist() for p in platforms}
         names = [m.strip() for m in modalities.split(",")] if modalities else None
-        return cls.from_store(EmbeddingStore(store), ids, names)
+        out = cls() if store is None else cls.from_store(EmbeddingStore(store), ids, names)
+        for platform, spec in (item_spaces or {}).items():
+            if platform not in ids:
+                raise ValueError(f"item vectors {spec} are for platform {platform!r}, which is not "
+                                 f"in this task (platforms: {', '.join(platforms)})")
+            out.add_item_space(platform, *read_item_space(spec, ids[platform], platform))
+        return out
+
+    def add_item_space(self, platform: str, vectors: torch.Tensor, fingerprint: str) -> None:
+        """Score ``platform`` in its own item space: ``vectors [N_P, D_P]`` in item_idx order."""
+        self.item_spaces[platform] = vectors
+        self.fingerprints[item_space_key(platform)] = fingerprint
+
+
+def parse_item_spaces(values: Sequence[str]) -> dict[str, str]:
+    """``["office=own.parquet"]`` (``--item-space`` values) -> ``{"office": "own.parquet"}``."""
+    out: dict[str, str] = {}
+    for value in values:
+        platform, eq, spec = value.partition("=")
+        if not eq or not platform.strip() or not spec.strip():
+            raise ValueError(f"--item-space {value!r}: expected PLATFORM=FILE")
+        if out.setdefault(platform.strip(), spec.strip()) != spec.strip():
+            raise ValueError(f"--item-space: two files for platform {platform.strip()!r}")
+    return out
+
+
+def item_space_key(platform: str) -> str:
+    return f"item-space:{platform}"
+
+
+def read_item_space(spec: str | Path, item_ids: Sequence[str], platform: str) -> tuple[torch.Tensor, str]:
+    """A platform's own item vectors from a file, in the order of ``item_ids``, and their
+    fingerprint (which covers the file's bytes).
+
+    ``spec``: a ``.parquet`` (column ``item_id`` and one list column, or numeric columns) or
+    an ``.npz`` (arrays ``item_id`` and ``vectors``), or ``VECTORS.npy:IDS`` with IDS a
+    ``.txt`` (one id per line) or ``.csv`` (column ``item_id``) — the layouts of the
+    ``precomputed`` encoder. Every item of the platform needs a finite vector; ids of the
+    file that are not items of the platform are left out (and counted in the log).
+    Returns ``([len(item_ids), D] float32, fingerprint)``.
+    """
+    spec = str(spec)
+    path, _, ids = spec.partition(":") if spec.split(":")[0].endswith(".npy") else (spec, "", "")
+    where = f"item vectors of platform {platform!r} ({spec})"
+    try:
+        table = PrecomputedEncoder(path, ids=ids or None)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    rows, missing, bad = [], [], []
+    for item in item_ids:
+        try:
+            rows.append(table.load_item(item))
+        except ValueError as exc:
+            (missing if str(exc).startswith("unknown item id") else bad).append(item)
+    for what, items in (("have no vector in the file", missing), ("have NaN or infinite values", bad)):
+        if items:
+            raise ValueError(f"{where}: {len(items)} of the platform's {len(item_ids)} items {what} "
+                             f"(first: {', '.join(map(repr, items[:5]))}); every item the platform "
+                             f"can recommend needs one")
+    extra = table.n_vectors - len(item_ids)
+    if extra:
+        log.info("%s: %d vectors of ids that are not items of %s left out", where, extra, platform)
+    return torch.from_numpy(np.stack(rows)), table.fingerprint

@@ -20,7 +20,8 @@ from multimodal_interest.training.record import check_run_task
 def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
     """A fresh model for ``task``: heads for both platforms, the features registered, and an
     id embedding per platform used for items seen in training, when ``config.item_ids`` or
-    when there are no content features (id-only data)."""
+    when there are no content features (id-only data). A platform with its own item vectors
+    (``features.item_spaces``) gets an external space: the adapter maps interests into it."""
     platforms = task.platforms
     ids = config.item_ids or not features.dims
     fusion = FusionConfig(modalities=features.dims, platforms=platforms,
@@ -30,13 +31,19 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
                           modality_dropout=config.modality_dropout, n_experts=config.n_experts,
                           pooling=config.pooling)
     targets = {p: TargetConfig(task.n_items[p], adapter=config.adapter, item_bias=config.item_bias,
-                               temperature=config.temperature, learn_temperature=config.learn_temperature)
+                               temperature=config.temperature, learn_temperature=config.learn_temperature,
+                               **_space(features, p))
                for p in platforms}
     model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
     attach_features(model, task, features, config.id_min_users)
     for p in platforms:
         popularity_prior(model, task, p)
     return model
+
+
+def _space(features: ItemFeatures, platform: str) -> dict:
+    own = features.item_spaces.get(platform)
+    return {} if own is None else {"space": "external", "external_dim": own.shape[1]}
 
 
 def popularity_prior(model: InterestModel, task: ColdStartTask, platform: str) -> None:
@@ -67,12 +74,22 @@ def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFea
                     id_min_users: int = 1) -> None:
     """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
     only items of at least ``id_min_users`` training users use theirs (the others were never
-    trained, or too little to trust)."""
+    trained, or too little to trust). A target scored in its own item space gets those vectors."""
     for p in task.platforms:
         present = dict(features.present.get(p, {}))
         if p in model.fusion.config.id_items:
             present["id"] = torch.from_numpy(item_users(task, p) >= id_min_users)
         model.set_item_features(p, features.vectors.get(p, {}), present)
+    for p in model.targets:
+        own = features.item_spaces.get(p)
+        if model.config.targets[p].space == "external":
+            if own is None:
+                raise ValueError(f"the model scores {p!r} in that platform's own item space: give "
+                                 f"its item vectors (`--item-space {p}=FILE`, the file it was trained with)")
+            model.set_item_vectors(p, own)
+        elif own is not None:
+            raise ValueError(f"item vectors were given for {p!r}, but the model scores {p!r} from "
+                             f"item content; train a model with them to use them")
 
 
 def load_run(run_dir: str | Path, task: ColdStartTask, features: ItemFeatures) -> InterestModel:
