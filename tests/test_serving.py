@@ -201,7 +201,7 @@ def test_exported_interest_gives_identical_recommendations(rec, world, tmp_path)
     """The document, carried to another deployment of the same model (a copy of the bundle
     elsewhere, searched with another index), recommends what the history did here."""
     doc = json.loads(json.dumps(rec.export_interest(HISTORY, source="a")))  # through JSON text
-    assert doc["history"] == {"items": 5, "platforms": ["a"]} and "a3" not in json.dumps(doc)
+    assert doc["history"] == {"items": 5, "platforms": ["a"]} and '"a3"' not in json.dumps(doc)
     shutil.copytree(world["bundle"], tmp_path / "elsewhere")
     other_deployment = Recommender.load(tmp_path / "elsewhere", "flat")
     assert other_deployment.bundle.folder == tmp_path / "elsewhere" != rec.bundle.folder
