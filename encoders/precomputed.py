@@ -92,6 +92,10 @@ class PrecomputedEncoder(Encoder):
         """How many ids the file has a vector for."""
         return len(self._row)
 
+    def has(self, item: Any) -> bool:
+        """Whether the file has a vector for item id ``item``."""
+        return str(item) in self._row
+
     def weight_files(self) -> list[Path]:
         return self._files
 

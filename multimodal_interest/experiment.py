@@ -74,11 +74,16 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
 def _interest_model(task, features, output_dir, train_config, run_dir, progress):
     if run_dir is not None:
         return load_run(run_dir, task, features), {"run": str(run_dir)}
-    run_dir = output_dir / f"run-{task.source}-{task.target}"
+    run_dir = model_run_dir(output_dir, task)
     result = train(task, features, train_config or TrainConfig(), run_dir, progress_bar=progress)
     notes = {"run": str(run_dir), "best_epoch": result.best_epoch, "epochs": result.epochs_run,
              "valid_ndcg10": result.best_valid_ndcg10, "seconds_to_best": round(result.seconds_to_best, 1)}
     return result.model, notes
+
+
+def model_run_dir(output_dir: Path, task: ColdStartTask) -> Path:
+    """The folder where :func:`run_methods` trains (and resumes) the interest model of ``task``."""
+    return Path(output_dir) / f"run-{task.source}-{task.target}"
 
 
 def interest_map_vectors(model, task: ColdStartTask, n: int = 400, seed: int = 0) -> dict[str, np.ndarray]:

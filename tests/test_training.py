@@ -131,10 +131,12 @@ def test_two_processes_match_one(tmp_path):
     one = torch.load(tmp_path / "one" / "final.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "final.pt", weights_only=True)
     for name in one:  # same global batches, gradients averaged by DDP: equal up to float error
-        # the key part of the qkv bias has no true gradient (softmax ignores it): Adam turns its
-        # rounding noise into lr-sized steps, so it agrees less closely
-        atol = 1e-3 if name.endswith("attn.qkv.bias") else 1e-4
-        assert torch.allclose(one[name], two[name], atol=atol, rtol=1e-3), name
+        a, b = one[name], two[name]
+        if name.endswith("attn.qkv.bias"):  # the key third has no true gradient (softmax ignores
+            d = len(a) // 3                  # it): Adam turns its rounding noise into lr-sized steps
+            assert torch.allclose(a[d:2 * d], b[d:2 * d], atol=1e-3, rtol=1e-3), f"{name} (keys)"
+            a, b = torch.cat([a[:d], a[2 * d:]]), torch.cat([b[:d], b[2 * d:]])
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), name
     h1 = json.loads((tmp_path / "one" / "history.json").read_text())
     h2 = json.loads((tmp_path / "two" / "history.json").read_text())
     assert [r["valid_ndcg10"] for r in h1] == pytest.approx([r["valid_ndcg10"] for r in h2], abs=1e-3)

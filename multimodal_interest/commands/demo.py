@@ -19,7 +19,7 @@ from multimodal_interest.commands.embed import dataset_encoders
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import cache_root, get_dataset
 from multimodal_interest.embed import embed_catalog, load_encoders
-from multimodal_interest.experiment import MODEL, interest_map_vectors, run_methods, write_report
+from multimodal_interest.experiment import MODEL, interest_map_vectors, model_run_dir, run_methods, write_report
 from multimodal_interest.store import EmbeddingStore
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"[3/5] training the interest model and fitting {len(methods) - (MODEL in methods)} baselines")
     features = ItemFeatures.for_dataset(store.root, dataset, [source, target])
     config = TrainConfig.from_dict(apply_overrides({}, args.set), "--set")
-    _drop_stale_run(work / f"run-{source}-{target}", task, features, config, say)
+    _drop_stale_run(model_run_dir(work, task), task, features, config, say)
     runs = run_methods(task, methods, features, work, config, progress=args.progress)
 
     say("[4/5] cold-start evaluation on the test users")

@@ -122,10 +122,13 @@ def read_item_space(spec: str | Path, item_ids: Sequence[str], platform: str) ->
         raise ValueError(f"{where}: {exc}") from None
     rows, missing, bad = [], [], []
     for item in item_ids:
+        if not table.has(item):
+            missing.append(item)
+            continue
         try:
             rows.append(table.load_item(item))
-        except ValueError as exc:
-            (missing if str(exc).startswith("unknown item id") else bad).append(item)
+        except ValueError:
+            bad.append(item)
     for what, items in (("have no vector in the file", missing), ("have NaN or infinite values", bad)):
         if items:
             raise ValueError(f"{where}: {len(items)} of the platform's {len(item_ids)} items {what} "
