@@ -259,7 +259,7 @@ def _own_vectors_file(path: Path, vectors: torch.Tensor, ids: list[str], order: 
     return path
 
 
-def test_a_platforms_own_item_vectors_from_a_file_are_its_item_space(world, tmp_path):
+def test_a_platforms_own_item_vectors_from_a_file_are_its_item_space(world, finished_run, tmp_path):
     """Target b brings 24-wide vectors of its own (from a file of id -> vector, any order);
     the adapter learns to map interests into that space; the run reloads only with the file."""
     task, features = world
@@ -290,6 +290,8 @@ def test_a_platforms_own_item_vectors_from_a_file_are_its_item_space(world, tmp_
     other.add_item_space("b", *read_item_space(changed, ids, "b"))
     with pytest.raises(ValueError, match="item-space:b: model"):
         load_run(tmp_path / "run", task, other)
+    with pytest.raises(ValueError, match="given for 'b', but the model scores 'b' from item content"):
+        load_run(finished_run, task, with_own)  # a content model is not given vectors it ignores
 
 
 def test_bad_item_vector_files_are_errors_naming_file_and_items(tmp_path):
