@@ -9,13 +9,17 @@ OUT=${OUT:-runs/bench}
 mmi() { python -m multimodal_interest.cli -q "$@"; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
-amazon() {
+amazon_store() {  # embedding is resumable: a finished store is reused, not re-encoded
   mmi fetch amazon-art-office --from-dir "$DATA"
   mmi embed amazon-art-office --store "$OUT/amazon/store"
+}
+amazon() {
+  amazon_store
   mmi evaluate amazon-art-office --source art --target office --both --sampled \
       --store "$OUT/amazon/store" --output "$OUT/amazon"
 }
 ablations() {  # the interest model beside the two best baselines: with item ids; without the within objective
+  amazon_store
   for setting in item_ids=true within_weight=0; do
     mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,item-knn,popularity \
         --store "$OUT/amazon/store" --set "$setting" --output "$OUT/amazon-${setting%%=*}"

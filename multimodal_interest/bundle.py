@@ -116,11 +116,14 @@ class Bundle:
     # ------------------------------------------------------------------ building
     @classmethod
     def build(cls, model_dir: str | Path, dataset: CrossPlatformDataset,
-              store: EmbeddingStore | None = None, split: str | None = None) -> Bundle:
+              store: EmbeddingStore | None = None, split: str | None = None,
+              item_spaces: dict[str, str] | None = None) -> Bundle:
         """Gather a trained model's serving data: item ids from ``dataset``, encoder vectors
         from ``store`` (the encoders the model was trained on), and the items seen in training
         (they use their id embedding) from the training split, read from the run folder's
-        ``task.json`` or given as ``split``."""
+        ``task.json`` or given as ``split``. A target the model scores in the platform's own
+        item space needs that space's file in ``item_spaces`` (platform -> file, as in
+        training; another file than the model's is refused)."""
         from multimodal_interest.training import ItemFeatures, TrainConfig, attach_features
 
         model_dir = find_model_folder(model_dir)
@@ -136,8 +139,6 @@ class Bundle:
                              f"dataset the model was trained on")
         ids = {p: dataset.items[p]["item_id"].astype(str).tolist() for p in platforms}
         for p in model.targets:
-            if model.config.targets[p].space != "content":
-                raise ValueError(f"target {p!r} has an external item space; bundles serve content spaces")
             if model.config.targets[p].n_items != len(ids[p]):
                 raise ValueError(f"target {p!r}: the model has {model.config.targets[p].n_items} items, "
                                  f"dataset {dataset.name!r} {len(ids[p])}; build from the training dataset")
@@ -147,6 +148,8 @@ class Bundle:
                              f"embedding store it was trained with")
         features = (ItemFeatures.from_store(store, ids, modalities, model.encoder_fingerprints)
                     if modalities else ItemFeatures())
+        features.read_item_spaces(item_spaces or {}, ids)
+        model.check_fingerprints(features.fingerprints)
         run_config = model_dir.parent / "config.json"  # the run's TrainConfig: which ids it trusted
         min_users = TrainConfig.from_file(run_config).id_min_users if run_config.is_file() else 1
         attach_features(model, dataset.cold_start(source, target, split), features, min_users)

@@ -480,3 +480,42 @@ def test_mmi_recommend_refuses_a_number_float32_cannot_hold(world, rec, tmp_path
     assert main(["-q", "recommend", "--model", str(world["bundle"]), "--platform", "b",
                  "--interest", str(tmp_path / "huge.json")]) == 2
     assert "vector[0] = an integer of about 401 digits is not a finite number" in capsys.readouterr().err
+
+
+def test_a_model_of_a_platforms_own_item_space_is_bundled_with_that_file(world, tmp_path, capsys):
+    """`mmi train --item-space b=FILE` -> `mmi export-index --item-space b=FILE` -> `mmi
+    recommend`: the bundle serves what the trained model scores in b's own space; building
+    it without the file, or with another file, is refused."""
+    data, store = str(world["root"] / "data"), str(world["root"] / "store")
+    dataset = world["dataset"]
+    ids = dataset.items["b"]["item_id"].tolist()
+    own = torch.randn(len(ids), 12, generator=torch.Generator().manual_seed(3))
+    np.savez(tmp_path / "own.npz", item_id=np.array(ids), vectors=own.numpy())
+    np.savez(tmp_path / "other.npz", item_id=np.array(ids), vectors=own.numpy() + 1.0)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**SMALL, "epochs": 1, "patience": 1}))
+    assert main(["-q", "train", data, "--source", "a", "--target", "b", "--split", "s0", "--store", store,
+                 "--item-space", f"b={tmp_path / 'own.npz'}", "--config", str(config),
+                 "--output", str(tmp_path / "run")]) == 0
+    base = ["-q", "export-index", "--model", str(tmp_path / "run"), "--dataset", data, "--store", store]
+    assert main([*base, "--output", str(tmp_path / "bundle"), "--item-space", f"b={tmp_path / 'own.npz'}"]) == 0
+    capsys.readouterr()
+
+    model = InterestModel.from_pretrained(tmp_path / "run" / "model").eval()
+    assert model.config.targets["b"].space == "external"
+    task = dataset.cold_start("a", "b", "s0")
+    features = ItemFeatures.from_store(world["store"], {p: dataset.items[p]["item_id"].tolist() for p in ("a", "b")})
+    features.add_item_space("b", own, "-")  # the model's own logits, no bundle involved
+    attach_features(model, task, features)
+    items = torch.tensor(dataset.item_idx("a", HISTORY))
+    with torch.inference_mode():
+        want = model.logits(model.encode_users(items[None], torch.ones(1, 5, dtype=torch.bool), "a"), "b")[0].topk(N_B)
+    got = Recommender.load(tmp_path / "bundle").recommend(HISTORY, source="a", platform="b", k=N_B, explain=0)
+    assert_same_ranking([x.score for x in got.items], dataset.item_idx("b", [x.item_id for x in got.items]),
+                        want.values, want.indices, atol=1e-4)
+
+    assert main([*base, "--output", str(tmp_path / "none")]) == 2
+    assert "own item space: give its item vectors (`--item-space b=FILE`" in capsys.readouterr().err
+    assert main([*base, "--output", str(tmp_path / "none"), "--item-space", f"b={tmp_path / 'other.npz'}"]) == 2
+    assert "item-space:b: model" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

@@ -11,6 +11,7 @@ from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.retrieval import FAISS_KINDS
 from multimodal_interest.store import EmbeddingStore
+from multimodal_interest.training.features import parse_item_spaces
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,9 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="the dataset the model was trained on (folder or registered name)")
     p.add_argument("--store", type=Path, help="the embedding store the model was trained with")
     p.add_argument("--split", help="the training split (default: the run folder's task.json)")
+    p.add_argument("--item-space", action="append", default=[], metavar="PLATFORM=FILE",
+                   help="the file of PLATFORM's own item vectors the model was trained with "
+                        "(a model that scores PLATFORM in its own item space needs it)")
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:
@@ -46,7 +50,7 @@ def build_bundle(args: argparse.Namespace) -> tuple[Bundle, CrossPlatformDataset
         raise ValueError(f"{args.model} is a model, not a bundle: --dataset (and --store) are needed")
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     store = EmbeddingStore(args.store) if args.store else None
-    return Bundle.build(args.model, dataset, store, args.split), dataset
+    return Bundle.build(args.model, dataset, store, args.split, parse_item_spaces(args.item_space)), dataset
 
 
 def run(args: argparse.Namespace) -> int:

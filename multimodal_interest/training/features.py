@@ -73,12 +73,17 @@ class ItemFeatures:
         ids = {p: dataset.items[p]["item_id"].astype(str).tolist() for p in platforms}
         names = [m.strip() for m in modalities.split(",")] if modalities else None
         out = cls() if store is None else cls.from_store(EmbeddingStore(store), ids, names)
-        for platform, spec in (item_spaces or {}).items():
-            if platform not in ids:
-                raise ValueError(f"item vectors {spec} are for platform {platform!r}, which is not "
-                                 f"in this task (platforms: {', '.join(platforms)})")
-            out.add_item_space(platform, *read_item_space(spec, ids[platform], platform))
+        out.read_item_spaces(item_spaces or {}, ids)
         return out
+
+    def read_item_spaces(self, item_spaces: dict[str, str], item_ids: dict[str, Sequence[str]]) -> None:
+        """Add each ``platform -> file`` of ``item_spaces`` (:func:`read_item_space`), in the
+        item order of ``item_ids[platform]``."""
+        for platform, spec in item_spaces.items():
+            if platform not in item_ids:
+                raise ValueError(f"item vectors {spec} are for platform {platform!r}, which is not "
+                                 f"in this task (platforms: {', '.join(item_ids)})")
+            self.add_item_space(platform, *read_item_space(spec, item_ids[platform], platform))
 
     def add_item_space(self, platform: str, vectors: torch.Tensor, fingerprint: str) -> None:
         """Score ``platform`` in its own item space: ``vectors [N_P, D_P]`` in item_idx order."""
