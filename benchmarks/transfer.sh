@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cold-start transfer benchmarks of BENCHMARKS.md: the interest model and every baseline on the
 # same splits, plus ablations. Reads ../shared/data (or $MMI_SHARED_DATA); writes runs/bench/.
-#   bash benchmarks/transfer.sh [amazon|ablations|lastfm|cdrib|ml1m]...   (default: all, ~3 h on 2 cores)
+#   bash benchmarks/transfer.sh [amazon|blend|ablations|lastfm|cdrib|ml1m]...   (default: all, ~3 h on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${MMI_SHARED_DATA:-../shared/data}
@@ -17,6 +17,12 @@ amazon() {
   amazon_store
   mmi evaluate amazon-art-office --source art --target office --both --sampled \
       --store "$OUT/amazon/store" --output "$OUT/amazon"
+}
+blend() {  # the interest model + item kNN blend beside its parts (the full amazon job runs it too)
+  amazon_store
+  mmi evaluate amazon-art-office --source art --target office --both --sampled \
+      --methods interest-model,item-knn,popularity,interest-model+item-knn \
+      --store "$OUT/amazon/store" --output "$OUT/amazon-blend"
 }
 ablations() {  # the interest model beside the two best baselines: with item ids; without the within objective
   amazon_store
@@ -44,7 +50,7 @@ cdrib() {  # ids only: the model learns item id embeddings
 ml1m() {  # SYNTHETIC platforms: MovieLens-1M cut by genre
   mmi fetch movielens-1m --from-dir "$DATA"
   mmi embed movielens-1m --store "$OUT/ml1m/store"
-  mmi evaluate movielens-1m --source comedy --target drama --both --split cold20_seed900 \
+  mmi evaluate movielens-1m --source comedy --target drama --split cold20_seed900 \
       --store "$OUT/ml1m/store" --output "$OUT/ml1m"
 }
 

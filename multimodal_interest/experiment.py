@@ -13,11 +13,13 @@ import time
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from multimodal_interest.baselines import BASELINES, tune
+from multimodal_interest.baselines import BASELINES, list_baselines, tune
+from multimodal_interest.blend import BLEND, PARTS, tune_blend
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import SAMPLED_METRICS, EvalResult, bucket_table, compare, evaluate
 from multimodal_interest.store import atomic_write_bytes
@@ -49,13 +51,19 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
                 sampled: bool = False, progress: bool = True) -> dict[str, MethodRun]:
     """Fit (or load) each method and evaluate it on ``task.test_users``."""
     vectors = content_vectors(features, content_modality)
+    if BLEND in methods and not set(PARTS) <= set(methods):
+        raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}: run them too (--methods)")
     runs: dict[str, MethodRun] = {}
-    for name in methods:
+    scorers: dict[str, Callable[[np.ndarray], torch.Tensor]] = {}
+    for name in sorted(methods, key=lambda n: n == BLEND):  # the blend after its parts
         start = time.perf_counter()
         model = None
         if name == MODEL:
             model, notes = _interest_model(task, features, output_dir, train_config, run_dir, progress)
             scorer = ModelScorer(model, task)
+        elif name == BLEND:
+            scorer, trials = tune_blend(*(scorers[p] for p in PARTS), task)
+            notes = {"trials": trials}
         elif name in BASELINES:
             if BASELINES[name].needs_vectors and vectors is None:
                 logger.warning("%s skipped: it needs %r item vectors (mmi embed)", name, content_modality)
@@ -63,12 +71,23 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             tuned = tune(name, task, vectors)
             scorer, notes = tuned.model.score, {"trials": tuned.trials}
         else:
-            raise ValueError(f"unknown method {name!r}; methods: {MODEL}, {', '.join(sorted(BASELINES))}")
+            raise ValueError(f"unknown method {name!r}; methods: {', '.join(all_methods())}")
+        scorers[name] = scorer
         fitted = time.perf_counter() - start
         result = evaluate(scorer, task, task.test_users, ks=(10, 50), sampled=sampled)
         runs[name] = MethodRun(result, fitted, notes, model)
         logger.info("%s: test NDCG@10 %.4f (%.0fs)", name, result.values["ndcg@10"].mean(), fitted)
     return runs
+
+
+def all_methods() -> list[str]:
+    """Every method :func:`run_methods` knows, in report order."""
+    return [MODEL, *list_baselines(), BLEND]
+
+
+def parse_methods(text: str) -> list[str]:
+    """``--methods``: ``all`` or comma-separated names."""
+    return all_methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
 
 
 def _interest_model(task, features, output_dir, train_config, run_dir, progress):
@@ -101,8 +120,9 @@ def interest_map_vectors(model, task: ColdStartTask, n: int = 400, seed: int = 0
 
 
 def best_baseline(results: dict[str, EvalResult], metric: str = "ndcg@10") -> str | None:
-    """The baseline with the highest mean ``metric`` (None when only the model ran)."""
-    baselines = [n for n in results if n != MODEL]
+    """The baseline with the highest mean ``metric`` (None when only the model ran); the
+    blend, which holds the model, is not a baseline."""
+    baselines = [n for n in results if n not in (MODEL, BLEND)]
     return max(baselines, key=lambda n: results[n].values[metric].mean()) if baselines else None
 
 

@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 import torch
 from _tasks import planted_task
+from synthetic import synthetic_task
 
-from multimodal_interest.experiment import run_methods, write_report
-from multimodal_interest.training import ItemFeatures
+from multimodal_interest.baselines import tune
+from multimodal_interest.blend import BLEND, WEIGHTS, Blend, standardize
+from multimodal_interest.evaluate import evaluate
+from multimodal_interest.experiment import MODEL, run_methods, write_report
+from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig
 
 
 def test_report_compares_every_method_with_the_best_baseline(tmp_path):
@@ -32,3 +38,35 @@ def test_report_compares_every_method_with_the_best_baseline(tmp_path):
     assert row.count("[") == 1 + 5 + 6  # an interval for every metric, full and sampled, and the Δ
     for figure in ("src-tgt-ndcg10.png", "src-tgt-by-history.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
+
+
+def test_the_blend_reads_ranks_not_scales():
+    """z(model) + w * z(knn): multiplying or shifting either scorer's scores changes nothing."""
+    users = np.arange(6)
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 40, generator=gen), torch.rand(6, 40, generator=gen).double()
+    blend = Blend(lambda u: a[u], lambda u: b[u], 0.5)(users)
+    rescaled = Blend(lambda u: 7.0 * a[u] - 3.0, lambda u: 1e4 * b[u] + 2.0, 0.5)(users)
+    assert blend.dtype == torch.float32 and torch.allclose(blend, rescaled, atol=1e-5)
+    z = standardize(a)
+    assert torch.allclose(z.mean(1), torch.zeros(6), atol=1e-6) and torch.allclose(z.std(1), torch.ones(6))
+    assert not torch.allclose(blend, Blend(lambda u: a[u], lambda u: b[u], 2.0)(users))  # the weight counts
+
+
+def test_the_blend_runs_after_its_parts_is_tuned_on_valid_and_is_no_baseline(tmp_path):
+    task, features = synthetic_task()
+    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0,
+                         min_epoch_steps=1, epochs=2)
+    with pytest.raises(ValueError, match="blends interest-model and item-knn: run them too"):
+        run_methods(task, [BLEND, "item-knn"], features, tmp_path, config, progress=False)
+    runs = run_methods(task, [BLEND, "item-knn", MODEL, "popularity"], features, tmp_path, config,
+                       progress=False)
+    trials = runs[BLEND].notes["trials"]
+    assert [t["weight"] for t in trials] == list(WEIGHTS)
+    doc_path = write_report(task, runs, tmp_path / "report")
+    doc = json.loads(doc_path.with_suffix(".json").read_text())
+    assert doc["best_baseline"] in ("item-knn", "popularity") and BLEND in doc["methods"]
+    best = max(trials, key=lambda t: t["valid_ndcg10"])["weight"]
+    want = evaluate(Blend(ModelScorer(runs[MODEL].model, task), tune("item-knn", task, None).model.score, best),
+                    task, task.test_users)
+    np.testing.assert_allclose(runs[BLEND].result.values["ndcg@10"], want.values["ndcg@10"], atol=1e-6)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from multimodal_interest.baselines import list_baselines
+from multimodal_interest.blend import BLEND
 from multimodal_interest.catalog import Catalog
 from multimodal_interest.commands.embed import dataset_encoders
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import cache_root, get_dataset
 from multimodal_interest.embed import embed_catalog, load_encoders
-from multimodal_interest.experiment import MODEL, interest_map_vectors, model_run_dir, run_methods, write_report
+from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, model_run_dir,
+                                            parse_methods, run_methods, write_report)
 from multimodal_interest.store import EmbeddingStore
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
@@ -35,7 +36,7 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="platform users come from (default: the dataset's first)")
     p.add_argument("--target", help="platform to recommend on (default: the dataset's second)")
     p.add_argument("--split", help=f"saved split (default: 'published' if there is one, else {DEFAULT_SPLIT})")
-    p.add_argument("--methods", default="all", help=f"comma-separated: {MODEL}, {', '.join(list_baselines())}")
+    p.add_argument("--methods", default="all", help=f"comma-separated: {', '.join(all_methods())}")
     p.add_argument("--workdir", type=Path, help="store, runs and report (default: in the cache folder)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--users", type=int, default=3, help="cold-start users to recommend for")
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
                                 show_progress=args.progress)
         say("      " + summary.format().replace("\n", "\n      "))
 
-    methods = [MODEL, *list_baselines()] if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
-    say(f"[3/5] training the interest model and fitting {len(methods) - (MODEL in methods)} baselines")
+    methods = parse_methods(args.methods)
+    say(f"[3/5] training the interest model and fitting {len(set(methods) - {MODEL, BLEND})} baselines")
     features = ItemFeatures.for_dataset(store.root, dataset, [source, target])
     config = TrainConfig.from_dict(apply_overrides({}, args.set), "--set")
     _drop_stale_run(model_run_dir(work, task), task, features, config, say)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multimodal_interest.baselines import list_baselines
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
-from multimodal_interest.experiment import MODEL, interest_map_vectors, run_methods, write_report
+from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, parse_methods,
+                                            run_methods, write_report)
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
 from multimodal_interest.training.features import parse_item_spaces
@@ -29,7 +29,7 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                         "(any width; or VECTORS.npy:IDS.txt), e.g. from its own recommender")
     p.add_argument("--content-modality", default="text", help="modality of the content baselines")
     p.add_argument("--methods", default="all",
-                   help=f"comma-separated: {MODEL}, {', '.join(list_baselines())} (default: all)")
+                   help=f"comma-separated: {', '.join(all_methods())} (default: all)")
     p.add_argument("--model", type=Path, help="a finished `mmi train` run folder to evaluate instead "
                                               "of training a model")
     p.add_argument("--config", type=Path, help="TrainConfig (YAML/JSON) for the interest model")
@@ -39,7 +39,7 @@ def build_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    methods = [MODEL, *list_baselines()] if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    methods = parse_methods(args.methods)
     config = (TrainConfig.from_file(args.config, args.set) if args.config
               else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
