@@ -74,6 +74,19 @@ def test_training_beats_the_untrained_model(world, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 6
 
 
+def test_bf16_mixed_precision_learns_keeps_float32_weights_and_one_process_can_switch_back(world, tmp_path):
+    task, features = world
+    runs = {}
+    for precision in ("bf16", "no"):  # one process, one precision after another (as in a notebook)
+        config = TrainConfig(**SMALL, epochs=6, patience=6, mixed_precision=precision)
+        runs[precision] = train(task, features, config, tmp_path / precision, progress_bar=False)
+    before = valid_ndcg10(build_model(task, features, config), task, task.valid_users)
+    assert runs["bf16"].best_valid_ndcg10 > before + 0.1
+    assert runs["bf16"].best_valid_ndcg10 == pytest.approx(runs["no"].best_valid_ndcg10, abs=0.05)
+    assert runs["bf16"].best_valid_ndcg10 != runs["no"].best_valid_ndcg10  # bf16 did run in bf16
+    assert {p.dtype for p in load_run(tmp_path / "bf16", task, features).parameters()} == {torch.float32}
+
+
 def test_resume_mid_epoch_gives_the_same_model(world, tmp_path, monkeypatch):
     task, features = world
     config = TrainConfig(**{**SMALL, "dropout": 0.1}, epochs=2, patience=2, checkpoint_every=3)

@@ -35,7 +35,7 @@ import torch
 
 from fusion import InterestModel
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.parallel import cpu_only
+from multimodal_interest.parallel import accelerator_for
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training.batches import BatchPlanner
 from multimodal_interest.training.config import TrainConfig
@@ -106,13 +106,13 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     resumes from its last checkpoint (``resume``), and refuses one trained otherwise;
     ``resume=False`` deletes the folder's checkpoints and starts afresh.
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     out = Path(output_dir)
-    acc = accelerator or Accelerator(
-        cpu=cpu_only(), mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+    acc = accelerator or accelerator_for(
+        config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
         log_with=config.log_with, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
     check_trackers(acc, config)
