@@ -17,10 +17,10 @@ def cpu_only() -> bool:
 def accelerator_for(mixed_precision: str, **kwargs):
     """An ``Accelerator`` running in ``mixed_precision`` ("no", "fp16" or "bf16").
 
-    accelerate keeps one precision per process. In a single process (a notebook, ``mmi
-    evaluate`` training one model after another) a run in another precision than the last
-    one starts accelerate's process-wide state afresh; a launched multi-process run cannot
-    change it and gets a clear error instead.
+    accelerate keeps one precision per process. In a single process (a notebook or script
+    training one model after another) a run in another precision than the last one starts
+    accelerate's process-wide state afresh; a launched multi-process run cannot change it and
+    gets a clear error instead.
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
