@@ -24,9 +24,9 @@ blend() {  # the interest model + item kNN blend beside its parts (the full amaz
       --methods interest-model,item-knn,popularity,interest-model+item-knn \
       --store "$OUT/amazon/store" --output "$OUT/amazon-blend"
 }
-ablations() {  # the interest model beside the two best baselines: with item ids; without the within objective
+ablations() {  # the interest model beside the two best baselines: item ids, no within objective, more regularisation
   amazon_store
-  for setting in item_ids=true within_weight=0; do
+  for setting in item_ids=true within_weight=0 dropout=0.3 history_dropout=0.3; do
     mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,item-knn,popularity \
         --store "$OUT/amazon/store" --set "$setting" --output "$OUT/amazon-${setting%%=*}"
   done
