@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cold-start transfer benchmarks of BENCHMARKS.md: the interest model and every baseline on the
 # same splits, plus ablations. Reads ../shared/data (or $MMI_SHARED_DATA); writes runs/bench/.
-#   bash benchmarks/transfer.sh [amazon|blend|ablations|lastfm|cdrib|ml1m]...   (default: all, ~4 h on 2 cores)
+#   bash benchmarks/transfer.sh [amazon|blend|ablations|lastfm|cdrib|ml1m]...   (default: all, ~4.5 h on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${MMI_SHARED_DATA:-../shared/data}
