@@ -87,6 +87,17 @@ def test_bf16_mixed_precision_learns_keeps_float32_weights_and_one_process_can_s
     assert {p.dtype for p in load_run(tmp_path / "bf16", task, features).parameters()} == {torch.float32}
 
 
+def test_a_launched_run_asked_for_another_precision_is_a_clear_error(monkeypatch):
+    from accelerate.state import AcceleratorState, PartialState
+
+    from multimodal_interest.parallel import accelerator_for
+    # the state a process of `accelerate launch --num_processes 2` holds after a bf16 run
+    monkeypatch.setattr(AcceleratorState, "_shared_state", {"_mixed_precision": "bf16"})
+    monkeypatch.setattr(PartialState, "_shared_state", {"num_processes": 2})
+    with pytest.raises(ValueError, match="mixed_precision='no'.*'bf16'.*within a launch"):
+        accelerator_for("no")
+
+
 def test_resume_mid_epoch_gives_the_same_model(world, tmp_path, monkeypatch):
     task, features = world
     config = TrainConfig(**{**SMALL, "dropout": 0.1}, epochs=2, patience=2, checkpoint_every=3)
