@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cold-start transfer benchmarks of BENCHMARKS.md: the interest model and every baseline on the
 # same splits, plus ablations. Reads ../shared/data (or $MMI_SHARED_DATA); writes runs/bench/.
-#   bash benchmarks/transfer.sh [amazon|blend|ablations|lastfm|cdrib|ml1m]...   (default: all, ~5 h on 2 cores)
+#   bash benchmarks/transfer.sh [amazon|blend|ablations|lastfm|cdrib|ml1m]...   (default: all, ~5.5 h on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${MMI_SHARED_DATA:-../shared/data}
@@ -27,11 +27,12 @@ blend() {  # the interest model + item kNN blend beside its parts (the full amaz
 ablations() {  # the interest model beside the two best baselines: item ids, no within objective, more regularisation
   amazon_store
   local setting kv sets name
-  for setting in item_ids=true "item_ids=true id_min_users=10" within_weight=0 dropout=0.3 history_dropout=0.3; do
-    sets=(); for kv in $setting; do sets+=(--set "$kv"); done
-    name=${setting##* }  # the last key names the output folder
+  for setting in item_ids=true "item_ids=true id_min_users=10" "item_ids=true id_min_users=10 dropout=0.3" \
+                 within_weight=0 dropout=0.3 history_dropout=0.3; do
+    sets=() name=""
+    for kv in $setting; do sets+=(--set "$kv"); name+="${name:++}${kv%%=*}"; done
     mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,item-knn,popularity \
-        --store "$OUT/amazon/store" "${sets[@]}" --output "$OUT/amazon-${name%%=*}"
+        --store "$OUT/amazon/store" "${sets[@]}" --output "$OUT/amazon-$name"
   done
 }
 lastfm() {  # one platform, the authors' labels: the model on tag text, audio, both (same budget each)
