@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.parallel import accelerator_for
 from multimodal_interest.training import (ItemFeatures, ModelScorer, TrainConfig, add_platform, attach_features,
                                          build_model, load_run, train, valid_ndcg10)
 from multimodal_interest.training.features import parse_item_spaces, read_item_space
@@ -90,7 +91,6 @@ def test_bf16_mixed_precision_learns_keeps_float32_weights_and_one_process_can_s
 def test_a_launched_run_asked_for_another_precision_is_a_clear_error(monkeypatch):
     from accelerate.state import AcceleratorState, PartialState
 
-    from multimodal_interest.parallel import accelerator_for
     # the state a process of `accelerate launch --num_processes 2` holds after a bf16 run
     monkeypatch.setattr(AcceleratorState, "_shared_state", {"_mixed_precision": "bf16"})
     monkeypatch.setattr(PartialState, "_shared_state", {"num_processes": 2})
