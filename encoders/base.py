@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from fusion.files import sha256_file
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "encoder_config.json"
@@ -79,15 +81,12 @@ _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, cached per process by (path, size, mtime)."""
+    """:func:`~fusion.files.sha256_file`, cached per process by (path, size, mtime): for
+    fingerprinting large pretrained weights often, not for integrity checks."""
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _FILE_DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_DIGESTS[key] = h.hexdigest()
+        _FILE_DIGESTS[key] = sha256_file(path)
     return _FILE_DIGESTS[key]
 
 

@@ -238,8 +238,25 @@ def load_weights(module: nn.Module, folder: str | os.PathLike) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing")
     state = load_file(str(path))
+    check_finite(state, path)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{path}: does not fit the model its config describes: {e}") from None
+
+
+def check_finite(tensors: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse NaN or an infinity in any floating tensor of ``tensors``, read from ``path``:
+    the error names the file and the tensor (a weight like that turns every score it
+    touches into NaN, which ranks as nothing)."""
+    import torch
+
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = ~torch.isfinite(t)
+            kinds = [k for k, hit in (("nan", torch.isnan(t).any()), ("+inf", (t == torch.inf).any()),
+                                      ("-inf", (t == -torch.inf).any())) if bool(hit)]
+            raise ValueError(f"{path}: tensor {name!r} has {int(bad.sum())} non-finite value(s) "
+                             f"({', '.join(kinds)}) of {t.numel()}; the file is corrupt or the model "
+                             f"diverged in training")
 

@@ -8,8 +8,11 @@
 
 Heads are routes named by platform (``nn.ModuleDict``s, as sentence-transformers' Router).
 ``save_pretrained`` writes one folder per part (config.json + model.safetensors) and a
-``manifest.json`` naming each part's type, the encoders' fingerprints and library versions;
-``from_pretrained`` rebuilds from it. Item features and external vectors are data, not
+``manifest.json`` naming each part's type, the encoders' fingerprints, library versions and
+the sha256 of every file it wrote; ``from_pretrained`` checks each file against its hash
+(a changed file is refused, naming it), rebuilds the model from the manifest and refuses a
+weight that is NaN or infinite (naming the file and the tensor). A folder saved before the
+hashes were recorded still loads, with a warning that it is unverified. Item features and external vectors are data, not
 weights: set them again after loading (``set_item_features`` / ``set_item_vectors``).
 
 Training: call the model itself, ``model(items, mask, platform, target, item_idx)`` ->
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 import platform as _platform
+import warnings
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -32,15 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusion.files import sha256_file
 from fusion.adapters import Adapter, create_adapter
-from fusion.config import (CONFIG_FILE, FusionConfig, InterestConfig, TargetConfig, check_name,
-                           from_dict, load_weights, read_config, read_json, read_manifest, write_json)
+from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConfig, TargetConfig,
+                           check_name, from_dict, load_weights, read_config, read_json, read_manifest,
+                           write_json)
 from fusion.items import ItemSpace
 from fusion.transformer import FusionTransformer
 
 MANIFEST = "manifest.json"
 FORMAT = "multimodal-interest/interest-model"
 FORMAT_VERSION = 1
+HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file save_pretrained wrote
 
 
 class InterestModel(nn.Module):
@@ -204,7 +211,7 @@ class InterestModel(nn.Module):
                               "platform": p, "path": f"{role}s/{p}"})
         write_json(folder / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                        "parts": parts, "encoder_fingerprints": self.encoder_fingerprints,
-                                       "versions": _versions()})
+                                       "versions": _versions(), HASHES: _hash_parts(folder, parts)})
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike,
@@ -217,6 +224,7 @@ class InterestModel(nn.Module):
         manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
                                  "not a saved InterestModel (or its save was interrupted)")
         parts = manifest["parts"]
+        verify_files(folder, manifest)
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
                    if p["role"] == "item_space"}
@@ -231,6 +239,53 @@ class InterestModel(nn.Module):
                            "item_adapter": model.item_adapters}[p["role"]]
                 load_weights(modules[p["platform"]], folder / p["path"])
         return model.to(device) if device is not None else model
+
+
+def _part_files(parts: list[dict]) -> list[str]:
+    """The files ``from_pretrained`` reads: each part's config and weights."""
+    return [f"{p['path']}/{name}" for p in parts for name in (CONFIG_FILE, WEIGHTS_FILE)]
+
+
+def _hash_parts(folder: Path, parts: list[dict]) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file in the parts' folders."""
+    files = sorted({f for p in parts for f in (folder / p["path"]).iterdir()
+                    if f.is_file() and not f.name.startswith(".")})
+    return {f.relative_to(folder).as_posix(): sha256_file(f) for f in files}
+
+
+def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Check every file the manifest of the model in ``folder`` records against its sha256
+    (a changed, missing or unrecorded file is refused, naming it); a manifest without hashes
+    (saved by an older version) passes with a warning that the files are unverified."""
+    folder = Path(folder)
+    recorded = manifest.get(HASHES)
+    if recorded is None:
+        warnings.warn(f"{folder / MANIFEST}: records no file hashes (saved by an older version): the "
+                      f"model's files are loaded unverified; save it again to record them", stacklevel=3)
+        return
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{folder / MANIFEST}: {HASHES!r} must map file paths to sha256 hashes")
+    unrecorded = [f for f in _part_files(manifest["parts"]) if f not in recorded]
+    if unrecorded:
+        raise ValueError(f"{folder / unrecorded[0]}: not recorded in {folder / MANIFEST}; the "
+                         f"manifest was edited or the save is incomplete")
+    for relative, want in recorded.items():
+        path = _inside(folder, relative)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (recorded in {folder / MANIFEST})")
+        got = sha256_file(path)
+        if got != want:
+            raise ValueError(f"{path}: sha256 {got} but the model's manifest records {want}: the file "
+                             f"changed after the model was saved (corrupt or edited); save or train "
+                             f"the model again")
+
+
+def _inside(folder: Path, relative: str) -> Path:
+    """``folder / relative``, refusing a manifest path that leads out of ``folder``."""
+    path = folder / relative
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{folder / MANIFEST}: path {relative!r} leads out of the model folder")
+    return path
 
 
 def _target_config(folder: Path, part: dict, parts: list[dict]) -> TargetConfig:

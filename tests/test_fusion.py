@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -279,8 +280,76 @@ def test_load_errors(tmp_path):
     cfg = json.loads((tmp_path / "fusion/config.json").read_text())
     cfg["n_layer"] = 3
     (tmp_path / "fusion/config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"fusion/config.json: sha256 .* but the model's manifest records"):
+        InterestModel.from_pretrained(tmp_path)  # an edit is refused before the file is read
+    rehash(tmp_path)  # as if the manifest had been written after the edit: the config is read
     with pytest.raises(ValueError, match=r"fusion/config.json: .*unknown key\(s\) n_layer"):
         InterestModel.from_pretrained(tmp_path)
+
+
+def rehash(folder: Path) -> None:
+    """Record the files' current sha256 in the model's manifest (what a tamperer who also
+    edits the manifest does), so the checks behind the hash check can be tested."""
+    from fusion.files import sha256_file
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"] = {f: sha256_file(folder / f) for f in manifest["sha256"]}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_every_saved_file_is_hashed_and_a_changed_one_is_refused(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert sorted(manifest["sha256"]) == sorted(f.relative_to(tmp_path).as_posix() for f in tmp_path.rglob("*")
+                                                if f.is_file() and f.name != "manifest.json")
+    weights = tmp_path / "targets/office/model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the weights
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"targets/office/model.safetensors: sha256 \w+ but the model's "
+                                         r"manifest records \w+: the file changed"):
+        InterestModel.from_pretrained(tmp_path)
+    weights.unlink()
+    with pytest.raises(FileNotFoundError, match="targets/office/model.safetensors: missing"):
+        InterestModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("part, tensor, value", [("fusion", "blocks.0.attn.qkv.weight", float("inf")),
+                                                 ("targets/office", "bias", float("nan")),
+                                                 ("adapters/office", None, -float("inf"))])
+def test_a_non_finite_weight_is_refused_naming_file_and_tensor(tmp_path, part, tensor, value):
+    from safetensors.torch import load_file, save_file
+
+    make_model().save_pretrained(tmp_path)
+    path = tmp_path / part / "model.safetensors"
+    state = load_file(path)
+    tensor = tensor if tensor in state else next(k for k, v in state.items() if v.is_floating_point())
+    state[tensor].view(-1)[0] = value
+    save_file(state, path)  # a valid file, and a valid manifest: only the value is wrong
+    rehash(tmp_path)
+    with pytest.raises(ValueError, match=rf"{part}/model.safetensors: tensor '{re.escape(tensor)}' has 1 "
+                                         rf"non-finite value"):
+        InterestModel.from_pretrained(tmp_path)
+
+
+def test_a_model_saved_without_hashes_loads_with_a_warning(tmp_path):
+    model = make_model().eval()
+    model.save_pretrained(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    del manifest["sha256"]  # as the code before the hashes wrote it
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="records no file hashes .* loaded unverified"):
+        loaded = InterestModel.from_pretrained(tmp_path).eval()
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_a_manifest_path_out_of_the_folder_is_refused(tmp_path):
+    make_model().save_pretrained(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m/manifest.json").read_text())
+    manifest["sha256"]["../elsewhere.json"] = "0" * 64
+    (tmp_path / "m/manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"path '../elsewhere.json' leads out of the model folder"):
+        InterestModel.from_pretrained(tmp_path / "m")
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -17,6 +17,8 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from fusion.files import sha256_file
+
 log = logging.getLogger(__name__)
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
@@ -36,17 +38,9 @@ class ChecksumMismatch(ValueError):
     """A fetched file is not the published one."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_sha256(data_or_path: bytes | Path, expected: str, what: str) -> None:
     got = (hashlib.sha256(data_or_path).hexdigest() if isinstance(data_or_path, bytes)
-           else sha256_of(data_or_path))
+           else sha256_file(data_or_path))
     if got != expected:
         raise ChecksumMismatch(f"{what}: sha256 {got}, expected {expected}; the file is not the "
                                "published one (corrupt or changed); delete it and fetch again")
@@ -74,7 +68,7 @@ def download(url: str, dest: Path, sha256: str | None = None, hint: str = "") ->
             part.unlink()
             raise
     else:
-        log.warning("%s has no pinned checksum; sha256 of this copy: %s", url, sha256_of(part))
+        log.warning("%s has no pinned checksum; sha256 of this copy: %s", url, sha256_file(part))
     os.replace(part, dest)
     return dest
 
