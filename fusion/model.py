@@ -216,15 +216,18 @@ class InterestModel(nn.Module):
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike,
                         encoder_fingerprints: dict[str, str] | None = None,
-                        device: str | torch.device | None = None) -> InterestModel:
+                        device: str | torch.device | None = None, verify: bool = True) -> InterestModel:
         """Load a model written by :meth:`save_pretrained`. With ``encoder_fingerprints``
         (modality -> fingerprint of the vectors you will feed it, e.g. the embedding store's),
-        refuse a model trained on other encoders."""
+        refuse a model trained on other encoders. ``verify=False`` skips the files' hash check:
+        only for a caller that has checked every file of :func:`saved_files` itself (a bundle,
+        against its own manifest); the weights are checked finite either way."""
         folder = Path(folder)
         manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
                                  "not a saved InterestModel (or its save was interrupted)")
         parts = manifest["parts"]
-        verify_files(folder, manifest)
+        if verify:
+            verify_files(folder, manifest)
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
                    if p["role"] == "item_space"}
@@ -244,6 +247,15 @@ class InterestModel(nn.Module):
 def _part_files(parts: list[dict]) -> list[str]:
     """The files ``from_pretrained`` reads: each part's config and weights."""
     return [f"{p['path']}/{name}" for p in parts for name in (CONFIG_FILE, WEIGHTS_FILE)]
+
+
+def saved_files(folder: str | os.PathLike) -> list[str]:
+    """The files (relative to ``folder``) that ``from_pretrained`` reads: the manifest, and
+    each part's config and weights."""
+    folder = Path(folder)
+    manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
+                             "not a saved InterestModel (or its save was interrupted)")
+    return [MANIFEST, *_part_files(manifest["parts"])]
 
 
 def _hash_parts(folder: Path, parts: list[dict]) -> dict[str, str]:

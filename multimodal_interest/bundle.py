@@ -17,8 +17,12 @@ no dataset::
       index/<platform>.<kind>.faiss  FAISS indexes (flat, ivf, hnsw) over the target items
 
 Everything is safetensors or JSON (no pickle); the manifest is written last and the folder
-is renamed into place, so a bundle that exists is whole. :meth:`Bundle.load` refuses a
-bundle whose model files no longer match the fingerprint in its manifest.
+is renamed into place, so a bundle that exists is whole. The manifest records the sha256 of
+every file in the bundle (model, items, features, targets, indexes); :meth:`Bundle.load`
+checks each one before anything is read, refuses a changed, missing or unrecorded file
+naming it, and refuses NaN or infinite item vectors, biases and features naming the file
+and the tensor. A bundle written before the hashes were recorded (format version 1) is
+refused with the command that re-exports it.
 
 The model fingerprint (:func:`model_fingerprint`) identifies the model's function: a
 sha256 over its weights and part configs and the manifest's parts and encoder
@@ -39,7 +43,9 @@ import numpy as np
 import torch
 
 from fusion import InterestModel
-from fusion.config import check_name, read_json, read_manifest, write_json
+from fusion.config import check_finite, check_name, read_json, read_manifest, write_json
+from fusion.files import sha256_file
+from fusion.model import saved_files
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRetriever, Retriever,
                                            TargetItems, recall_at_k)
@@ -48,8 +54,10 @@ from multimodal_interest.store import EmbeddingStore
 log = logging.getLogger(__name__)
 
 FORMAT = "multimodal-interest/bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the manifest records every file's sha256
 MANIFEST = "manifest.json"
+HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file of the bundle
+REEXPORT = "re-export it with `mmi export-index` (or Bundle.build(...).save(...))"
 TASK_FILE = "task.json"  # written by training into its run folder
 ID = "id"
 APPROXIMATE = ("ivf", "hnsw")  # index kinds that may miss true top items
@@ -63,18 +71,10 @@ def model_fingerprint(folder: str | Path) -> str:
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         if path.is_file() and (path.name.endswith(".safetensors") or path.name == "config.json"):
-            h.update(f"{path.relative_to(folder).as_posix()}\0{_sha256(path)}\n".encode())
+            h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     kept = {k: manifest.get(k) for k in ("format", "format_version", "parts", "encoder_fingerprints")}
     h.update(json.dumps(kept, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def find_model_folder(path: str | Path) -> Path:
@@ -195,7 +195,8 @@ class Bundle:
             platforms[p] = spec
         write_json(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                     "model": {"path": "model", "fingerprint": self.fingerprint},
-                                    "info": self.info, "platforms": platforms, "indexes": entries})
+                                    "info": self.info, "platforms": platforms, "indexes": entries,
+                                    HASHES: _hash_files(tmp)})
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -209,30 +210,23 @@ class Bundle:
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
-                                 "not a bundle (make one with `mmi export-index`)")
+        manifest = _read_bundle_manifest(folder)
+        _verify_files(folder, manifest)
         model_dir = folder / "model"
         fingerprint = model_fingerprint(model_dir)
         if fingerprint != manifest["model"]["fingerprint"]:
             raise ValueError(f"{model_dir}: the model files do not match the bundle's manifest "
                              f"(fingerprint {fingerprint}, manifest {manifest['model']['fingerprint']}); "
-                             f"rebuild the bundle")
-        model = InterestModel.from_pretrained(model_dir).eval().requires_grad_(False)
+                             f"{REEXPORT}")
+        model = InterestModel.from_pretrained(model_dir, verify=False).eval().requires_grad_(False)
         ids, targets = {}, {}
         for p, spec in manifest["platforms"].items():
             check_name("platform", p)
-            ids[p] = read_json(_inside(folder, spec["items"]))
-            if not isinstance(ids[p], list) or len(ids[p]) != spec["n_items"]:
-                raise ValueError(f"{folder / spec['items']}: expected a list of {spec['n_items']} item ids")
+            ids[p] = _read_item_ids(folder, spec)
             if "features" in spec:
-                vectors, present = _split_features(load_file(_inside(folder, spec["features"])))
-                model.set_item_features(p, vectors, present)
+                _attach_features(model, p, _inside(folder, spec["features"]))
             if "target" in spec:
-                t = load_file(_inside(folder, spec["target"]))
-                targets[p] = TargetItems(t["vectors"], t["bias"], float(t["scale"][0]))
-                if len(targets[p]) != len(ids[p]):
-                    raise ValueError(f"{folder / spec['target']}: {len(targets[p])} vectors for "
-                                     f"{len(ids[p])} item ids")
+                targets[p] = _read_target(model, p, _inside(folder, spec["target"]), len(ids[p]))
         return cls(model, model_dir, fingerprint, ids, targets, manifest.get("info", {}), folder,
                    manifest.get("indexes", []))
 
@@ -279,9 +273,11 @@ class Bundle:
                 log.info("no saved %s index for %r: building one in memory", kind, platform)
                 self._built[platform, kind] = FaissRetriever.build(kind, items)
             return self._built[platform, kind]
-        index = FaissRetriever.load(_inside(self.folder, saved["path"]), kind)
-        if index.n_items != len(items):
-            raise ValueError(f"{self.folder / saved['path']}: {index.n_items} items, the bundle {len(items)}")
+        path = _inside(self.folder, saved["path"])
+        index = FaissRetriever.load(path, kind)
+        if index.n_items != len(items) or index.index.d != items.dim + 1:
+            raise ValueError(f"{path}: {index.n_items} items of width {index.index.d}; the bundle's "
+                             f"targets have {len(items)} of width {items.dim} + 1 (bias)")
         return index
 
 
@@ -339,6 +335,98 @@ def _training_task(model_dir: Path, model: InterestModel, dataset: CrossPlatform
                          f"trained on; give the split (--split)")
     source, target = model.fusion.config.platforms[:2]
     return source, target, split
+
+
+def _read_bundle_manifest(folder: Path) -> dict:
+    """The bundle's manifest; one written before file hashes (version 1) is refused."""
+    path = folder / MANIFEST
+    if path.is_file():
+        old = read_json(path)
+        if isinstance(old, dict) and old.get("format") == FORMAT and old.get("format_version") == 1:
+            raise ValueError(f"{path}: a bundle of format version 1, whose manifest records no file "
+                             f"hashes, so its files cannot be verified; {REEXPORT}")
+    manifest = read_manifest(path, FORMAT, FORMAT_VERSION, "not a bundle (make one with `mmi export-index`)")
+    if not isinstance(manifest.get(HASHES), dict):
+        raise ValueError(f"{path}: {HASHES!r} must map every file of the bundle to its sha256; {REEXPORT}")
+    return manifest
+
+
+def _hash_files(root: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``root`` but the manifest."""
+    files = sorted(f for f in root.rglob("*") if f.is_file() and f != root / MANIFEST)
+    return {f.relative_to(root).as_posix(): sha256_file(f) for f in files}
+
+
+def _read_files(folder: Path, manifest: dict) -> list[str]:
+    """Every file (relative to ``folder``) that loading and serving the bundle reads."""
+    specs = manifest["platforms"].values()
+    files = [spec[key] for spec in specs for key in ("items", "features", "target") if key in spec]
+    files += [e["path"] for e in manifest.get("indexes", [])]
+    return files + [f"model/{f}" for f in saved_files(folder / "model")]
+
+
+def _verify_files(folder: Path, manifest: dict) -> None:
+    """Every file the manifest records has its sha256, and every file the bundle reads is
+    recorded; else an error naming the file."""
+    recorded = manifest[HASHES]
+    for relative, want in recorded.items():
+        path = Path(_inside(folder, relative))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (recorded in {folder / MANIFEST}); {REEXPORT}")
+        got = sha256_file(path)
+        if got != want:
+            raise ValueError(f"{path}: sha256 {got} but the bundle's manifest records {want}: its bytes "
+                             f"do not match the bundle's manifest (corrupt, or edited after export); "
+                             f"{REEXPORT}")
+    unrecorded = [f for f in _read_files(folder, manifest) if f not in recorded]
+    if unrecorded:
+        raise ValueError(f"{folder / unrecorded[0]}: not recorded in {folder / MANIFEST}, so it cannot be "
+                         f"verified; {REEXPORT}")
+
+
+def _read_item_ids(folder: Path, spec: dict) -> list[str]:
+    """A platform's item ids: a list of ``n_items`` distinct strings."""
+    path = _inside(folder, spec["items"])
+    ids = read_json(path)
+    if not isinstance(ids, list) or len(ids) != spec["n_items"] or not all(isinstance(x, str) for x in ids):
+        raise ValueError(f"{path}: expected a list of {spec['n_items']} item id strings")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: item ids repeat ({len(ids) - len(set(ids))} duplicate(s))")
+    return ids
+
+
+def _attach_features(model: InterestModel, platform: str, path: str) -> None:
+    """Give ``model`` the history platform's encoder vectors from the file at ``path``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    check_finite(tensors, path)
+    vectors, present = _split_features(tensors)
+    try:
+        model.set_item_features(platform, vectors, present)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _read_target(model: InterestModel, platform: str, path: str, n_items: int) -> TargetItems:
+    """What scoring ``platform`` needs, from the file at ``path``: finite vectors ``[N, D_P]``
+    of the model's query width, bias ``[N]`` and scale."""
+    from safetensors.torch import load_file
+
+    t = load_file(path)
+    missing = {"vectors", "bias", "scale"} - set(t)
+    if missing:
+        raise ValueError(f"{path}: no tensor(s) {sorted(missing)}")
+    check_finite(t, path)
+    try:
+        items = TargetItems(t["vectors"].float(), t["bias"].float(), float(t["scale"].reshape(-1)[0]))
+    except (ValueError, IndexError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    width = model.config.targets[platform].external_dim or model.fusion.config.dim
+    if len(items) != n_items or items.dim != width:
+        raise ValueError(f"{path}: {len(items)} vectors of width {items.dim}; the bundle has {n_items} "
+                         f"item ids and the model's queries width {width}")
+    return items
 
 
 def _inside(folder: Path, relative: str) -> str:

@@ -20,6 +20,7 @@ already has).
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +213,21 @@ class FaissRetriever(Retriever):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing FAISS index")
         flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP if kind == "ivf" else faiss.IO_FLAG_MMAP_IFC)
-        return cls(faiss.read_index(str(path), flags), kind)
+        try:
+            index = faiss.read_index(str(path), flags)
+        except RuntimeError as e:  # FAISS's C++ exception, with a stack of its source lines
+            raise ValueError(f"{path}: not a readable FAISS index ({_faiss_reason(e)}); the file is "
+                             f"corrupt: re-export the bundle with `mmi export-index`") from None
+        expected = {"flat": faiss.IndexFlat, "ivf": faiss.IndexIVF, "hnsw": faiss.IndexHNSW}[kind]
+        if not isinstance(index, expected):
+            raise ValueError(f"{path}: a FAISS {type(index).__name__}, not a {kind} index")
+        return cls(index, kind)
+
+
+def _faiss_reason(e: RuntimeError) -> str:
+    """The reason in FAISS's C++ error text, without its source location."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", lines[0])[:300]
 
 
 def recall_at_k(approx: Retriever, exact: Retriever, queries: torch.Tensor | np.ndarray,

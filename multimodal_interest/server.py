@@ -10,7 +10,9 @@
 Requests are validated by pydantic models (strict types, no unknown fields, bounded sizes:
 :data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`, :data:`MAX_EXPLAIN`); their 422
 lists pydantic's errors (without the quoted input where it holds NaN or an infinity, which
-Python's JSON reads and strict JSON cannot write). A request the model cannot serve
+Python's JSON reads and strict JSON cannot write; a lone surrogate, which JSON's ``\ud800``
+escape can carry but UTF-8 cannot, is shown backslash-escaped), so no request body makes the
+error handler itself fail. A request the model cannot serve
 (:class:`~multimodal_interest.recommend.RequestError`: unknown platform, items or user; an
 :class:`~multimodal_interest.interest.InterestDocumentError`) gets 422 with the reason in
 ``detail``; any other error is a bug, and a 500. A body that is not JSON gets 422 (400 when
@@ -101,7 +103,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         try:
             return call(*args, **kwargs)
         except (RequestError, InterestDocumentError) as e:  # the request cannot be served: say why
-            raise HTTPException(status_code=422, detail=str(e)) from None
+            raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -131,13 +133,32 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 
 def _strict(error: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic error without the request's ``input`` it quotes if that holds NaN or an
-    infinity: Python's JSON reads them, but strict JSON has no such numbers to answer with."""
+    """A pydantic error as strict UTF-8 JSON: without the request's ``input`` it quotes if that
+    holds NaN or an infinity (Python's JSON reads them, but strict JSON has no such numbers to
+    answer with), and with lone surrogates in any string (input, field names in ``loc``)
+    backslash-escaped."""
+    error = _utf8_safe(error)
     try:
         json.dumps(error, allow_nan=False)
         return error
     except ValueError:
         return {k: v for k, v in error.items() if k != "input"}
+
+
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with every string (and dict key) that UTF-8 cannot encode -- a lone surrogate,
+    which the JSON escape ``\ud800`` yields -- backslash-escaped; anything else as it is."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_utf8_safe(v) for v in value]
+    return value
 
 
 class BodyLimit:
