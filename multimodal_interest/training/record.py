@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.training.checkpoint import refuse_old_format
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 
@@ -37,7 +38,9 @@ def trained_with(task: ColdStartTask, features: ItemFeatures, config: TrainConfi
 
 def check_resumable(checkpoint: Path, current: dict[str, Any]) -> None:
     """Refuse to resume ``checkpoint`` unless it was trained as ``current`` (:func:`trained_with`)
-    says; the error names each difference and how to start afresh."""
+    says; the error names each difference and how to start afresh. A checkpoint in
+    accelerate's pickle format (an older version's) is refused too: it is never loaded."""
+    refuse_old_format(checkpoint)
     record = checkpoint / RECORD_FILE
     afresh = (f"start afresh in a new output folder, or delete {checkpoint.parent} "
               f"(`mmi train --no-resume` does that too)")

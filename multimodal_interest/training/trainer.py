@@ -1,13 +1,15 @@
 """Training an :class:`~fusion.InterestModel` on a cold-start task, with accelerate.
 
 Shaped like accelerate's examples: one ``Accelerator`` (mixed precision, gradient
-accumulation, trackers), one ``prepare``, ``accumulate`` around each step, ``save_state`` /
-``load_state`` for checkpoints and ``skip_first_batches`` to resume mid-epoch. After each
-epoch the model is scored on the validation users (cold on the target) and the best one is
-saved with ``save_pretrained``; training stops after ``patience`` epochs without progress.
-Re-running into the same folder resumes its last checkpoint, provided it was trained on the
-same task, item features and settings (see :mod:`~multimodal_interest.training.record` for
-the few settings that may change); anything else is refused, never silently resumed.
+accumulation, trackers), one ``prepare``, ``accumulate`` around each step and
+``skip_first_batches`` to resume mid-epoch. Checkpoints are our own
+(:mod:`~multimodal_interest.training.checkpoint`): safetensors and JSON only, verified before
+use, never a pickle (accelerate's ``save_state`` pickles the RNG and custom states). After
+each epoch the model is scored on the validation users (cold on the target) and the best one
+is saved with ``save_pretrained``; training stops after ``patience`` epochs without progress.
+Re-running into the same folder resumes its last good checkpoint, provided it was trained on
+the same task, item features and settings (see :mod:`~multimodal_interest.training.record`
+for the few settings that may change); anything else is refused, never silently resumed.
 
 Output folder::
 
@@ -15,8 +17,13 @@ Output folder::
     task.json          the task: dataset, split, source, target (what serving bundles need)
     model/             the best model so far (save_pretrained), replaced atomically
     log.jsonl          one line per epoch: losses, validation NDCG@10, time
-    checkpoints/step-N the latest full training state (model, optimizer, RNG, progress) and
-                       trained_with.json (task, encoder fingerprints, config it was trained with)
+    checkpoints/
+      step-N           the full training state: weights.safetensors, optimizer.safetensors +
+                       optimizer.json, progress.json, accelerator.json, rng-r<rank>.json (one per
+                       process), trained_with.json (task, encoder fingerprints, config) and
+                       manifest.json (sha256 of each file); the newest two are kept
+      tmp-N            a checkpoint being written (removed at start if a save did not finish)
+      rejected-step-N  a checkpoint that failed verification on resume (moved aside, not read)
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -38,6 +45,9 @@ from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.parallel import accelerator_for
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training.batches import BatchPlanner
+from multimodal_interest.training.checkpoint import (PROGRESS_FILE, CheckpointError, choose_checkpoint,
+                                                     latest_checkpoint as _latest, remove_partial, restore,
+                                                     save_checkpoint)
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.model import attach_features, build_model, freeze_all_but_target_head
@@ -46,6 +56,8 @@ from multimodal_interest.training.record import RECORD_FILE, TASK_FILE, check_re
 from multimodal_interest.training.scoring import valid_ndcg10
 
 logger = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
 
 Evaluate = Callable[[InterestModel, ColdStartTask, np.ndarray], float]
 
@@ -78,6 +90,11 @@ class Progress:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
+        """Raises ValueError unless ``state`` has exactly this dataclass's fields."""
+        names = {f.name for f in fields(self)}
+        if set(state) != names:
+            raise ValueError(f"progress fields differ: missing {sorted(names - set(state))}, "
+                             f"unknown {sorted(set(state) - names)}")
         for k, v in state.items():
             setattr(self, k, v)
 
@@ -117,9 +134,12 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
     check_trackers(acc, config)
     record = trained_with(task, features, config)
-    ckpt = latest_checkpoint(out) if resume else None
+    if acc.is_main_process:
+        remove_partial(out / CHECKPOINTS)
+    acc.wait_for_everyone()
+    ckpt = choose_checkpoint(acc, out / CHECKPOINTS) if resume else None
     if ckpt is not None:
-        check_resumable(ckpt, record)
+        check_resumable(ckpt.folder, record)
     evaluate = evaluate or partial(valid_ndcg10, batch_size=config.eval_batch_size)
     set_seed(config.seed)
     if len(task.valid_users) == 0:
@@ -139,16 +159,14 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     optimizer = optimizer_for(objective, config)
     objective, optimizer = acc.prepare(objective, optimizer)
     state = Progress()
-    acc.register_for_checkpointing(state)
     if acc.is_main_process:
         if not resume:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
         atomic_write_bytes(out / TASK_FILE, (json.dumps(task_identity(task)) + "\n").encode())
     if ckpt is not None:
-        acc.load_state(str(ckpt))
-        logger.info("resumed from %s (epoch %d, step %d)", ckpt, state.epoch, state.step_in_epoch)
+        resume_from(acc, ckpt, objective, optimizer, state)
     if config.log_with:
         acc.init_trackers(out.name, config=config.to_dict())
 
@@ -180,10 +198,12 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
                 state.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save_checkpoint(acc, out, state.global_step, record)
+                save_checkpoint(acc, out / CHECKPOINTS, state.global_step, objective, optimizer,
+                                state.state_dict(), {RECORD_FILE: record})
         state.seconds += time.perf_counter() - t0
         _end_epoch(acc, objective, task, evaluate, state, out, config)
-        save_checkpoint(acc, out, state.global_step, record)
+        save_checkpoint(acc, out / CHECKPOINTS, state.global_step, objective, optimizer, state.state_dict(),
+                        {RECORD_FILE: record})
 
     acc.wait_for_everyone()
     if config.log_with:
@@ -244,23 +264,15 @@ def save_model_atomically(model: InterestModel, folder: Path) -> None:
 
 
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
+    """The run folder ``out``'s newest ``checkpoints/step-N``, unverified (None if none)."""
+    return _latest(out / CHECKPOINTS)
 
 
-def save_checkpoint(acc, out: Path, step: int, record: dict) -> None:
-    """``save_state`` and ``record`` (what it was trained with) into a temporary folder, renamed
-    into place once whole; older ones go."""
-    folder = out / "checkpoints"
-    tmp = folder / f"tmp-{step}"
-    acc.save_state(str(tmp))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        (tmp / RECORD_FILE).write_text(json.dumps(record, indent=1) + "\n")
-        final = folder / f"step-{step}"
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        for old in folder.iterdir():
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-    acc.wait_for_everyone()
+def resume_from(acc, ckpt, objective, optimizer, state: Progress) -> None:
+    """Load a verified checkpoint into the prepared objective and optimizer, the RNGs and ``state``."""
+    restore(acc, ckpt, objective, optimizer)
+    try:
+        state.load_state_dict(ckpt.progress)
+    except ValueError as exc:
+        raise CheckpointError(ckpt.folder / PROGRESS_FILE, str(exc)) from None
+    logger.info("resumed from %s (epoch %d, step %d)", ckpt.folder, state.epoch, state.step_in_epoch)
