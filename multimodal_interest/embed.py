@@ -4,19 +4,26 @@ Incremental and restartable: an item is encoded only when the store has no row f
 with the same content hash, and vectors are written in whole shards of ``shard_size`` items,
 so a killed job, run again, encodes exactly what is missing. Under ``accelerate launch`` the
 work is split across processes, each writing its own shards.
+
+A job holds its vector set's lock (:meth:`VectorSet.writer_lock`) from reading the stored
+content hashes to writing its last shard, so a second job on the same store waits and then
+finds the items done; the processes of one launch are one job. Before reading, the job moves
+bad shards (changed, cut short, of another width) to quarantine: their items are encoded again,
+and the summary lists them.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
 from encoders import Encoder
-from multimodal_interest.catalog import Catalog, RowError, encoder_input
-from multimodal_interest.store import EmbeddingStore, atomic_write_bytes
+from multimodal_interest.catalog import MAX_TEXT_CHARS, Catalog, RowError, encoder_input
+from multimodal_interest.store import EmbeddingStore, VectorSet, atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ class ModalityReport:
     reused: int = 0  # already in the store with the same content
     failed: int = 0
     seconds: float = 0.0
+    quarantined: list[str] = field(default_factory=list)  # bad shards moved aside: "path (why)"
 
     @property
     def items_per_s(self) -> float:
@@ -49,6 +57,7 @@ class EmbedSummary:
     errors: list[RowError] = field(default_factory=list)
     seconds: float = 0.0
     errors_file: str | None = None
+    truncated_texts: int = 0  # items whose text was cut to catalog.MAX_TEXT_CHARS
 
     def format(self, max_errors: int = 10) -> str:
         lines = [f"{self.catalog} -> platform {self.platform!r} in {self.seconds:.1f}s"]
@@ -57,6 +66,13 @@ class EmbedSummary:
         for m in self.modalities:
             lines.append(f"  {m.modality:<10}{m.encoder:<22}{m.items:>8}{m.encoded:>9}{m.reused:>8}"
                          f"{m.failed:>8}{m.items_per_s:>9.1f}")
+        for m in self.modalities:
+            if m.quarantined:
+                lines.append(f"  {m.modality}: {len(m.quarantined)} bad shard(s) quarantined, "
+                             f"their items encoded again:")
+                lines += [f"    {q}" for q in m.quarantined]
+        if self.truncated_texts:
+            lines.append(f"  {self.truncated_texts} item(s) with text cut to {MAX_TEXT_CHARS:,} characters")
         if self.errors:
             lines.append(f"  {len(self.errors)} item(s) skipped:")
             lines += [f"    {e}" for e in self.errors[:max_errors]]
@@ -91,6 +107,8 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
         errors += slot_errors
     summary = EmbedSummary(str(catalog.path), platform, reports, errors,
                            time.perf_counter() - start)
+    if any(e.reads == "text" for e in encoders.values()):
+        summary.truncated_texts = len(catalog.truncated)
     if state.is_main_process:
         path = store.root / platform / ERRORS_FILE
         atomic_write_bytes(path, "".join(json.dumps(asdict(e)) + "\n" for e in errors).encode())
@@ -117,15 +135,44 @@ def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: st
         return report, checked
     with state.main_process_first():  # one process writes the manifest, the others read it
         vectors = store.open(platform, slot, encoder)
-    stored = vectors.content_hashes()
-    state.wait_for_everyone()  # all processes split the same to-do list: none has written yet
-    todo = [x for x in inputs if stored.get(catalog.item_id(x[0])) != x[2]]
-    report.reused = len(inputs) - len(todo)
-    failed: list[RowError] = []  # this process's encoding failures
+    with ExitStack() as held:
+        stored = _stored_hashes(vectors, state, report, held)
+        state.wait_for_everyone()  # all processes split the same to-do list: none has written yet
+        todo = [x for x in inputs if stored.get(catalog.item_id(x[0])) != x[2]]
+        report.reused = len(inputs) - len(todo)
+        t0 = time.perf_counter()
+        failed = _encode(catalog, todo, vectors, slot, encoder, state, report, batch_size,
+                         shard_size, num_workers, f"{platform}/{slot}", show_progress)
+        report.seconds = time.perf_counter() - t0
+        state.wait_for_everyone()  # every process's shards are in place before the lock goes
+    if state.num_processes > 1:
+        failed = _gather(report, failed)
+    report.failed = len(checked) + len(failed)
+    return report, checked + failed
+
+
+def _stored_hashes(vectors: VectorSet, state, report: ModalityReport, held: ExitStack) -> dict[str, str]:
+    """item_id -> content hash of the store's row. The main process locks the set for the
+    job (another `mmi embed` on it waits, then finds its items done) and repairs it: bad
+    shards are quarantined, so their items are encoded again. The others read it after that."""
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return vectors.content_hashes()
+    held.enter_context(vectors.writer_lock())
+    repair = vectors.repair()
+    report.quarantined = [f"{bad.path} ({bad.reason})" for bad in repair.quarantined]
+    state.wait_for_everyone()
+    return repair.hashes
+
+
+def _encode(catalog: Catalog, todo: list, vectors: VectorSet, slot: str, encoder: Encoder, state,
+            report: ModalityReport, batch_size: int, shard_size: int, num_workers: int | None,
+            desc: str, show_progress: bool) -> list[RowError]:
+    """Encode this process's part of ``todo`` in shards of ``shard_size``; its failures."""
+    failed: list[RowError] = []
     chunks = [todo[s:s + shard_size] for s in range(0, len(todo), shard_size)]
-    t0 = time.perf_counter()
     with state.split_between_processes(chunks) as mine, \
-            tqdm(total=sum(len(c) for c in mine), desc=f"{platform}/{slot}", unit="item",
+            tqdm(total=sum(len(c) for c in mine), desc=desc, unit="item",
                  disable=not (show_progress and state.is_main_process)) as bar:
         for chunk in mine:
             result = encoder.encode_with_errors([x for _, x, _ in chunk], batch_size=batch_size,
@@ -137,11 +184,7 @@ def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: st
             failed += [catalog.error(chunk[i][0], slot, reason) for i, reason in sorted(result.errors.items())]
             report.encoded += len(result.ok)
             bar.update(len(chunk))
-    report.seconds = time.perf_counter() - t0
-    if state.num_processes > 1:
-        failed = _gather(report, failed)
-    report.failed = len(checked) + len(failed)
-    return report, checked + failed
+    return failed
 
 
 def _gather(report: ModalityReport, failed: list[RowError]) -> list[RowError]:
