@@ -5,8 +5,11 @@ columns, and optional image and audio path columns (paths relative to the catalo
 A text cell is text, a number, or (a JSON array, a Parquet list) a list of them, which the
 text rule joins with ", ". Problems with single rows (an empty id, a duplicate id, a cell
 holding an object or a nested list) are collected as :class:`RowError` with file and row,
-and the rest of the catalog goes on; a problem with the whole file (it cannot be parsed, a
-named column is missing) raises :class:`CatalogError`.
+and the rest of the catalog goes on; a problem with the whole file (it cannot be parsed, is
+not UTF-8, a named column is missing, a text column holds numeric vectors) raises
+:class:`CatalogError`. Media paths follow the one rule of :mod:`multimodal_interest.data.paths`
+(real path, links followed, inside the catalog's folder); an item's text is cut to
+:data:`MAX_TEXT_CHARS` characters, and the cut items are counted (:attr:`Catalog.truncated`).
 """
 from __future__ import annotations
 
@@ -23,9 +26,15 @@ import numpy as np
 import pandas as pd
 
 from encoders.text import combine_text_fields
+from multimodal_interest.data.paths import media_file
+from multimodal_interest.data.tables import find_bad_utf8
 
 ID_COLUMN = "item_id"
 READERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+# Longest text an item gives its encoder, in characters. The text encoders read at most a
+# few hundred tokens (all-MiniLM-L6-v2: 256, CLIP: 77; about 4 characters a token), so
+# 20,000 characters is far beyond what any of them sees, yet a 10 MB cell costs no memory.
+MAX_TEXT_CHARS = 20_000
 
 
 class CatalogError(ValueError):
@@ -65,11 +74,20 @@ def read_table(path: Path) -> pd.DataFrame:
             df = _read_jsonl(path)
         else:
             raise CatalogError(f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     except (pd.errors.ParserError, ValueError, OSError) as e:
         if isinstance(e, CatalogError):
             raise
         raise CatalogError(f"{path}: cannot be read as a {suffix} table: {e}") from None
     return df.map(_cell)
+
+
+def _not_utf8(path: Path) -> CatalogError:
+    """The error for a file that is not UTF-8, naming the line of its first bad byte."""
+    bad = find_bad_utf8(path)
+    where = f"{path} line {bad.line}" if bad else str(path)
+    return CatalogError(f"{where}: {bad or 'not valid UTF-8 text'}")
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:
@@ -94,12 +112,24 @@ _LISTS = (list, tuple, np.ndarray)
 
 
 def _cell(value: Any) -> Any:
-    """``value`` as a string or a list of strings; unchanged when it has no such form."""
+    """``value`` as a string or a list of strings; unchanged when it has no such form (an
+    object, a nested list, a list of numbers: a vector, whose NaN must not be dropped)."""
     if isinstance(value, _LISTS):
-        if any(isinstance(v, (_LISTS, dict)) for v in value):
+        if any(isinstance(v, (_LISTS, dict)) for v in value) or numbers(value):
             return value
         return [_scalar(v) for v in value if not _missing(v)]
     return value if isinstance(value, dict) else ("" if _missing(value) else _scalar(value))
+
+
+def numbers(value: Any) -> bool:
+    """A non-empty list of numbers (NaN and None may be among them): a vector, never text."""
+    if not isinstance(value, _LISTS):
+        return False
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        return value.size > 0
+    present = [v for v in value if v is not None]
+    return bool(present) and all(isinstance(v, (int, float, np.integer, np.floating))
+                                 and not isinstance(v, bool) for v in present)
 
 
 def _missing(value: Any) -> bool:
@@ -116,6 +146,9 @@ def cell_problem(value: Any, column: str, lists: bool) -> str | None:
     if isinstance(value, str) or (lists and isinstance(value, list)
                                   and all(isinstance(v, str) for v in value)):
         return None
+    if numbers(value):
+        return (f"column {column!r} holds a list of numbers ({reprlib.repr(_plain(value))}): "
+                "a vector, which is never text")
     if isinstance(value, _LISTS):
         inner = next((v for v in value if isinstance(v, (_LISTS, dict))), None)
         what = "a list" + ("" if inner is None else f" holding a {_kind(inner)}")
@@ -133,7 +166,9 @@ def _plain(value: Any) -> Any:
     """Numpy arrays (Parquet lists) as lists, to be shown as the user wrote them."""
     if isinstance(value, _LISTS):
         return [_plain(v) for v in value]
-    return {k: _plain(v) for k, v in value.items()} if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass
@@ -167,6 +202,7 @@ class Catalog:
         for col in [ID_COLUMN, *text_fields, image_field, audio_field]:
             if col is not None and col not in df.columns:
                 raise CatalogError(f"{path}: missing column {col!r} (columns: {', '.join(df.columns)})")
+        _refuse_vector_columns(path, df, text_fields)
         cat = cls(path, df.reset_index(drop=True), list(text_fields), image_field, audio_field)
         cat._check_ids()
         return cat
@@ -179,6 +215,12 @@ class Catalog:
                   list(spec.text), spec.image, spec.audio, base_dir=dataset.root)
         cat._check_ids()
         return cat
+
+    @property
+    def truncated(self) -> list[int]:
+        """Usable rows whose text was longer than :data:`MAX_TEXT_CHARS` and was cut to it."""
+        cut = self._texts[2]
+        return [row for row in self.usable if row in cut]
 
     def _check_ids(self) -> None:
         cells = self.items[ID_COLUMN].tolist()
@@ -222,33 +264,58 @@ class Catalog:
     def text(self, row: int) -> str:
         """The row's text fields combined by the one rule (:func:`combine_text_fields`).
         ValueError naming the column when a text cell is unusable (:func:`cell_problem`)."""
-        texts, problems = self._texts
+        texts, problems, _ = self._texts
         if row in problems:
             raise ValueError(problems[row])
         return texts[row]
 
     @cached_property
-    def _texts(self) -> tuple[list[str], dict[int, str]]:
-        """Each row's text ('' for an unusable row), and the unusable rows' reasons."""
+    def _texts(self) -> tuple[list[str], dict[int, str], set[int]]:
+        """Each row's text ('' for an unusable row; at most :data:`MAX_TEXT_CHARS`), the
+        unusable rows' reasons, and the rows whose text was cut."""
         texts: list[str] = []
         problems: dict[int, str] = {}
+        cut: set[int] = set()
         for row, record in enumerate(self.items[self.text_fields].to_dict("records")):
             problem = next(filter(None, (cell_problem(record[c], c, lists=True)
                                          for c in self.text_fields)), None)
             if problem:
                 problems[row] = problem
-            texts.append("" if problem else combine_text_fields(record, self.text_fields))
-        return texts, problems
+            text = "" if problem else combine_text_fields(record, self.text_fields)
+            if len(text) > MAX_TEXT_CHARS:
+                text = text[:MAX_TEXT_CHARS]
+                cut.add(row)
+            texts.append(text)
+        return texts, problems, cut
 
     def media_path(self, row: int, column: str) -> Path | None:
-        """The file a media cell names, resolved against the catalog's folder ('' -> None).
-        ValueError naming the column when the cell is not one path (:func:`cell_problem`)."""
+        """The real path of the file a media cell names ('' -> None), checked by the one rule
+        of :func:`~multimodal_interest.data.paths.media_file`: inside :attr:`base_dir`, links
+        followed, and there. ValueError (a path that leaves the folder, a cell that is not one
+        path) or FileNotFoundError, each naming the column."""
         cell = self.items.at[row, column]
         problem = cell_problem(cell, column, lists=False)
         if problem:
             raise ValueError(problem)
         value = cell.strip()
-        return Path(os.path.normpath(self.base_dir / value)) if value else None
+        if not value:
+            return None
+        try:
+            return media_file(self.base_dir, value)
+        except (ValueError, FileNotFoundError) as exc:
+            raise type(exc)(f"column {column!r}: {exc}") from None
+
+
+def _refuse_vector_columns(path: Path, df: pd.DataFrame, text_fields: list[str]) -> None:
+    """CatalogError for a text field whose filled cells are all lists of numbers (a Parquet
+    list<float> column, a JSON array of numbers): vectors are never text."""
+    for column in text_fields:
+        filled = [v for v in df[column] if not (isinstance(v, str) and v == "")]
+        if filled and all(numbers(v) for v in filled):
+            raise CatalogError(
+                f"{path}: column {column!r} holds lists of numbers (vectors), which are never "
+                f"text; leave it out of the text fields (--text-fields), and give vectors as "
+                f"precomputed ones (docs/dataset_format.md, 'Catalog files')")
 
 
 def content_hash(data: str | bytes) -> str:
@@ -280,11 +347,5 @@ def encoder_input(cat: Catalog, row: int, kind: str) -> tuple[Any, str] | None:
     column = cat.image_field if kind == "image" else cat.audio_field
     if column is None:
         return None
-    path = cat.media_path(row, column)
-    if path is None:
-        return None
-    if not path.is_relative_to(cat.base_dir):
-        raise ValueError(f"{column} path {cat.items.at[row, column]!r} leaves {cat.base_dir}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{column} file not found: {path}")
-    return str(path), file_hash(path)
+    path = cat.media_path(row, column)  # the real path that was checked: open that one
+    return None if path is None else (str(path), file_hash(path))

@@ -5,7 +5,6 @@ problems of a folder are collected and raised together as one :class:`DatasetErr
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ import pyarrow.compute as pc
 
 from multimodal_interest.data.errors import Problems
 from multimodal_interest.data.manifest import Manifest, PlatformSpec, read_manifest
-from multimodal_interest.data.tables import Table, read_table
+from multimodal_interest.data.paths import OutsideFolder, inside, media_file
+from multimodal_interest.data.tables import ROW_LIMIT, Table, read_table
 
 REQUIRED = ("user_id", "platform", "item_id")
 TIME_COLUMNS = ("timestamp", "order")
@@ -46,31 +46,20 @@ def load_parts(root: Path) -> Parts:
     return Parts(manifest, items, interactions, user_ids)
 
 
-_PATH_PROBLEMS = {"absolute": "absolute path {value}: paths are relative to the dataset folder",
-                 "escapes": "path {value} escapes the dataset folder",
-                 "missing": "media file {value} not found"}
-
-
-def _escapes(real_root: str, relative: str) -> str | None:
-    """'absolute' or 'escapes' when ``relative`` is no path inside ``real_root`` (a realpath)."""
-    if os.path.isabs(relative):
-        return "absolute"
-    full = os.path.realpath(os.path.join(real_root, relative))  # follows symlinks too
-    return "escapes" if os.path.commonpath([real_root, full]) != real_root else None
-
-
 def _inside(root: Path, relative: str, shown: str, problems: Problems) -> Path | None:
-    """``root / relative`` if it stays inside ``root``; else a problem (and None)."""
-    why = _escapes(os.path.realpath(root), relative)
-    if why:
-        problems.add(shown, _PATH_PROBLEMS[why].format(value=repr(relative)))
+    """The real path of ``relative`` if it stays inside ``root`` (:func:`paths.inside`);
+    else a problem (and None)."""
+    try:
+        return inside(root, relative)
+    except OutsideFolder as exc:
+        problems.add(shown, str(exc))
         return None
-    return root / relative
 
 
 def _table(root: Path, relative: str, problems: Problems, text_columns: tuple) -> Table | None:
     path = _inside(root, relative, relative, problems)
-    return None if path is None else read_table(path, relative, problems, text_columns)
+    fmt = Path(relative).suffix[1:]  # the name as written decides, not a link's target
+    return None if path is None else read_table(path, relative, problems, text_columns, fmt)
 
 
 def _items(root: Path, platform: str, spec: PlatformSpec,
@@ -97,17 +86,22 @@ def _items(root: Path, platform: str, spec: PlatformSpec,
 
 
 def _media(root: Path, table: Table, column: str, problems: Problems) -> pd.Series:
-    """Absolute paths of a media column ('' where an item has none), each checked."""
+    """Real paths of a media column ('' where an item has none), each checked by the one
+    rule of :func:`paths.media_file` (inside the folder, links followed; the file exists)."""
     values = table.text(column, problems, required=False)
-    real_root = os.path.realpath(root)
     out = np.full(len(values), "", dtype=object)
-    why = np.full(len(values), "", dtype=object)
+    bad: list[tuple[int, str]] = []  # (row, why), in file order
     for row, rel in enumerate(values.to_numpy()):
         if rel:
-            out[row] = os.path.realpath(os.path.join(real_root, rel))
-            why[row] = _escapes(real_root, rel) or ("" if os.path.isfile(out[row]) else "missing")
-    for kind, message in _PATH_PROBLEMS.items():
-        table.flag(problems, why == kind, column, message, values)
+            try:
+                out[row] = str(media_file(root, rel))
+            except (OutsideFolder, FileNotFoundError) as exc:
+                bad.append((row, str(exc)))
+    for row, why in bad[:ROW_LIMIT]:
+        problems.add(table.shown, why, column=column, **table.where(row))
+    if len(bad) > ROW_LIMIT:
+        problems.add(table.shown, f"... and {len(bad) - ROW_LIMIT} more rows like these",
+                     column=column)
     return pd.Series(out, dtype="str")
 
 
@@ -117,7 +111,7 @@ def _check_vectors(root: Path, platform: str, name: str, relative: str, ids: pd.
     path = _inside(root, relative, relative, problems)
     if path is None:
         return
-    if path.suffix != ".npz" or not path.is_file():
+    if Path(relative).suffix != ".npz" or not path.is_file():
         problems.add(relative, f"vectors '{name}' of platform '{platform}': expected an existing "
                                ".npz file holding arrays 'item_id' and 'vectors'")
         return

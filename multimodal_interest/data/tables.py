@@ -115,7 +115,7 @@ def read_table(path: Path, shown: str, problems: Problems, text_columns: tuple[s
     """
     fmt = fmt or path.suffix[1:]
     if f".{fmt}" not in SUFFIXES:
-        problems.add(shown, f"unsupported file type '{path.suffix}' (expected one of "
+        problems.add(shown, f"unsupported file type '.{fmt}' (expected one of "
                             f"{', '.join(SUFFIXES)})")
         return None
     if not path.is_file():
@@ -128,10 +128,21 @@ def read_table(path: Path, shown: str, problems: Problems, text_columns: tuple[s
             frame = _to_pandas(pq.read_table(path), text_columns)
         else:
             frame = _read_jsonl(path, shown, problems, text_columns)
+    except VectorColumn as exc:
+        problems.add(shown, str(exc), column=exc.column)
+        return None
     except (pa.ArrowException, OSError) as exc:
         problems.add(shown, f"cannot read: {exc}")
         return None
     return None if frame is None else Table(path, shown, frame, fmt)
+
+
+class VectorColumn(ValueError):
+    """A column read as text holds numeric vectors."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
@@ -155,7 +166,24 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def numeric_list(kind: pa.DataType) -> bool:
+    """A list (or fixed-size list) of numbers: a vector, never text."""
+    return ((pa.types.is_list(kind) or pa.types.is_large_list(kind)
+             or pa.types.is_fixed_size_list(kind))
+            and (pa.types.is_integer(kind.value_type) or pa.types.is_floating(kind.value_type)
+                 or pa.types.is_decimal(kind.value_type)))
+
+
+VECTOR_NOT_TEXT = ("a text column holding lists of numbers ({kind}): vectors are never text; "
+                   "give precomputed vectors as an .npz file (docs/dataset_format.md, Vectors)")
+
+
 def _to_pandas(table: pa.Table, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    vectors = [n for n in text_columns
+               if n in table.column_names and numeric_list(table.schema.field(n).type)]
+    if vectors:
+        kind = table.schema.field(vectors[0]).type.value_type
+        raise VectorColumn(vectors[0], VECTOR_NOT_TEXT.format(kind=kind))
     for name in text_columns:
         if name in table.column_names and not pa.types.is_string(table.schema.field(name).type):
             i = table.column_names.index(name)
@@ -167,7 +195,7 @@ def _read_delimited(path: Path, sep: str, shown: str, problems: Problems) -> pd.
     try:
         header = next((rec for _, rec in _records(path, sep)), None)
     except UnicodeDecodeError:
-        problems.add(shown, "not valid UTF-8 text", line=_bad_utf8_line(path))
+        _add_bad_utf8(path, shown, problems)
         return None
     if header is None:
         problems.add(shown, "empty file (expected a header line)")
@@ -212,14 +240,38 @@ def _data_lines(path: Path, fmt: str) -> np.ndarray:
     return np.array([line for line, _ in _records(path, sep)][1:], dtype=np.int64)
 
 
-def _bad_utf8_line(path: Path) -> int | None:
+@dataclass(frozen=True)
+class BadUtf8:
+    """Where a file first stops being UTF-8: ``line`` and ``column`` (1-based, the column
+    counted in bytes of that line) and ``offset`` (0-based byte of the file)."""
+
+    line: int
+    column: int
+    offset: int
+    byte: int
+
+    def __str__(self) -> str:
+        return (f"not valid UTF-8 text: byte 0x{self.byte:02x} at byte {self.column} of the "
+                f"line (byte {self.offset} of the file); save the file as UTF-8")
+
+
+def find_bad_utf8(path: Path) -> BadUtf8 | None:
+    """The first byte of ``path`` that is not UTF-8, or None (read line by line)."""
+    offset = 0
     with open(path, "rb") as f:
-        for i, raw in enumerate(f, 1):
+        for line, raw in enumerate(f, 1):
             try:
                 raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return i
+            except UnicodeDecodeError as exc:
+                return BadUtf8(line, exc.start + 1, offset + exc.start, raw[exc.start])
+            offset += len(raw)
     return None
+
+
+def _add_bad_utf8(path: Path, shown: str, problems: Problems) -> None:
+    bad = find_bad_utf8(path)
+    problems.add(shown, str(bad) if bad else "not valid UTF-8 text",
+                 line=bad.line if bad else None)
 
 
 def _locate_delimited_error(path: Path, sep: str, width: int, shown: str, problems: Problems,
@@ -231,7 +283,7 @@ def _locate_delimited_error(path: Path, sep: str, width: int, shown: str, proble
                              line=line)
                 return
     except UnicodeDecodeError:
-        problems.add(shown, "not valid UTF-8 text", line=_bad_utf8_line(path))
+        _add_bad_utf8(path, shown, problems)
         return
     except csv.Error as err:
         problems.add(shown, f"malformed {'CSV' if sep == ',' else 'TSV'}: {err}")
@@ -245,14 +297,17 @@ def _read_jsonl(path: Path, shown: str, problems: Problems,
         return _to_pandas(pajson.read_json(path), text_columns)
     except pa.ArrowInvalid:
         pass  # mixed types or a bad line: read line by line to say where
+    if find_bad_utf8(path):
+        _add_bad_utf8(path, shown, problems)
+        return None
     records, n_bad = [], 0
     with open(path, "rb") as f:
         for i, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                rec = json.loads(raw.decode("utf-8"))  # checked above: UTF-8
+            except json.JSONDecodeError as exc:
                 rec, why = None, f"not valid JSON: {exc}"
             else:
                 why = "expected a JSON object, one per line"
