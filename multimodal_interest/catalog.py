@@ -288,6 +288,26 @@ class Catalog:
             texts.append(text)
         return texts, problems, cut
 
+    def check(self) -> list[RowError]:
+        """Every row problem ``mmi embed`` would meet, found without encoding or hashing: the
+        reading's, then each usable row's text and media (``mmi validate CATALOG``)."""
+        found = list(self.errors)
+        kinds = [k for k in ("text", "image", "audio") if k in self.modalities()]
+        for row in self.usable:
+            for kind in kinds:
+                try:
+                    self._check_input(row, kind)
+                except (ValueError, OSError) as exc:
+                    found.append(self.error(row, kind, str(exc)))
+        return found
+
+    def _check_input(self, row: int, kind: str) -> None:
+        if kind == "text":
+            if not self.text(row).strip():
+                raise ValueError(f"empty text in {', '.join(self.text_fields)}")
+        else:
+            self.media_path(row, self.image_field if kind == "image" else self.audio_field)
+
     def media_path(self, row: int, column: str) -> Path | None:
         """The real path of the file a media cell names ('' -> None), checked by the one rule
         of :func:`~multimodal_interest.data.paths.media_file`: inside :attr:`base_dir`, links
@@ -340,9 +360,8 @@ def encoder_input(cat: Catalog, row: int, kind: str) -> tuple[Any, str] | None:
         item_id = cat.item_id(row)
         return item_id, content_hash(item_id)
     if kind == "text":
+        cat._check_input(row, "text")
         text = cat.text(row)
-        if not text.strip():
-            raise ValueError(f"empty text in {', '.join(cat.text_fields)}")
         return text, content_hash(text)
     column = cat.image_field if kind == "image" else cat.audio_field
     if column is None:

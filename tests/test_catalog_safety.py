@@ -121,6 +121,18 @@ def test_the_same_link_gets_the_same_message_from_validate_and_the_loader(linked
     assert f"items/art.csv:2: column 'image': {message}" in capsys.readouterr().err
 
 
+def test_mmi_validate_of_a_catalog_file_finds_what_embed_would_skip(linked, tmp_path, capsys):
+    message = leaves("media/link.png", linked, tmp_path / "secret.png")
+    assert main(["validate", str(linked / "catalog.csv")]) == 1
+    out = capsys.readouterr().out
+    assert f"catalog.csv row 1 (item 'a1', image): column 'image': {message}" in out
+    assert "3 rows, 3 items, 1 problem(s)" in out
+    (linked / "media/link.png").unlink()
+    (linked / "media/link.png").symlink_to(linked / "media/cat.png")  # now inside the folder
+    assert main(["validate", str(linked / "catalog.csv")]) == 0
+    assert "0 problem(s)" in capsys.readouterr().out
+
+
 def test_link_to_etc_passwd_is_refused(tmp_path):
     (tmp_path / "media").mkdir()
     (tmp_path / "media/p.png").symlink_to("/etc/passwd")
