@@ -192,7 +192,7 @@ SCRIPT = textwrap.dedent("""
     torch.set_num_threads(1)
     task, features = synthetic_task(n_users=600, latent=4)
     config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=96, lr=5e-3, dropout=0.1,
-                         min_epoch_steps=1, checkpoint_every=2, epochs=int(sys.argv[2]),
+                         min_epoch_steps=1, checkpoint_every=3, grad_accum=2, epochs=int(sys.argv[2]),
                          patience=int(sys.argv[2]))
     result = train(task, features, config, sys.argv[1], progress_bar=False)
     from accelerate import PartialState
@@ -201,13 +201,69 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_processes_save_their_own_rng_states_and_resume(tmp_path):
+def test_two_processes_save_their_own_rng_states_and_gradients_and_resume(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(Path(__file__).parent)))
     accelerate_launch(str(script), str(tmp_path / "run"), "1")
     names = {p.name for p in steps(tmp_path / "run")[-1].iterdir()}
-    assert {"rng-r0.json", "rng-r1.json"} <= names
+    assert {"rng-r0.json", "rng-r1.json"} <= names  # each process's own RNG states
+    assert {"grads-r0.safetensors", "grads-r1.safetensors"} <= names  # saved halfway through an accumulation
     first = json.loads((tmp_path / "run" / "history.json").read_text())
     accelerate_launch(str(script), str(tmp_path / "run"), "2")  # resumes, one epoch more
     longer = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(longer) == 2 and longer[0] == first[0]
+    accelerate_launch(str(script), str(tmp_path / "full"), "2")  # the same two epochs uninterrupted
+    full = json.loads((tmp_path / "full" / "history.json").read_text())
+    assert [{**r, "seconds": 0} for r in longer] == [{**r, "seconds": 0} for r in full]
+
+
+def test_resume_in_the_middle_of_gradient_accumulation_gives_the_same_model(world, tmp_path, monkeypatch):
+    """Checkpoints every 3 steps, an optimizer step every 2: the checkpoint of step 3 is taken
+    halfway through an accumulation, so accelerate's step counter and the gradients
+    accumulated so far must come back with it."""
+    from multimodal_interest.training.objective import Objective
+
+    task, features = world
+    config = TrainConfig(**SMALL, epochs=1, patience=1, grad_accum=2)
+    full = train(task, features, config, tmp_path / "full", progress_bar=False)
+    forward, calls = Objective.forward, []
+
+    def dies_at_step_5(self, batch):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return forward(self, batch)
+
+    monkeypatch.setattr(Objective, "forward", dies_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train(task, features, config, tmp_path / "resumed", progress_bar=False)
+    halfway = steps(tmp_path / "resumed")[-1]
+    assert json.loads((halfway / "accelerator.json").read_text())["step"] == 3
+    assert (halfway / "grads-r0.safetensors").is_file()  # the accumulated micro-batch, kept
+    monkeypatch.setattr(Objective, "forward", forward)
+    resumed = train(task, features, config, tmp_path / "resumed", progress_bar=False)
+    for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_an_fp16_grad_scaler_state_is_saved_as_json_and_restored(tmp_path):
+    """accelerate uses a GradScaler only for fp16 on a GPU; its state goes through JSON."""
+    from types import SimpleNamespace
+
+    from multimodal_interest.training.checkpoint import read_checkpoint, restore, save_checkpoint
+
+    def accelerator(scaler):
+        return SimpleNamespace(num_processes=1, process_index=0, is_main_process=True, step=5, scaler=scaler,
+                               sync_gradients=True,
+                               get_state_dict=lambda m: m.state_dict(), unwrap_model=lambda m: m)
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    folder = save_checkpoint(accelerator(scaler), tmp_path, 5, model, optimizer, {"epoch": 0}, {})
+    assert json.loads((folder / "accelerator.json").read_text())["scaler"]["scale"] == 1024.0
+    again = accelerator(torch.amp.GradScaler("cpu"))
+    restore(again, read_checkpoint(folder, 0), model, optimizer)
+    assert again.scaler.state_dict() == scaler.state_dict() and again.step == 5
+    with pytest.raises(ValueError, match=r"accelerator\.json: has a GradScaler state, and this run does not use"):
+        restore(accelerator(None), read_checkpoint(folder, 0), model, optimizer)

@@ -9,6 +9,8 @@ A run's ``checkpoints/`` folder keeps the two newest complete checkpoints, ``ste
     accelerator.json       accelerate's step counter (gradient accumulation) and, under fp16,
                            the GradScaler's state
     rng-r<rank>.json       each process's RNG states: python, numpy, torch CPU (and CUDA)
+    grads-r<rank>.safetensors  each process's half-accumulated gradients, only when saved between
+                           two optimizer steps of gradient accumulation
     trained_with.json      and any other JSON the caller adds (what it was trained with)
     manifest.json          format, version, step, processes, and the size and sha256 of each file
 
@@ -78,10 +80,15 @@ class Checkpoint:
     progress: dict[str, Any]
     accelerator: dict[str, Any]  # {"step": int, "scaler": dict | None}
     rng: dict[str, Any] | None
+    grads: dict[str, torch.Tensor] | None  # this process's half-accumulated gradients, if any
 
 
 def rng_file(rank: int) -> str:
     return f"rng-r{rank}.json"
+
+
+def grads_file(rank: int) -> str:
+    return f"grads-r{rank}.safetensors"
 
 
 # ---------------------------------------------------------------- finding checkpoints
@@ -145,7 +152,8 @@ def read_checkpoint(folder: Path, rank: int) -> Checkpoint:
     if rng_file(rank) in blobs:
         rng = _json(folder / rng_file(rank), blobs[rng_file(rank)], dict)
         check_rng(rng, folder / rng_file(rank))
-    return Checkpoint(folder, int(manifest["step"]), weights, optimizer, progress, accelerator, rng)
+    grads = _tensors(folder / grads_file(rank), blobs[grads_file(rank)]) if grads_file(rank) in blobs else None
+    return Checkpoint(folder, int(manifest["step"]), weights, optimizer, progress, accelerator, rng, grads)
 
 
 def _verified_files(folder: Path) -> tuple[dict, dict[str, bytes]]:
@@ -362,11 +370,25 @@ def restore(acc, checkpoint: Checkpoint, model: torch.nn.Module, optimizer) -> N
     if scaler is not None:
         acc.scaler.load_state_dict(scaler)
     acc.step = checkpoint.accelerator["step"]
+    if checkpoint.grads is not None:
+        _restore_grads(checkpoint, acc.unwrap_model(model), acc.process_index)
     if checkpoint.rng is None:
         logger.warning("%s: no RNG state saved for process %d (saved by fewer processes); its RNGs "
                        "start from the seed", checkpoint.folder, acc.process_index)
     else:
         restore_rng(checkpoint.rng)
+
+
+def _restore_grads(checkpoint: Checkpoint, model: torch.nn.Module, rank: int) -> None:
+    params = dict(model.named_parameters())
+    unknown = sorted(set(checkpoint.grads) - set(params))
+    bad = [n for n, g in checkpoint.grads.items() if n in params and g.shape != params[n].shape]
+    if unknown or bad:
+        raise CheckpointError(checkpoint.folder / grads_file(rank),
+                              f"gradients of no such parameter {unknown[:3]} or of another shape {bad[:3]}")
+    for name, p in params.items():
+        grad = checkpoint.grads.get(name)
+        p.grad = None if grad is None else grad.to(device=p.device, dtype=p.dtype)
 
 
 def _like(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -388,6 +410,7 @@ def save_checkpoint(acc, root: Path, step: int, model: torch.nn.Module, optimize
     ``tmp`` folder, keeps the earlier checkpoints and raises OSError on every process.
     """
     rng = _gather_rng(acc)
+    grads = _gather_grads(acc, model)
     weights = acc.get_state_dict(model)
     final, problem = root / f"step-{step}", ""
     if acc.is_main_process:
@@ -395,6 +418,7 @@ def save_checkpoint(acc, root: Path, step: int, model: torch.nn.Module, optimize
                  PROGRESS_FILE: _json_bytes(progress),
                  ACCELERATOR_FILE: _json_bytes({"step": acc.step, "scaler": _scaler_state(acc)}),
                  **{rng_file(r): blob.rstrip(b" ") for r, blob in enumerate(rng)},
+                 **{grads_file(r): _safetensors(g) for r, g in enumerate(grads or [])},
                  **{name: _json_bytes(value) for name, value in extra.items()}}
         try:
             _write_verified(root, step, files, acc.num_processes)
@@ -408,6 +432,30 @@ def save_checkpoint(acc, root: Path, step: int, model: torch.nn.Module, optimize
                       f"({problem or 'it failed on the main process'}); removed it, and kept "
                       f"{kept.name if kept else 'no earlier checkpoint'}")
     return final
+
+
+def _gather_grads(acc, model: torch.nn.Module) -> list[dict[str, torch.Tensor]] | None:
+    """Each process's gradients while an accumulation is half done (None when the optimizer
+    has just stepped), on the main process (a collective): without them a resumed run would
+    drop the micro-batches already accumulated. Flattened to [processes, parameters' numel]."""
+    if acc.sync_gradients:
+        return None
+    params = [(n, p) for n, p in acc.unwrap_model(model).named_parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten().float()
+                      for _, p in params])
+    has = torch.tensor([p.grad is not None for _, p in params], dtype=torch.uint8, device=flat.device)
+    if acc.num_processes > 1:
+        flat, has = acc.gather(flat), acc.gather(has)
+    flat, has = flat.reshape(acc.num_processes, -1).cpu(), has.reshape(acc.num_processes, -1).cpu()
+    per_rank = []
+    for r in range(acc.num_processes):
+        grads, offset = {}, 0
+        for i, (name, p) in enumerate(params):
+            if has[r, i]:
+                grads[name] = flat[r, offset:offset + p.numel()].reshape(p.shape).to(p.dtype)
+            offset += p.numel()
+        per_rank.append(grads)
+    return per_rank
 
 
 def _write_verified(root: Path, step: int, files: dict[str, bytes], num_processes: int) -> None:
