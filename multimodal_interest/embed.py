@@ -42,7 +42,7 @@ class ModalityReport:
     reused: int = 0  # already in the store with the same content
     failed: int = 0
     seconds: float = 0.0
-    quarantined: list[str] = field(default_factory=list)  # bad shards moved aside: "path (why)"
+    quarantined: list[str] = field(default_factory=list)  # bad shards moved aside: "path: why"
 
     @property
     def items_per_s(self) -> float:
@@ -160,7 +160,7 @@ def _stored_hashes(vectors: VectorSet, state, report: ModalityReport, held: Exit
         return vectors.content_hashes()
     held.enter_context(vectors.writer_lock())
     repair = vectors.repair()
-    report.quarantined = [f"{bad.path} ({bad.reason})" for bad in repair.quarantined]
+    report.quarantined = [f"{bad.path}: {bad.reason}" for bad in repair.quarantined]
     state.wait_for_everyone()
     return repair.hashes
 

@@ -162,8 +162,8 @@ def read_shard(path: Path, dim: int) -> Shard:
     sha = hashlib.sha256(data).hexdigest()
     expected = shard_checksum(path)
     if expected is not None and sha != expected:
-        raise BadShard(path, f"its sha256 is {sha[:12]}..., not the {expected[:12]}... in its name "
-                             f"(the file was changed or cut short after it was written)")
+        raise BadShard(path, f"checksum mismatch, sha256 {sha[:12]}... but its name records "
+                             f"{expected[:12]}...: changed or cut short after it was written")
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError, ValueError) as e:
@@ -369,8 +369,8 @@ class VectorSet:
         if dest.exists():
             dest = folder / f"{bad.path.stem}.{uuid.uuid4().hex[:8]}{bad.path.suffix}"
         os.replace(bad.path, dest)
-        logger.warning("%s: bad shard (%s); moved to %s, its items will be encoded again",
-                       bad.path, bad.reason, dest)
+        logger.warning("%s: bad shard: %s; moved to %s/, its items will be encoded again",
+                       bad.path, bad.reason, QUARANTINE)
         return BadShard(dest, bad.reason)
 
     def _record_checksum(self, shard: Shard) -> Path:

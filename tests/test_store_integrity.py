@@ -16,6 +16,7 @@ import torch
 
 from multimodal_interest.cli import main
 from multimodal_interest.store import EmbeddingStore, StoreError, VectorSet, shard_checksum
+from multimodal_interest.training.features import ItemFeatures
 
 from test_embed import CharHashEncoder, run_job, write_catalog
 from test_store import FakeEncoder, vecs
@@ -55,7 +56,11 @@ def test_a_damaged_shard_is_named_by_every_reader(tmp_path, damage):
     vs.write_shard([f"a{i}" for i in range(8)], ["h"] * 8, vecs(8, dim=64))
     shard = vs.write_shard([f"b{i}" for i in range(40)], ["h"] * 40, vecs(40, dim=64, seed=1))
     damage(shard)
-    for read in (lambda: vs.load(), lambda: vs.lookup(["a0"]), vs.content_hashes,
+
+    def features():  # what `mmi train` and `mmi evaluate` read
+        return ItemFeatures.from_store(EmbeddingStore(tmp_path), {"art": ["a0"]})
+
+    for read in (lambda: vs.load(), lambda: vs.lookup(["a0"]), vs.content_hashes, features,
                  lambda: EmbeddingStore(tmp_path).load("art", "text", ids=["a0"])):
         with pytest.raises(StoreError, match=f"{shard.name}: bad shard: .*run `mmi embed` on the "
                                              f"catalog to re-encode the affected items"):
