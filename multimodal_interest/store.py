@@ -27,8 +27,9 @@ records their checksum by renaming them (same time and rank, so the same order).
 Locking: a job that writes a set holds an advisory ``flock`` on its ``embed.lock`` for the
 whole run, so a second `mmi embed` on the same set waits, then finds the items done. The
 processes of one ``accelerate launch`` are one job: only the main one takes the lock. A
-killed job's lock goes with its process. Readers never take it; a shard renamed or moved
-while they list the folder makes them list it again.
+killed job's lock goes with its process (``flock`` is reliable on local disks; on network
+file systems it is only as good as the server's lock support). Readers never take it; a
+shard renamed or moved while they list the folder makes them list it again.
 """
 from __future__ import annotations
 
