@@ -27,7 +27,7 @@ def inside(folder: str | Path, value: str) -> Path:
     real_folder = os.path.realpath(folder)
     real = os.path.realpath(os.path.join(real_folder, value))
     if os.path.commonpath([real_folder, real]) != real_folder:
-        raise OutsideFolder(f"path {value!r} leaves {folder} "
+        raise OutsideFolder(f"path {value!r} leaves {os.path.abspath(folder)} "
                             f"(its real path, links followed, is {real})")
     return Path(real)
 
