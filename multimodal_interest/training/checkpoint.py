@@ -501,7 +501,7 @@ def _optimizer_files(state_dict: dict[str, Any]) -> dict[str, bytes]:
 
 
 def _scaler_state(acc) -> dict[str, Any] | None:
-    return None if acc.scaler is None else {k: v for k, v in acc.scaler.state_dict().items()}
+    return None if acc.scaler is None else dict(acc.scaler.state_dict())
 
 
 def _json_bytes(value: Any) -> bytes:

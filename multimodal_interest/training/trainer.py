@@ -19,9 +19,11 @@ Output folder::
     log.jsonl          one line per epoch: losses, validation NDCG@10, time
     checkpoints/
       step-N           the full training state: weights.safetensors, optimizer.safetensors +
-                       optimizer.json, progress.json, accelerator.json, rng-r<rank>.json (one per
-                       process), trained_with.json (task, encoder fingerprints, config) and
-                       manifest.json (sha256 of each file); the newest two are kept
+                       optimizer.json, progress.json, accelerator.json (step counter, fp16
+                       scaler), rng-r<rank>.json (one per process), grads-r<rank>.safetensors
+                       (only if saved halfway through a gradient accumulation),
+                       trained_with.json (task, encoder fingerprints, config) and manifest.json
+                       (size and sha256 of each file); the newest two are kept
       tmp-N            a checkpoint being written (removed at start if a save did not finish)
       rejected-step-N  a checkpoint that failed verification on resume (moved aside, not read)
 """
