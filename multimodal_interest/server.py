@@ -10,7 +10,7 @@
 Requests are validated by pydantic models (strict types, no unknown fields, bounded sizes:
 :data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`, :data:`MAX_EXPLAIN`); their 422
 lists pydantic's errors (without the quoted input where it holds NaN or an infinity, which
-Python's JSON reads and strict JSON cannot write; a lone surrogate, which JSON's ``\ud800``
+Python's JSON reads and strict JSON cannot write; a lone surrogate, which JSON's ``\\ud800``
 escape can carry but UTF-8 cannot, is shown backslash-escaped), so no request body makes the
 error handler itself fail. A request the model cannot serve
 (:class:`~multimodal_interest.recommend.RequestError`: unknown platform, items or user; an
@@ -129,25 +129,40 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     """FastAPI's 422 answer to a request pydantic refuses, as strict JSON (see :func:`_strict`)."""
-    return JSONResponse({"detail": [_strict(e) for e in jsonable_encoder(exc.errors())]}, status_code=422)
+    return JSONResponse({"detail": [_strict(e) for e in exc.errors()]}, status_code=422)
+
+
+_UNQUOTABLE = object()
 
 
 def _strict(error: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic error as strict UTF-8 JSON: without the request's ``input`` it quotes if that
-    holds NaN or an infinity (Python's JSON reads them, but strict JSON has no such numbers to
-    answer with), and with lone surrogates in any string (input, field names in ``loc``)
-    backslash-escaped."""
-    error = _utf8_safe(error)
-    try:
-        json.dumps(error, allow_nan=False)
-        return error
-    except ValueError:
-        return {k: v for k, v in error.items() if k != "input"}
+    """A pydantic error as strict UTF-8 JSON: lone surrogates in any string (field names in
+    ``loc``, the quoted ``input``) backslash-escaped, and without the request's ``input`` if
+    it still cannot be written: it holds NaN or an infinity (Python's JSON reads them, strict
+    JSON has no such numbers) or is nested too deep to write."""
+    out = {}
+    for key, value in error.items():
+        value = _quotable(value) if key == "input" else _utf8_safe(jsonable_encoder(value))
+        if value is not _UNQUOTABLE:
+            out[key] = value
+    return out
+
+
+def _quotable(value: Any) -> Any:
+    """``value`` (a parsed JSON value) as the answer can quote it, or ``_UNQUOTABLE``."""
+    for candidate in (lambda: value, lambda: _utf8_safe(value)):
+        try:
+            shown = candidate()
+            json.dumps(shown, allow_nan=False, ensure_ascii=False).encode("utf-8")
+            return shown
+        except (ValueError, RecursionError):  # NaN, a lone surrogate, too deep
+            continue
+    return _UNQUOTABLE
 
 
 def _utf8_safe(value: Any) -> Any:
     """``value`` with every string (and dict key) that UTF-8 cannot encode -- a lone surrogate,
-    which the JSON escape ``\ud800`` yields -- backslash-escaped; anything else as it is."""
+    which the JSON escape ``\\ud800`` yields -- backslash-escaped; anything else as it is."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")

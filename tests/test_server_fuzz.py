@@ -1,0 +1,173 @@
+"""No request body makes the HTTP service answer 500: property-based requests (hypothesis)
+over every endpoint's schema -- random JSON values in each field, strings with lone
+surrogates and control characters, huge integers, NaN and infinities, deep nesting, wrong
+types, unknown fields, bytes that are not JSON -- each answered below 500 with strict UTF-8
+JSON. Deterministic (derandomized, no example database) and bounded in time."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from multimodal_interest.bundle import Bundle
+from multimodal_interest.recommend import Recommender
+from multimodal_interest.server import create_app
+from serving_world import train_model, write_world
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The app over a small trained bundle (with the dataset, so user ids resolve), and a
+    valid interest document to mutate."""
+    root = tmp_path_factory.mktemp("fuzz")
+    dataset, store = write_world(root)
+    run = train_model(dataset, store, root / "run", epochs=1)
+    Bundle.build(run, dataset, store).save(root / "bundle", ("flat",))
+    rec = Recommender.load(root / "bundle", "flat", dataset)
+    doc = rec.export_interest(["a3", "a17"], source="a")
+    return TestClient(create_app(rec), raise_server_exceptions=False), doc
+
+
+# ------------------------------------------------------------------ strategies
+ODD_CHARS = st.one_of(st.characters(categories=["Cs"]),  # lone surrogates (JSON's "\ud800" escape)
+                      st.characters(categories=["Cc"]),  # control characters, NUL included
+                      st.characters())
+TEXT = st.one_of(st.sampled_from(["a", "b", "a3", "b7", "u0", "u1", "zz", "", "../../etc/passwd",
+                                  "multimodal-interest/interest-vector"]),
+                 st.text(ODD_CHARS, max_size=12), st.text(ODD_CHARS, min_size=60, max_size=300))
+NUMBER = st.one_of(st.integers(-5, 1005), st.integers(), st.sampled_from([10 ** 400, -10 ** 400, 2 ** 63, 2 ** 64]),
+                   st.floats(allow_nan=True, allow_infinity=True))
+SCALAR = st.one_of(st.none(), st.booleans(), NUMBER, TEXT)
+JSON = st.recursive(SCALAR, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                      st.dictionaries(TEXT, inner, max_size=5)), max_leaves=20)
+HISTORY = st.one_of(st.lists(TEXT, max_size=12),
+                    st.lists(st.fixed_dictionaries({"platform": TEXT, "item_id": TEXT}), max_size=8),
+                    st.lists(st.dictionaries(st.sampled_from(["platform", "item_id", "x"]), JSON), max_size=4),
+                    st.builds(lambda n: ["a3"] * n, st.integers(995, 1005)), JSON)
+
+
+def _fields(schema: dict) -> st.SearchStrategy[dict]:
+    """Objects with any subset of ``schema``'s fields (each from its strategy or any JSON
+    value) and sometimes an unknown field."""
+    value = {k: st.one_of(v, JSON) for k, v in schema.items()}
+    extra = st.dictionaries(TEXT, JSON, max_size=1)
+    return st.builds(lambda d, e: {**e, **d}, st.fixed_dictionaries({}, optional=value), extra)
+
+
+PERSON = {"history": HISTORY, "source": TEXT, "user_id": TEXT, "skip_unknown": st.booleans()}
+RECOMMEND = {**PERSON, "platform": TEXT, "k": NUMBER, "explain": NUMBER, "exclude_seen": st.booleans(),
+             "interest": st.none()}  # documents: see interest_document below
+
+
+KNOWN = st.sampled_from(["a0", "a3", "a17", "a42", "a99", "b0", "b7", "b104"])
+ITEM = st.one_of(KNOWN, KNOWN, KNOWN, TEXT)  # mostly known ids, some anything
+PLATFORM = st.sampled_from(["a", "b"])
+PAIR = st.fixed_dictionaries({"platform": PLATFORM, "item_id": ITEM})
+USER = st.one_of(st.sampled_from(["u0", "u1", "u7", "u299"]), TEXT)
+OPTIONS = {"skip_unknown": st.booleans(), "k": st.integers(1, 1000), "explain": st.integers(0, 10),
+           "exclude_seen": st.booleans()}
+
+
+def near_valid(options: dict, **required: st.SearchStrategy) -> st.SearchStrategy[dict]:
+    """Requests of the right shape -- a history of ids with its source, of pairs, or a user
+    id, well typed -- so that many get past validation into the recommender."""
+    people = [{"history": st.lists(ITEM, max_size=12), "source": PLATFORM},
+              {"history": st.lists(PAIR, max_size=12)}, {"user_id": USER}]
+    return st.one_of([st.fixed_dictionaries({**required, **p}, optional=options) for p in people])
+
+
+def interest_document(doc: dict) -> st.SearchStrategy[dict]:
+    """A valid interest document with some fields replaced, removed or added."""
+    changed = st.dictionaries(st.sampled_from([*doc, "extra"]), JSON, max_size=3)
+    removed = st.sets(st.sampled_from(list(doc)), max_size=2)
+    vector = st.lists(st.one_of(NUMBER, JSON), min_size=len(doc["vector"]), max_size=len(doc["vector"]))
+    return st.builds(lambda c, r, v: {k: x for k, x in {**doc, "vector": v, **c}.items() if k not in r},
+                     changed, removed, st.one_of(st.just(doc["vector"]), vector))
+
+
+def deep(depth: int, kind: str) -> bytes:
+    return ("[" * depth + "]" * depth if kind == "list" else '{"a":' * depth + "1" + "}" * depth).encode()
+
+
+RAW = st.one_of(st.binary(max_size=64),
+                st.builds(deep, st.sampled_from([10, 900, 1100, 5000, 100_000]), st.sampled_from(["list", "dict"])),
+                st.builds(lambda n: b'{"platform": "b", "k": ' + b"9" * n + b"}", st.sampled_from([10, 4301, 5000])))
+
+
+def encode(body) -> bytes:
+    """JSON as Python writes it: NaN/Infinity literals, lone surrogates as \\uXXXX escapes."""
+    return body if isinstance(body, bytes) else json.dumps(body, allow_nan=True).encode()
+
+
+def check(r, body) -> None:
+    assert r.status_code < 500, (r.status_code, r.text[:300], encode(body)[:300])
+    event(f"status {r.status_code}")  # --hypothesis-show-statistics: how many got how far
+    answer = json.loads(r.content.decode("utf-8"),  # strict UTF-8 JSON, no NaN
+                        parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+    assert isinstance(answer, dict)
+
+
+# ------------------------------------------------------------------ properties
+@FUZZ
+@given(body=st.one_of(near_valid(OPTIONS, platform=PLATFORM),
+                     _fields(RECOMMEND), JSON, RAW))
+def test_recommend_never_answers_500(served, body):
+    client, _ = served
+    check(client.post("/recommend", content=encode(body), headers={"content-type": "application/json"}), body)
+
+
+@FUZZ
+@given(data=st.data())
+def test_recommend_with_an_interest_document_never_answers_500(served, data):
+    client, doc = served
+    body = {"platform": data.draw(st.one_of(st.just("b"), TEXT)), "interest": data.draw(interest_document(doc)),
+            **data.draw(st.fixed_dictionaries({}, optional={"k": NUMBER, "explain": NUMBER}))}
+    check(client.post("/recommend", content=encode(body), headers={"content-type": "application/json"}), body)
+
+
+@FUZZ
+@given(body=st.one_of(near_valid({"skip_unknown": st.booleans()}), _fields(PERSON), JSON, RAW))
+def test_embed_never_answers_500(served, body):
+    client, _ = served
+    check(client.post("/users/embed", content=encode(body), headers={"content-type": "application/json"}), body)
+
+
+@settings(FUZZ, max_examples=40)
+@given(path=st.sampled_from(["/health", "/platforms", "/recommend", "/users/embed", "/nowhere"]),
+       method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), body=st.one_of(RAW, JSON), query=TEXT)
+def test_any_method_and_path_never_answers_500(served, path, method, body, query):
+    client, _ = served
+    r = client.request(method, path, content=encode(body), params={"q": query.encode("utf-8", "surrogatepass")},
+                       headers={"content-type": "application/json"})
+    assert r.status_code < 500, (method, path, r.status_code, r.text[:300])
+
+
+# ------------------------------------------------------------------ the cases found, pinned
+@pytest.mark.parametrize("path, body", [
+    ("/recommend", b'{"platform": "\\ud800", "history": ["a3"], "source": "a"}'),
+    ("/recommend", b'{"platform": "b", "history": ["a3", "\\udfff"], "source": "a"}'),
+    ("/recommend", b'{"platform": "b", "history": ["a3"], "source": "a", "\\ud800": 1}'),
+    ("/users/embed", b'{"history": [{"platform": "a", "item_id": "\\udc00x"}]}'),
+    ("/users/embed", b'{"user_id": "\\ud83d"}'),
+])
+def test_a_lone_surrogate_is_a_422_that_shows_it_escaped(served, path, body):
+    client, _ = served
+    r = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert any(e["type"] == "string_unicode" and "\\ud" in e["input"] for e in detail), detail  # shown escaped
+
+
+@pytest.mark.parametrize("depth", [900, 990, 5000])
+def test_a_deeply_nested_body_is_refused_not_a_500(served, depth):
+    """Deep enough to trouble a recursive error handler, or Python's JSON parser itself."""
+    client, _ = served
+    for path in ("/recommend", "/users/embed"):
+        r = client.post(path, content=deep(depth, "list"), headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422), r.text[:200]
