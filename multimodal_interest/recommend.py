@@ -271,6 +271,9 @@ class Recommender:
             h = self._resolve(pairs, skip_unknown)
         with torch.inference_mode():
             u = self._encode(h.items[None], torch.ones(1, len(h.items), dtype=torch.bool), h.platforms)[0]
+        if not bool(torch.isfinite(u).all()):  # never served as an empty list or a vector of nulls
+            raise RuntimeError(f"the model made a non-finite interest vector from {len(h.items)} history "
+                               f"item(s); its weights or features are corrupt (bundle {self.bundle.folder})")
         return u, h
 
     # ------------------------------------------------------------------ public API

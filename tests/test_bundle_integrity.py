@@ -225,3 +225,19 @@ def test_a_run_saved_before_hashes_exports_with_a_warning(run, world, tmp_path, 
         assert export(run, world, tmp_path / "out") == 0
     assert Recommender.load(tmp_path / "out").recommend(HISTORY, source="a", platform="b", k=3).items
 
+
+
+def test_a_non_finite_interest_vector_is_an_error_never_an_empty_answer(world):
+    """Behind the file checks: should a model still make NaN (weights changed in memory here),
+    the answer is an error, never 200 with no items or a vector of nulls."""
+    from fastapi.testclient import TestClient
+
+    from multimodal_interest.server import create_app
+
+    rec = Recommender.load(world["bundle"])
+    rec.model.fusion.pos_emb.weight.data.fill_(float("inf"))
+    with pytest.raises(RuntimeError, match="non-finite interest vector from 5 history item"):
+        rec.recommend(HISTORY, source="a", platform="b")
+    client = TestClient(create_app(rec), raise_server_exceptions=False)
+    assert client.post("/users/embed", json={"history": HISTORY, "source": "a"}).status_code == 500
+    assert client.post("/recommend", json={"platform": "b", "history": HISTORY, "source": "a"}).status_code == 500
