@@ -12,8 +12,9 @@ Heads are routes named by platform (``nn.ModuleDict``s, as sentence-transformers
 the sha256 of every file it wrote; ``from_pretrained`` checks each file against its hash
 (a changed file is refused, naming it), rebuilds the model from the manifest and refuses a
 weight that is NaN or infinite (naming the file and the tensor). A folder saved before the
-hashes were recorded still loads, with a warning that it is unverified. Item features and external vectors are data, not
-weights: set them again after loading (``set_item_features`` / ``set_item_vectors``).
+hashes were recorded still loads, with a warning that it is unverified. Item features and
+external vectors are data, not weights: set them again after loading
+(``set_item_features`` / ``set_item_vectors``).
 
 Training: call the model itself, ``model(items, mask, platform, target, item_idx)`` ->
 logits, so DDP sees the forward. The feature tables are (non-persistent) buffers: under DDP
