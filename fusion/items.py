@@ -25,6 +25,7 @@ from fusion.adapters import MoEAdapter
 from fusion.config import CONFIG_FILE, FusionConfig, TargetConfig, check_name, save_weights, write_json
 
 ID = "id"  # the name of the learned id embedding where presence masks are given
+ID_PRESENT = "id_present_"  # + platform: the buffer saying which items have a trained id row
 
 
 def _check_vectors(where: str, x: Any, width: int, rows: int | None) -> torch.Tensor:
@@ -87,7 +88,33 @@ class ItemEmbedder(nn.Module):
         self.proj = nn.ModuleDict({m: MoEAdapter(d, config.dim, config.n_experts)
                                    for m, d in config.modalities.items()})
         self.ids = nn.ModuleDict({p: nn.Embedding(n, config.dim) for p, n in config.id_items.items()})
+        for p, n in config.id_items.items():  # saved with the weights: a model scores on its own
+            self.register_buffer(ID_PRESENT + p, torch.ones(n, dtype=torch.bool))
         self.tables = nn.ModuleDict()
+
+    # ------------------------------------------------------------------ id presence (model state)
+    def id_presence(self, platform: str) -> torch.Tensor | None:
+        """Which items of ``platform`` have a trained id row, bool ``[N]`` (a persistent
+        buffer, saved with the weights); None when the platform has no id embedding or the
+        model was loaded from a file that did not record it (then every row is used)."""
+        return getattr(self, ID_PRESENT + platform, None) if platform in self.ids else None
+
+    def set_id_presence(self, platform: str, present: Any) -> None:
+        """Mark which items of ``platform`` have a trained id row (bool ``[N]``); only those
+        use their id embedding. Saved with the model."""
+        if platform not in self.ids:
+            raise ValueError(f"platform {platform!r} has no id embedding (FusionConfig.id_items)")
+        has = self._present(platform, ID, {ID: present}, self.ids[platform].num_embeddings)
+        has = has.to(self.ids[platform].weight.device)
+        setattr(self, ID_PRESENT + platform, has)  # a registered buffer: replaced, stays persistent
+        if platform in self.tables:
+            self.tables[platform].add(ID, None, has)
+
+    def forget_id_presence(self, platform: str) -> None:
+        """Record no id presence for ``platform`` (every row used): how a model saved before
+        presence was recorded loads (its weights have no such buffer)."""
+        if platform in self.ids:
+            self.register_buffer(ID_PRESENT + platform, None)
 
     def set_features(self, platform: str, features: dict[str, Any],
                      present: dict[str, Any] | None = None) -> None:
@@ -119,9 +146,11 @@ class ItemEmbedder(nn.Module):
             table = table or FeatureTable(n)
             table.add(m, x.to(device=ref.device, dtype=ref.dtype), has.to(ref.device))
         table = table or FeatureTable(n)  # type: ignore[arg-type]
-        if ID in present:
-            table.add(ID, None, self._present(platform, ID, present, table.n_items).to(ref.device))
         self.tables[platform] = table
+        if ID in present:
+            self.set_id_presence(platform, present[ID])
+        elif self.id_presence(platform) is not None:
+            table.add(ID, None, self.id_presence(platform))  # shown with the features (same tensor)
 
     @staticmethod
     def _present(platform: str, m: str, present: dict[str, Any], n: int) -> torch.Tensor:
@@ -169,7 +198,7 @@ class ItemEmbedder(nn.Module):
             has.append(rows(table.has(m)))
         if platform in self.ids:
             values.append(rows(self.ids[platform].weight))
-            id_has = table.has(ID) if table is not None else None
+            id_has = self.id_presence(platform)
             has.append(rows(id_has) if id_has is not None else
                        torch.ones(values[-1].shape[:-1], dtype=torch.bool, device=values[-1].device))
         present = torch.stack(has, -1)  # [..., S]
@@ -179,6 +208,21 @@ class ItemEmbedder(nn.Module):
             keep = torch.where(keep.any(-1, keepdim=True), keep, present)
         out = sum(torch.where(keep[..., s, None], v, 0.0) for s, v in enumerate(values))
         return out, present.any(-1)  # type: ignore[return-value]
+
+
+def logits(q: torch.Tensor, v: torch.Tensor, scale: float | torch.Tensor,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The one logit formula, ``scale * cos(q, v) + bias``, for unit ``q`` and ``v``.
+
+    ``q [..., d]`` queries; ``v [N, d]`` item vectors shared by all queries (-> ``[..., N]``)
+    or ``[B, K, d]`` per query ``q [B, d]`` (-> ``[B, K]``); ``scale`` a number or a 0-d
+    tensor (learned); ``bias`` ``[N]`` / ``[B, K]`` or None. The model's training, its
+    evaluation, the retrievers and the recommender's explanations all score with it, so
+    their scores agree bit for bit on the same inputs.
+    """
+    s = q @ v.T if v.dim() == 2 else torch.einsum("bd,bkd->bk", q, v)
+    s = s * scale
+    return s if bias is None else s + bias
 
 
 class ItemSpace(nn.Module):
@@ -227,11 +271,8 @@ class ItemSpace(nn.Module):
     def logits(self, q: torch.Tensor, v: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
         """``q [B, d]`` unit queries, ``v`` unit item vectors ``[N, d]`` (shared candidates)
         or ``[B, K, d]`` (per user); ``idx`` the items of ``v`` (None: all) -> ``[B, N|K]``."""
-        s = q @ v.T if v.dim() == 2 else torch.einsum("bd,bkd->bk", q, v)
-        s = s * self.scale
-        if self.bias is not None:
-            s = s + (self.bias if idx is None else self.bias[idx])
-        return s
+        bias = None if self.bias is None else (self.bias if idx is None else self.bias[idx])
+        return logits(q, v, self.scale, bias)
 
     def save(self, folder: str | os.PathLike) -> None:
         """``config.json`` (the target's config but its adapters, which save themselves) and

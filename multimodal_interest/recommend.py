@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fusion.items import logits
 from multimodal_interest.bundle import Bundle
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.interest import interest_document, read_interest_document
@@ -326,8 +327,8 @@ class Recommender:
             mask = ~torch.eye(L, dtype=torch.bool)  # row j: the history without item j
             u_loo = self._encode(h.items.expand(L, L), mask, h.platforms)
             q_loo = self.model.query(u_loo, platform)  # [L, D_P]
-            full = items.scale * (q @ v.T) + bias  # [K]
-            drop = full[None, :] - (items.scale * (q_loo @ v.T) + bias)  # [L, K]
+            full = logits(q, v, items.scale, bias)  # [K]
+            drop = full[None, :] - logits(q_loo, v, items.scale, bias)  # [L, K]
         out = []
         ids = self.bundle.item_ids
         for col in drop.T:

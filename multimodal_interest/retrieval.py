@@ -4,7 +4,8 @@ The score of item ``i`` for a unit query ``q`` is the model's logit::
 
     s_i = scale * <q, v_i> + bias_i        v_i unit item vectors [N, D], bias [N]
 
-:class:`ExactRetriever` computes it chunk by chunk (memory bounded by ``chunk`` items, not
+:class:`ExactRetriever` computes it with the model's own function
+(:func:`fusion.items.logits`) chunk by chunk (memory bounded by ``chunk`` items, not
 by the catalog). The FAISS indexes hold *augmented* vectors ``[scale * v_i, bias_i]`` and
 are searched with ``[q, 1]``, so their inner product is the same score:
 
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from fusion.items import logits
 
 KINDS = ("exact", "flat", "ivf", "hnsw")
 FAISS_KINDS = KINDS[1:]
@@ -122,7 +125,7 @@ class ExactRetriever(Retriever):
         best_i = torch.zeros((len(q), 0), dtype=torch.int64)
         with torch.inference_mode():
             for lo in range(0, len(v), self.chunk):
-                s = torch.addmm(bias[lo:lo + self.chunk], q, v[lo:lo + self.chunk].T, alpha=scale)
+                s = logits(q, v[lo:lo + self.chunk], scale, bias[lo:lo + self.chunk])
                 top = s.topk(min(k, s.shape[1]), dim=1)
                 cand_s = torch.cat([best_s, top.values], 1)
                 cand_i = torch.cat([best_i, top.indices + lo], 1)

@@ -1,11 +1,15 @@
 """Top-K retrieval: FAISS flat equals exact torch; saved indexes reload; recall is measured."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fusion import ItemSpace, TargetConfig
+from fusion.items import logits
 from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRetriever, TargetItems,
                                            recall_at_k)
 from serving_world import assert_same_ranking
@@ -37,6 +41,22 @@ def test_exact_top_k_is_the_model_score_whatever_the_chunk(items, queries):
     for chunk in (N, 257):
         scores, idx = ExactRetriever(items, chunk=chunk).search(queries, 20)
         assert_same_ranking(scores, idx, want.values, want.indices)
+
+
+def test_exact_scores_are_the_model_logits_bit_for_bit(items, queries):
+    """Serving scores with the model's own formula: an :class:`ItemSpace` holding the same
+    bias and temperature gives exactly the scores the exact retriever returns."""
+    space = ItemSpace("p", TargetConfig(n_items=N, temperature=1 / items.scale))
+    with torch.no_grad():
+        space.bias.copy_(items.bias)
+        space.log_scale.fill_(math.log(items.scale))
+    with torch.inference_mode():
+        items = TargetItems(items.vectors, items.bias, float(space.scale))
+        want = space.logits(queries, items.vectors, None).topk(20, dim=1)
+        assert torch.equal(logits(queries, items.vectors, items.scale, items.bias).topk(20, dim=1).values,
+                           want.values)
+    scores, idx = ExactRetriever(items).search(queries, 20)
+    assert torch.equal(scores, want.values) and torch.equal(idx, want.indices)
 
 
 def test_faiss_flat_agrees_with_exact_torch(items, queries):
