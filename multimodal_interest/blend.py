@@ -11,19 +11,16 @@ It is reported as its own method, never as the interest model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.evaluate import evaluate
+from multimodal_interest.evaluate import Scorer, evaluate
 
 BLEND = "interest-model+item-knn"
 PARTS = ("interest-model", "item-knn")
 WEIGHTS = (0.25, 0.5, 1.0, 2.0)  # weight of item kNN
-
-Scorer = Callable[[np.ndarray], torch.Tensor]
 
 
 def standardize(scores: torch.Tensor) -> torch.Tensor:

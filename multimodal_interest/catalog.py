@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from encoders.text import combine_text_fields
+from fusion.files import sha256_file
 from multimodal_interest.data.paths import media_file
 from multimodal_interest.data.tables import find_bad_utf8
 
@@ -345,11 +346,9 @@ def content_hash(data: str | bytes) -> str:
 
 
 def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:32]
+    """What the store keys a media file's content by: its :func:`~fusion.files.sha256_file`,
+    cut to 32 hex digits as :func:`content_hash` is (the same key as hashing its bytes)."""
+    return sha256_file(path)[:32]
 
 
 def encoder_input(cat: Catalog, row: int, kind: str) -> tuple[Any, str] | None:
