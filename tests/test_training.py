@@ -166,6 +166,77 @@ def test_two_processes_match_one(tmp_path):
     assert [r["valid_ndcg10"] for r in h1] == pytest.approx([r["valid_ndcg10"] for r in h2], abs=1e-3)
 
 
+VALIDATE_AND_TRAIN = textwrap.dedent("""
+    import json, sys
+    from functools import partial
+    import torch
+    sys.path.insert(0, {tests!r})
+    from synthetic import synthetic_task
+    from multimodal_interest.parallel import accelerator_for
+    from multimodal_interest.training import TrainConfig, build_model, train, valid_ndcg10
+    from multimodal_interest.training.scoring import UserNdcg10
+    from multimodal_interest.training.trainer import validate, validation_loader
+    torch.set_num_threads(1)
+    task, features = synthetic_task(n_users=600, latent=4)
+    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.1,
+                         min_epoch_steps=1, epochs=4, patience=4)
+    torch.manual_seed(0)
+    model = build_model(task, features, config)  # the same weights in every process
+    acc = accelerator_for("no")
+    out = {{"processes": acc.num_processes}}
+    for n, size in ((60, 7), (5, 7)):  # 60 = 4 rounds of 2 x 7 users and 4 more; 5 < one batch
+        users = task.valid_users[:n]
+        loader = acc.prepare(validation_loader(users, size))
+        values = validate(acc, loader, partial(UserNdcg10, batch_size=size), model, task)
+        out[f"{{n}}/{{size}}"] = {{"values": values.tolist(), "mean": float(values.mean()),
+                                 "one_process": valid_ndcg10(model, task, users, size)}}
+    out["untrained"] = valid_ndcg10(model, task, task.valid_users)
+    result = train(task, features, config, sys.argv[1], progress_bar=False)
+    out["best"] = result.best_valid_ndcg10
+    out["best_values"] = UserNdcg10(result.model, task)(task.valid_users).tolist()
+    if acc.is_main_process:
+        json.dump(out, open(sys.argv[1] + "/result.json", "w"))
+""")
+
+
+@pytest.fixture(scope="module")
+def one_and_two_processes(tmp_path_factory):
+    """VALIDATE_AND_TRAIN's results in one process and launched in two."""
+    tmp = tmp_path_factory.mktemp("one-and-two")
+    script = tmp / "run.py"
+    script.write_text(VALIDATE_AND_TRAIN.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(tmp / "one")], env=env, check=True, capture_output=True,
+                   timeout=600)
+    accelerate_launch(str(script), str(tmp / "two"))
+    return [json.loads((tmp / run / "result.json").read_text()) for run in ("one", "two")]
+
+
+def test_two_processes_validating_the_same_weights_give_the_one_process_ndcg10(one_and_two_processes):
+    """Each process scores its share of the validation users, accelerate padding the last round
+    with repeated users; gather_for_metrics drops the repeats, so every user counts once."""
+    one, two = one_and_two_processes
+    assert (one["processes"], two["processes"]) == (1, 2)
+    for n in ("60/7", "5/7"):
+        assert len(two[n]["values"]) == len(one[n]["values"]) == int(n.split("/")[0])
+        assert two[n]["values"] == pytest.approx(one[n]["values"], abs=1e-6)  # same users, same order
+        assert two[n]["mean"] == pytest.approx(two[n]["one_process"], abs=1e-6)
+        assert one[n]["mean"] == one[n]["one_process"]
+
+
+def test_two_processes_train_as_well_as_one(one_and_two_processes):
+    """Dropout masks differ between one process and two (each process draws its own for its
+    half of the batch), so the two runs differ by training noise. The tolerance is two standard
+    errors of the one-process model's mean validation NDCG@10 over its 60 users: a gap below it
+    cannot be told from which validation users happened to be drawn."""
+    one, two = one_and_two_processes
+    values = np.asarray(one["best_values"])
+    assert values.mean() == pytest.approx(one["best"])
+    tolerance = 2 * values.std(ddof=1) / np.sqrt(len(values))
+    assert abs(two["best"] - one["best"]) <= tolerance
+    assert two["best"] > two["untrained"] + 0.1  # and it did learn
+
+
 def test_a_new_platform_is_scored_zero_shot_then_only_its_head_is_fine_tuned(tmp_path):
     world = dict(n_users=600, latent=4, n_items=(120, 100, 80), platforms=("a", "b", "c"))
     task_ab, features = synthetic_task(**world)

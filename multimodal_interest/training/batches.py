@@ -5,6 +5,8 @@ items) in a seeded order. Each step pairs a *cross* batch (source history -> the
 items) with a *within* batch (a prefix of some user's history on one platform -> the item that
 followed it); within batches cycle through the platforms. Plans hold only user ids and cut
 points; tensors are gathered when a batch is built, without Python loops over rows.
+:class:`EpochSteps` serves an epoch's steps to a DataLoader that accelerate shards across
+processes.
 """
 from __future__ import annotations
 
@@ -123,3 +125,34 @@ class BatchPlanner:
             batch.update(w_items=w_items, w_mask=w_mask,
                          w_target=torch.from_numpy(seq.items[seq.start[step.within_users] + step.within_ends]))
         return batch
+
+
+class EpochSteps(torch.utils.data.Dataset):
+    """One epoch's steps as a map-style dataset of built batches, for one DataLoader that
+    ``accelerator.prepare`` shards: process r of N gets steps r, r + N, ... (one global batch
+    per optimizer step). :meth:`plan_epoch` plans an epoch (at least ``min_steps`` steps) and
+    cuts it to a multiple of N, so no process is left without its share of the last round and
+    accelerate never pads it with repeated steps (unless an epoch has fewer steps than N)."""
+
+    def __init__(self, planner: BatchPlanner, num_processes: int = 1, min_steps: int = 1):
+        self.planner, self.num_processes, self.min_steps = planner, num_processes, min_steps
+        self.steps: list[StepPlan] = []
+
+    def plan_epoch(self, epoch: int) -> None:
+        steps = self.planner.plan(epoch, self.min_steps)
+        self.steps = steps[:len(steps) // self.num_processes * self.num_processes or None]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.planner.build(self.steps[i])
+
+    def loader(self) -> torch.utils.data.DataLoader:
+        """Steps in order, one per batch; the loader has its own generator, so iterating it
+        draws nothing from the global RNG (dropout stays reproducible)."""
+        return torch.utils.data.DataLoader(self, batch_size=1, collate_fn=_only, generator=torch.Generator())
+
+
+def _only(batch: list[dict]) -> dict:
+    return batch[0]

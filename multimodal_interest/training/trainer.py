@@ -1,8 +1,11 @@
 """Training an :class:`~fusion.InterestModel` on a cold-start task, with accelerate.
 
 Shaped like accelerate's examples: one ``Accelerator`` (mixed precision, gradient
-accumulation, trackers), one ``prepare``, ``accumulate`` around each step and
-``skip_first_batches`` to resume mid-epoch. Checkpoints are our own
+accumulation, trackers), one ``prepare`` (model, optimizer, the training DataLoader, which
+accelerate shards across processes, and the validation DataLoader), ``accumulate`` around
+each step and ``skip_first_batches`` to resume mid-epoch. Validation runs on every process,
+each scoring its share of the users; ``gather_for_metrics`` joins the per-user values, so
+the score equals a single process's. Checkpoints are our own
 (:mod:`~multimodal_interest.training.checkpoint`): safetensors and JSON only, verified before
 use, never a pickle (accelerate's ``save_state`` pickles the RNG and custom states). After
 each epoch the model is scored on the validation users (cold on the target) and the best one
@@ -11,13 +14,9 @@ Re-running into the same folder resumes its last good checkpoint, provided it wa
 the same task, item features and settings (see :mod:`~multimodal_interest.training.record`
 for the few settings that may change); anything else is refused, never silently resumed.
 
-Output folder::
+The output folder is a :class:`~multimodal_interest.run.Run` (resolved config, task, best
+model, log, checkpoints: see :mod:`multimodal_interest.run`). Its checkpoints::
 
-    config.json        the resolved TrainConfig
-    task.json          the task: dataset, split, source, target (what serving bundles need)
-    model/             the best model so far (save_pretrained), replaced atomically
-    log.jsonl          one line per epoch: losses, validation NDCG@10, time
-    checkpoints/
       step-N           the full training state: weights.safetensors, optimizer.safetensors +
                        optimizer.json, progress.json, accelerator.json (step counter, fp16
                        scaler), rng-r<rank>.json (one per process), grads-r<rank>.safetensors
@@ -29,7 +28,6 @@ Output folder::
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -45,8 +43,8 @@ import torch
 from fusion import InterestModel
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.parallel import accelerator_for
-from multimodal_interest.store import atomic_write_bytes
-from multimodal_interest.training.batches import BatchPlanner
+from multimodal_interest.run import Run
+from multimodal_interest.training.batches import BatchPlanner, EpochSteps
 from multimodal_interest.training.checkpoint import (PROGRESS_FILE, CheckpointError, choose_checkpoint,
                                                      latest_checkpoint as _latest, remove_partial, restore,
                                                      save_checkpoint)
@@ -54,14 +52,13 @@ from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.model import attach_features, build_model, freeze_all_but_target_head
 from multimodal_interest.training.objective import Objective
-from multimodal_interest.training.record import RECORD_FILE, TASK_FILE, check_resumable, task_identity, trained_with
-from multimodal_interest.training.scoring import valid_ndcg10
+from multimodal_interest.training.record import RECORD_FILE, check_resumable, task_identity, trained_with
+from multimodal_interest.training.scoring import UserNdcg10
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
-
-Evaluate = Callable[[InterestModel, ColdStartTask, np.ndarray], float]
+# (model, task) -> metric(users [B] int64) -> [B] float64: the per-user model-selection score
+UserMetric = Callable[[InterestModel, ColdStartTask], Callable[[np.ndarray], np.ndarray]]
 
 
 def optimizer_for(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -113,36 +110,41 @@ class TrainResult:
 
 
 def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir: str | Path,
-          evaluate: Evaluate | None = None, accelerator=None, resume: bool = True,
+          user_metric: UserMetric | None = None, accelerator=None, resume: bool = True,
           progress_bar: bool = True, init: InterestModel | None = None) -> TrainResult:
     """Train on ``task`` and return the best model on its validation users.
 
-    ``evaluate``: the model-selection score (default: validation NDCG@10, scoring
-    ``config.eval_batch_size`` users at a time). ``init``: start from this model (e.g. one
-    given a new platform with :func:`add_platform`) instead of a fresh one. With
+    ``user_metric``: the model-selection score of each validation user, averaged over them
+    (default: NDCG@10, scoring ``config.eval_batch_size`` users at a time). ``init``: start
+    from this model (e.g. one given a new platform with :func:`add_platform`) instead of a
+    fresh one. With
     ``config.trainable == "target-head"`` only the target's adapters, item bias and temperature
     learn (and no within-platform loss is used). Re-running with the same ``output_dir``
     resumes from its last checkpoint (``resume``), and refuses one trained otherwise;
     ``resume=False`` deletes the folder's checkpoints and starts afresh.
     """
     from accelerate import DistributedDataParallelKwargs
-    from accelerate.utils import set_seed
+    from accelerate.utils import GradientAccumulationPlugin, set_seed
     from tqdm.auto import tqdm
 
     out = Path(output_dir)
+    run = Run(out)
     acc = accelerator or accelerator_for(
-        config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+        config.mixed_precision,
+        # accumulation runs on across epoch ends, as the step counter in checkpoints expects
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
+                                                                sync_with_dataloader=False),
         log_with=config.log_with, project_dir=str(out),
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
     check_trackers(acc, config)
     record = trained_with(task, features, config)
     if acc.is_main_process:
-        remove_partial(out / CHECKPOINTS)
+        remove_partial(run.checkpoints)
     acc.wait_for_everyone()
-    ckpt = choose_checkpoint(acc, out / CHECKPOINTS) if resume else None
+    ckpt = choose_checkpoint(acc, run.checkpoints) if resume else None
     if ckpt is not None:
         check_resumable(ckpt.folder, record)
-    evaluate = evaluate or partial(valid_ndcg10, batch_size=config.eval_batch_size)
+    user_metric = user_metric or partial(UserNdcg10, batch_size=config.eval_batch_size)
     set_seed(config.seed)
     if len(task.valid_users) == 0:
         raise ValueError(f"{task.dataset}/{task.split}: no validation users to select the model on")
@@ -150,7 +152,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
         model = build_model(task, features, config)
     else:
         model = init
-        attach_features(model, task, features, config.id_min_users)
+        attach_features(model, task, features)  # its id presence is its own (saved with it)
     head_only = config.trainable == "target-head"
     if head_only:
         freeze_all_but_target_head(model, task.target)
@@ -159,14 +161,16 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     objective = Objective(model, task.source, task.target, 0.0 if head_only else config.within_weight,
                           config.num_negatives)
     optimizer = optimizer_for(objective, config)
-    objective, optimizer = acc.prepare(objective, optimizer)
+    steps = EpochSteps(planner, acc.num_processes, config.min_epoch_steps * acc.num_processes)
+    objective, optimizer, train_loader, valid_loader = acc.prepare(
+        objective, optimizer, steps.loader(), validation_loader(task.valid_users, config.eval_batch_size))
     state = Progress()
     if acc.is_main_process:
         if not resume:
-            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
         out.mkdir(parents=True, exist_ok=True)
-        config.save(out / "config.json")
-        atomic_write_bytes(out / TASK_FILE, (json.dumps(task_identity(task)) + "\n").encode())
+        run.save_config(config)
+        run.save_task(task_identity(task))
     if ckpt is not None:
         resume_from(acc, ckpt, objective, optimizer, state)
     if config.log_with:
@@ -174,19 +178,12 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
 
     while state.epoch < config.epochs and state.bad_epochs < config.patience:
         t0 = time.perf_counter()
-        steps = planner.plan(state.epoch, config.min_epoch_steps * acc.num_processes)
-        # process r takes steps r, r + N, ...: together one global batch per optimizer step;
-        # a last step that would leave a process without its share is dropped
-        mine = steps[acc.process_index::acc.num_processes][:len(steps) // acc.num_processes or None]
-        loader = torch.utils.data.DataLoader(  # its own generator: iterating must not draw from the global RNG
-            mine, batch_size=1, collate_fn=lambda one: planner.build(one[0]), generator=torch.Generator())
-        if state.step_in_epoch:
-            loader = acc.skip_first_batches(loader, state.step_in_epoch)
+        steps.plan_epoch(state.epoch)
+        loader = acc.skip_first_batches(train_loader, state.step_in_epoch) if state.step_in_epoch else train_loader
         objective.train()
         bar = tqdm(loader, desc=f"epoch {state.epoch + 1}/{config.epochs}", leave=False,
                    disable=not (progress_bar and acc.is_local_main_process))
-        for batch in bar:
-            batch = {k: v.to(acc.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        for batch in bar:  # on acc.device already
             with acc.accumulate(objective):
                 losses = objective(batch)
                 acc.backward(losses["loss"])
@@ -200,18 +197,18 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
             if config.checkpoint_every and state.global_step % config.checkpoint_every == 0:
                 state.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
-                save_checkpoint(acc, out / CHECKPOINTS, state.global_step, objective, optimizer,
+                save_checkpoint(acc, run.checkpoints, state.global_step, objective, optimizer,
                                 state.state_dict(), {RECORD_FILE: record})
         state.seconds += time.perf_counter() - t0
-        _end_epoch(acc, objective, task, evaluate, state, out, config)
-        save_checkpoint(acc, out / CHECKPOINTS, state.global_step, objective, optimizer, state.state_dict(),
+        _end_epoch(acc, objective, task, partial(validate, acc, valid_loader, user_metric), state, out, config)
+        save_checkpoint(acc, run.checkpoints, state.global_step, objective, optimizer, state.state_dict(),
                         {RECORD_FILE: record})
 
     acc.wait_for_everyone()
     if config.log_with:
         acc.end_training()
-    best = InterestModel.from_pretrained(out / "model")
-    attach_features(best, task, features, config.id_min_users)  # features are data, not weights
+    best = run.load_model()  # scores alone: its id presence is saved with it
+    attach_features(best, task, features)  # features are data, not weights
     return TrainResult(best, state.best_epoch, state.best, state.epoch, state.seconds,
                        state.seconds_to_best, state.history)
 
@@ -224,13 +221,31 @@ def check_trackers(acc, config: TrainConfig) -> None:
                          f"pip install {package}, or leave log_with unset")
 
 
-def _end_epoch(acc, objective, task: ColdStartTask, evaluate: Evaluate, state: Progress,
+def validation_loader(users: np.ndarray, batch_size: int) -> torch.utils.data.DataLoader:
+    """``users`` [U] in order, ``batch_size`` at a time (to pass through ``accelerator.prepare``);
+    its own generator: iterating draws nothing from the global RNG."""
+    return torch.utils.data.DataLoader(users, batch_size=batch_size, generator=torch.Generator())
+
+
+def validate(acc, loader, user_metric: UserMetric, model: InterestModel, task: ColdStartTask) -> np.ndarray:
+    """``[U]`` ``user_metric`` of every user of ``loader`` (a prepared :func:`validation_loader`),
+    in its order. Every process scores its share; ``gather_for_metrics`` joins the values and
+    drops the repeats accelerate padded the last round with, so all processes get the values a
+    single process would compute."""
+    metric, parts = user_metric(model, task), []
+    for users in loader:
+        values = torch.from_numpy(np.asarray(metric(users.cpu().numpy()))).to(acc.device)
+        parts.append(acc.gather_for_metrics(values).cpu())
+    return torch.cat(parts).numpy()
+
+
+def _end_epoch(acc, objective, task: ColdStartTask, validate_model: Callable[..., np.ndarray], state: Progress,
                out: Path, config: TrainConfig) -> None:
-    """Validate, keep the best model, log, and move to the next epoch."""
+    """Validate (``validate_model(model, task)`` -> per-user values, on every process), keep the
+    best model, log, and move to the next epoch."""
     model = acc.unwrap_model(objective).model
     steps = max(state.step_in_epoch, 1)
-    score = evaluate(model, task, task.valid_users) if acc.is_main_process else 0.0
-    score = float(acc.reduce(torch.tensor(score, device=acc.device), reduction="sum"))
+    score = float(validate_model(model, task).mean())
     row = {"epoch": state.epoch + 1, "step": state.global_step, **{k: v / steps for k, v in state.loss_sums.items()},
            "valid_ndcg10": score, "seconds": round(state.seconds, 2)}
     state.history.append(row)
@@ -238,11 +253,11 @@ def _end_epoch(acc, objective, task: ColdStartTask, evaluate: Evaluate, state: P
         state.best, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
         state.seconds_to_best = state.seconds
         if acc.is_main_process:
-            save_model_atomically(model, out / "model")
+            Run(out).save_model(model)  # replaced atomically
     else:
         state.bad_epochs += 1
     if acc.is_main_process:
-        atomic_write_bytes(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in state.history).encode())
+        Run(out).save_log(state.history)
         logger.info("epoch %d: %s", state.epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                                                                  if isinstance(v, float)))
     if config.log_with:
@@ -252,22 +267,9 @@ def _end_epoch(acc, objective, task: ColdStartTask, evaluate: Evaluate, state: P
     state.loss_sums = {}
 
 
-def save_model_atomically(model: InterestModel, folder: Path) -> None:
-    """``save_pretrained`` into a temporary folder, then swap it in."""
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    if old.exists() and not folder.exists():  # killed between the two renames below
-        old.rename(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def latest_checkpoint(out: Path) -> Path | None:
-    """The run folder ``out``'s newest ``checkpoints/step-N``, unverified (None if none)."""
-    return _latest(out / CHECKPOINTS)
+    """The run folder ``out``'s newest checkpoint ``step-N``, unverified (None if none)."""
+    return _latest(Run(out).checkpoints)
 
 
 def resume_from(acc, ckpt, objective, optimizer, state: Progress) -> None:
