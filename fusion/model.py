@@ -12,9 +12,16 @@ Heads are routes named by platform (``nn.ModuleDict``s, as sentence-transformers
 the sha256 of every file it wrote; ``from_pretrained`` checks each file against its hash
 (a changed file is refused, naming it), rebuilds the model from the manifest and refuses a
 weight that is NaN or infinite (naming the file and the tensor). A folder saved before the
-hashes were recorded still loads, with a warning that it is unverified. Item features and
-external vectors are data, not weights: set them again after loading
-(``set_item_features`` / ``set_item_vectors``).
+hashes were recorded still loads, with a warning that it is unverified.
+
+A saved folder holds everything scoring needs but the item features: the weights, each
+target's item bias and temperature, which items have a trained id row (the id presence,
+``set_id_presence``: a bool buffer saved with the fusion weights), the encoders' and item
+spaces' fingerprints, its own type and ``info`` (provenance, e.g. the training task; not
+part of the model's function). Copied alone anywhere, it scores as it did in its run. A
+folder saved before id presence was recorded loads with every id row used (and a warning:
+re-save it from its run). Item features and external vectors are data, not weights: set
+them again after loading (``set_item_features`` / ``set_item_vectors``).
 
 Training: call the model itself, ``model(items, mask, platform, target, item_idx)`` ->
 logits, so DDP sees the forward. The feature tables are (non-persistent) buffers: under DDP
@@ -42,12 +49,13 @@ from fusion.adapters import Adapter, create_adapter
 from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConfig, TargetConfig,
                            check_name, from_dict, load_weights, read_config, read_json, read_manifest,
                            write_json)
-from fusion.items import ItemSpace
+from fusion.items import ID_PRESENT, ItemSpace
 from fusion.transformer import FusionTransformer
 
 MANIFEST = "manifest.json"
 FORMAT = "multimodal-interest/interest-model"
 FORMAT_VERSION = 1
+TYPE = "InterestModel"  # manifest key "type": the class that loads the folder
 HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file save_pretrained wrote
 
 
@@ -55,13 +63,15 @@ class InterestModel(nn.Module):
     """See the module docstring. Shapes: ``B`` users, ``L`` history length, ``N_P`` items of
     target ``P``, ``D`` the fusion width, ``D_P`` the width of ``P``'s item space."""
 
-    def __init__(self, config: InterestConfig, encoder_fingerprints: dict[str, str] | None = None):
+    def __init__(self, config: InterestConfig, encoder_fingerprints: dict[str, str] | None = None,
+                 info: dict[str, Any] | None = None):
         super().__init__()
         self.fusion = FusionTransformer(config.fusion)
         self.adapters = nn.ModuleDict()
         self.item_adapters = nn.ModuleDict()
         self.spaces = nn.ModuleDict()
         self.encoder_fingerprints = dict(encoder_fingerprints or {})
+        self.info = dict(info or {})  # provenance (JSON), saved in the manifest; no effect on scores
         for p, t in config.targets.items():
             self.add_target(p, t)
 
@@ -121,6 +131,21 @@ class InterestModel(nn.Module):
                 raise ValueError(f"platform {platform!r}: target has {n} items but features have "
                                  f"rows {rows}")
         self.fusion.set_item_features(platform, features, present)
+
+    def set_id_presence(self, platform: str, present: Any) -> None:
+        """Which items of ``platform`` have a trained id row (bool ``[N_P]``): only those use
+        their id embedding. Model state, saved with the weights (unlike item features)."""
+        self.fusion.items.set_id_presence(platform, present)
+
+    def id_presence(self, platform: str) -> torch.Tensor | None:
+        """``[N_P]`` bool: items of ``platform`` with a trained id row (None: no id embedding,
+        or a model saved before presence was recorded, whose every row is used)."""
+        return self.fusion.items.id_presence(platform)
+
+    @property
+    def id_presence_recorded(self) -> bool:
+        """False for a model loaded from a folder saved before id presence was recorded."""
+        return all(self.id_presence(p) is not None for p in self.fusion.config.id_items)
 
     def set_item_vectors(self, platform: str, vectors: Any) -> None:
         """An external space's item vectors ``[N_P, D_P]`` (from the platform's own recommender)."""
@@ -210,8 +235,8 @@ class InterestModel(nn.Module):
                 adapter.save(folder / f"{role}s" / p)
                 parts.append({"name": f"{role}s/{p}", "role": role, "type": adapter.registry_name,
                               "platform": p, "path": f"{role}s/{p}"})
-        write_json(folder / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                       "parts": parts, "encoder_fingerprints": self.encoder_fingerprints,
+        write_json(folder / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, "type": TYPE,
+                                       "info": self.info, "parts": parts, "encoder_fingerprints": self.encoder_fingerprints,
                                        "versions": _versions(), HASHES: _hash_parts(folder, parts)})
 
     @classmethod
@@ -227,15 +252,18 @@ class InterestModel(nn.Module):
         manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
                                  "not a saved InterestModel (or its save was interrupted)")
         parts = manifest["parts"]
+        if manifest.get("type", TYPE) != TYPE:
+            raise ValueError(f"{folder / MANIFEST}: a saved {manifest['type']!r}, not an {TYPE}")
         if verify:
             verify_files(folder, manifest)
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
                    if p["role"] == "item_space"}
         model = cls(InterestConfig(read_config(FusionConfig, fusion), targets),
-                    manifest.get("encoder_fingerprints"))
+                    manifest.get("encoder_fingerprints"), manifest.get("info"))
         if encoder_fingerprints is not None:
             model.check_fingerprints(encoder_fingerprints)
+        _forget_unsaved_id_presence(model, fusion / WEIGHTS_FILE)
         load_weights(model.fusion, fusion)
         for p in parts:
             if p["role"] != "fusion":
@@ -243,6 +271,25 @@ class InterestModel(nn.Module):
                            "item_adapter": model.item_adapters}[p["role"]]
                 load_weights(modules[p["platform"]], folder / p["path"])
         return model.to(device) if device is not None else model
+
+
+def _forget_unsaved_id_presence(model: InterestModel, weights: Path) -> None:
+    """A fusion weights file saved before id presence was recorded has no presence buffers:
+    load it with every id row used (as that version's ``from_pretrained`` did), and warn."""
+    from safetensors import safe_open
+
+    if not model.fusion.config.id_items or not weights.is_file():
+        return
+    with safe_open(str(weights), framework="pt") as f:
+        saved = set(f.keys())
+    missing = [p for p in model.fusion.config.id_items if f"items.{ID_PRESENT}{p}" not in saved]
+    for p in missing:
+        model.fusion.items.forget_id_presence(p)
+    if missing:
+        warnings.warn(f"{weights}: records no id presence for {', '.join(missing)} (saved by an older "
+                      f"version): every id row is used, trained or not; re-save the model from its run "
+                      f"(multimodal_interest.training.load_run(...).save_pretrained) or re-train it",
+                      stacklevel=3)
 
 
 def _part_files(parts: list[dict]) -> list[str]:

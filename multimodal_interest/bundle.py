@@ -1,9 +1,10 @@
 """A deployment bundle: one folder with everything serving a trained model needs.
 
-A trained model alone cannot serve: its item features come from the embedding store, its
-item ids from the dataset, and which items have a trained id embedding from the training
-split. :meth:`Bundle.build` gathers them once; serving then needs no encoder, no store and
-no dataset::
+A saved model holds everything scoring needs but data: its item features come from the
+embedding store and its item ids from the dataset (which items have a trained id embedding
+is saved with the model). :meth:`Bundle.build` gathers them once, from the model folder
+alone (nothing beside it is read, nothing from ``training/`` is imported); serving then
+needs no encoder, no store and no dataset::
 
     bundle/
       manifest.json                  format, version, model fingerprint, platforms, indexes
@@ -11,7 +12,8 @@ no dataset::
       items/<platform>.json          item ids, row i = item_idx i
       features/<platform>.safetensors  encoder vectors of the items a history may hold:
                                      "x.<modality>" [N, d_m], "present.<modality>" [N] bool,
-                                     "present.id" [N] bool (items seen in training)
+                                     "present.id" [N] bool (the model's id presence, a copy:
+                                     checked equal to the model's on load)
       targets/<platform>.safetensors "vectors" [N, D_P] (the model's item_vectors(P)),
                                      "bias" [N], "scale" [1]: score = scale * cos + bias
       index/<platform>.<kind>.faiss  FAISS indexes (flat, ivf, hnsw) over the target items
@@ -43,12 +45,14 @@ import numpy as np
 import torch
 
 from fusion import InterestModel
-from fusion.config import check_finite, check_name, read_json, read_manifest, write_json
+from fusion.config import CONFIG_FILE, check_finite, check_name, read_json, read_manifest, write_json
 from fusion.files import sha256_file
-from fusion.model import saved_files
+from fusion.model import MANIFEST as MODEL_MANIFEST, saved_files
 from multimodal_interest.data.dataset import CrossPlatformDataset
+from multimodal_interest.features import ItemFeatures
 from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRetriever, Retriever,
                                            TargetItems, recall_at_k)
+from multimodal_interest.run import model_folder
 from multimodal_interest.store import EmbeddingStore
 
 log = logging.getLogger(__name__)
@@ -56,9 +60,9 @@ log = logging.getLogger(__name__)
 FORMAT = "multimodal-interest/bundle"
 FORMAT_VERSION = 2  # 2: the manifest records every file's sha256
 MANIFEST = "manifest.json"
+MODEL = "model"  # the bundle's copy of the saved model (a bundle's layout, not a run's)
 HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file of the bundle
 REEXPORT = "re-export it with `mmi export-index` (or Bundle.build(...).save(...))"
-TASK_FILE = "task.json"  # written by training into its run folder
 ID = "id"
 APPROXIMATE = ("ivf", "hnsw")  # index kinds that may miss true top items
 RECALL = "recall@10"
@@ -67,24 +71,14 @@ RECALL = "recall@10"
 def model_fingerprint(folder: str | Path) -> str:
     """``sha256:<hex>`` of a saved InterestModel (see the module docstring)."""
     folder = Path(folder)
-    manifest = read_json(folder / "manifest.json")
+    manifest = read_json(folder / MODEL_MANIFEST)
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and (path.name.endswith(".safetensors") or path.name == "config.json"):
+        if path.is_file() and (path.name.endswith(".safetensors") or path.name == CONFIG_FILE):
             h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
     kept = {k: manifest.get(k) for k in ("format", "format_version", "parts", "encoder_fingerprints")}
     h.update(json.dumps(kept, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
-
-
-def find_model_folder(path: str | Path) -> Path:
-    """A saved model folder, given it or a training run folder (``<run>/model``)."""
-    path = Path(path)
-    for candidate in (path, path / "model"):
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"{path}: neither a saved model (no manifest.json) nor a training run "
-                            f"folder (no model/manifest.json)")
 
 
 @dataclass
@@ -118,21 +112,26 @@ class Bundle:
     def build(cls, model_dir: str | Path, dataset: CrossPlatformDataset,
               store: EmbeddingStore | None = None, split: str | None = None,
               item_spaces: dict[str, str] | None = None) -> Bundle:
-        """Gather a trained model's serving data: item ids from ``dataset``, encoder vectors
-        from ``store`` (the encoders the model was trained on), and the items seen in training
-        (they use their id embedding) from the training split, read from the run folder's
-        ``task.json`` or given as ``split``. A target the model scores in the platform's own
-        item space needs that space's file in ``item_spaces`` (platform -> file, as in
-        training; another file than the model's is refused)."""
-        from multimodal_interest.training import ItemFeatures, TrainConfig, attach_features
-
-        model_dir = find_model_folder(model_dir)
+        """Gather a saved model's serving data: item ids from ``dataset``, encoder vectors
+        from ``store`` (the encoders the model was trained on) and, for a target the model
+        scores in the platform's own item space, that space's file in ``item_spaces``
+        (platform -> file, as in training; another file than the model's is refused).
+        Everything else scoring needs (which items use their id embedding, item bias,
+        temperature, fingerprints) is in the model folder, ``model_dir`` or a run's: a folder
+        copied alone builds the same bundle. ``split`` only labels the bundle (default: the
+        training split the model records); another split than the recorded one is refused."""
+        model_dir = model_folder(model_dir)
         model = InterestModel.from_pretrained(model_dir)
-        source, target, split = _training_task(model_dir, model, dataset, split)
+        if not model.id_presence_recorded:
+            raise ValueError(f"{model_dir}: saved by an older version, which did not record which items "
+                             f"have a trained id embedding, so it cannot score on its own; re-save it from "
+                             f"its run (multimodal_interest.training.load_run(run, task, features)"
+                             f".save_pretrained(folder)) or re-train it")
+        source, target, split = _trained_on(model_dir, model, dataset, split)
         platforms = sorted(set(model.fusion.config.platforms) | set(model.targets))
-        if set(platforms) != {source, target}:
-            raise ValueError(f"{model_dir}: the model has platforms {platforms}, its task "
-                             f"{source}->{target}; bundles serve two-platform models")
+        if len(platforms) != 2:
+            raise ValueError(f"{model_dir}: the model has platforms {platforms}; bundles serve "
+                             f"two-platform models")
         missing = [p for p in platforms if p not in dataset.items]
         if missing:
             raise ValueError(f"dataset {dataset.name!r} has no platform {missing}; build from the "
@@ -150,9 +149,7 @@ class Bundle:
                     if modalities else ItemFeatures())
         features.read_item_spaces(item_spaces or {}, ids)
         model.check_fingerprints(features.fingerprints)
-        run_config = model_dir.parent / "config.json"  # the run's TrainConfig: which ids it trusted
-        min_users = TrainConfig.from_file(run_config).id_min_users if run_config.is_file() else 1
-        attach_features(model, dataset.cold_start(source, target, split), features, min_users)
+        features.attach(model, platforms)
         model.eval().requires_grad_(False)
         with torch.inference_mode():
             targets = {p: TargetItems(model.item_vectors(p).float().contiguous(), _bias(model, p),
@@ -173,7 +170,7 @@ class Bundle:
         folder = Path(folder)
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(self.model_dir, tmp / "model", ignore=shutil.ignore_patterns(".*"))
+        shutil.copytree(self.model_dir, tmp / MODEL, ignore=shutil.ignore_patterns(".*"))
         platforms, entries = {}, []
         for p, ids in self.item_ids.items():
             spec: dict = {"n_items": len(ids), "items": f"items/{p}.json"}
@@ -194,7 +191,7 @@ class Bundle:
                     entries.append(_save_index(tmp, p, index, t, (queries or {}).get(p)))
             platforms[p] = spec
         write_json(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                    "model": {"path": "model", "fingerprint": self.fingerprint},
+                                    "model": {"path": MODEL, "fingerprint": self.fingerprint},
                                     "info": self.info, "platforms": platforms, "indexes": entries,
                                     HASHES: _hash_files(tmp)})
         old = folder.with_name(folder.name + ".old")
@@ -212,7 +209,7 @@ class Bundle:
         folder = Path(folder)
         manifest = _read_bundle_manifest(folder)
         _verify_files(folder, manifest)
-        model_dir = folder / "model"
+        model_dir = folder / MODEL
         fingerprint = model_fingerprint(model_dir)
         if fingerprint != manifest["model"]["fingerprint"]:
             raise ValueError(f"{model_dir}: the model files do not match the bundle's manifest "
@@ -317,23 +314,21 @@ def probe_queries(bundle: Bundle, dataset: CrossPlatformDataset, n: int = 256,
     return out
 
 
-def _training_task(model_dir: Path, model: InterestModel, dataset: CrossPlatformDataset,
-                   split: str | None) -> tuple[str, str, str]:
-    """(source, target, split) the model was trained on: the run's task.json, else the model's
-    platforms in training order (source first) and the given split."""
-    task_file = model_dir.parent / TASK_FILE
-    if task_file.is_file():
-        task = read_json(task_file)
-        if task.get("dataset") != dataset.name:
-            raise ValueError(f"{task_file}: the model was trained on dataset {task.get('dataset')!r}, "
-                             f"not {dataset.name!r}")
-        if split is not None and split != task["split"]:
-            raise ValueError(f"{task_file}: the model was trained on split {task['split']!r}, not {split!r}")
-        return task["source"], task["target"], task["split"]
-    if split is None:
-        raise ValueError(f"{model_dir}: no {TASK_FILE} beside it says which split the model was "
-                         f"trained on; give the split (--split)")
-    source, target = model.fusion.config.platforms[:2]
+def _trained_on(model_dir: Path, model: InterestModel, dataset: CrossPlatformDataset,
+               split: str | None) -> tuple[str, str, str | None]:
+    """(source, target, split) the model was trained on, as its saved ``info`` records them
+    (else its platforms in training order, source first, and the given split): labels only.
+    A model trained on another dataset or split than the ones given is refused."""
+    task = model.info.get("task") or {}
+    where = f"{model_dir / MODEL_MANIFEST} (info.task)"
+    if task.get("dataset", dataset.name) != dataset.name:
+        raise ValueError(f"{where}: the model was trained on dataset {task['dataset']!r}, "
+                         f"not {dataset.name!r}")
+    if split is not None and task.get("split", split) != split:
+        raise ValueError(f"{where}: the model was trained on split {task['split']!r}, not {split!r}")
+    if {"source", "target"} <= set(task):
+        return task["source"], task["target"], task.get("split", split)
+    source, target = (model.fusion.config.platforms + model.targets)[:2]
     return source, target, split
 
 
@@ -362,7 +357,7 @@ def _read_files(folder: Path, manifest: dict) -> list[str]:
     specs = manifest["platforms"].values()
     files = [spec[key] for spec in specs for key in ("items", "features", "target") if key in spec]
     files += [e["path"] for e in manifest.get("indexes", [])]
-    return files + [f"model/{f}" for f in saved_files(folder / "model")]
+    return files + [f"{MODEL}/{f}" for f in saved_files(folder / MODEL)]
 
 
 def _verify_files(folder: Path, manifest: dict) -> None:
@@ -402,6 +397,11 @@ def _attach_features(model: InterestModel, platform: str, path: str) -> None:
     tensors = load_file(path)
     check_finite(tensors, path)
     vectors, present = _split_features(tensors)
+    ids = present.pop(ID, None)  # a copy of the model's own id presence: must agree with it
+    mine = model.id_presence(platform)
+    if (ids is None) != (mine is None) or (ids is not None and not torch.equal(ids.cpu(), mine.cpu())):
+        raise ValueError(f"{path}: 'present.id' does not match the model's id presence (which items "
+                         f"have a trained id embedding); {REEXPORT}")
     try:
         model.set_item_features(platform, vectors, present)
     except ValueError as e:
@@ -447,7 +447,9 @@ def _feature_tensors(model: InterestModel, platform: str) -> dict[str, torch.Ten
     """What the model holds for ``platform``'s items: vectors and presence per source."""
     table = model.fusion.items.tables[platform]
     out = {f"x.{m}": table.x(m) for m in table.modalities}
-    out.update({f"present.{m}": table.has(m) for m in [*table.modalities, ID] if table.has(m) is not None})
+    out.update({f"present.{m}": table.has(m) for m in table.modalities})
+    if model.id_presence(platform) is not None:
+        out[f"present.{ID}"] = model.id_presence(platform)
     return out
 
 

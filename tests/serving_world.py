@@ -68,13 +68,14 @@ def write_world(root: Path, n_users: int = 300) -> tuple[CrossPlatformDataset, E
 
 
 def train_model(dataset: CrossPlatformDataset, store: EmbeddingStore, out: Path, epochs: int = 2,
-                seed: int = 0) -> Path:
-    """``mmi train``'s path: the run folder of a small model trained a->b on split s0."""
+                seed: int = 0, **settings) -> Path:
+    """``mmi train``'s path: the run folder of a small model trained a->b on split s0
+    (``settings``: TrainConfig values over :data:`SMALL`)."""
     task = dataset.cold_start("a", "b", "s0")
     ids = {p: dataset.items[p]["item_id"].tolist() for p in ("a", "b")}
     features = ItemFeatures.from_store(store, ids)
-    train(task, features, TrainConfig(**SMALL, epochs=epochs, patience=epochs, seed=seed), out,
-          progress_bar=False)
+    config = TrainConfig(**{**SMALL, **settings}, epochs=epochs, patience=epochs, seed=seed)
+    train(task, features, config, out, progress_bar=False)
     return out
 
 

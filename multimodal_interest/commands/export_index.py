@@ -11,21 +11,23 @@ from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.retrieval import FAISS_KINDS
 from multimodal_interest.store import EmbeddingStore
-from multimodal_interest.training.features import parse_item_spaces
+from multimodal_interest.features import parse_item_spaces
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """What building a bundle needs (shared with ``mmi recommend``)."""
     p.add_argument("--dataset", help="the dataset the model was trained on (folder or registered name)")
     p.add_argument("--store", type=Path, help="the embedding store the model was trained with")
-    p.add_argument("--split", help="the training split (default: the run folder's task.json)")
+    p.add_argument("--split", help="the training split, a label (default: the one the model records; "
+                                   "another is refused)")
     p.add_argument("--item-space", action="append", default=[], metavar="PLATFORM=FILE",
                    help="the file of PLATFORM's own item vectors the model was trained with "
                         "(a model that scores PLATFORM in its own item space needs it)")
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="training run folder (or its model/ folder)")
+    p.add_argument("--model", required=True, help="a saved model folder (alone is enough), or a training "
+                                                  "run folder (its best model)")
     add_model_arguments(p)
     p.add_argument("--output", type=Path, required=True, help="bundle folder to write (replaced whole)")
     p.add_argument("--index", default="flat",

@@ -8,6 +8,7 @@ from pathlib import Path
 from fusion import InterestModel
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
+from multimodal_interest.run import Run, model_folder
 from multimodal_interest.training import ItemFeatures, TrainConfig, add_platform, train
 from multimodal_interest.training.config import apply_overrides
 from multimodal_interest.training.features import parse_item_spaces
@@ -31,9 +32,9 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TrainConfig as YAML or JSON")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, e.g. --set lr=3e-4 (repeatable)")
-    p.add_argument("--init", type=Path, help="start from this run's model; a target it has no head for "
-                                             "gets one (zero-shot start); with --set trainable=target-head "
-                                             "only that head learns")
+    p.add_argument("--init", type=Path, help="start from this model (a run folder or a saved model "
+                                             "folder); a target it has no head for gets one (zero-shot "
+                                             "start); with --set trainable=target-head only that head learns")
     p.add_argument("--no-resume", action="store_true",
                    help="start afresh: delete the checkpoints --output has (e.g. to change settings)")
 
@@ -47,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
                                         parse_item_spaces(args.item_space))
     init = None
     if args.init is not None:
-        init = InterestModel.from_pretrained(args.init / "model", encoder_fingerprints=features.fingerprints)
+        init = InterestModel.from_pretrained(model_folder(args.init), encoder_fingerprints=features.fingerprints)
         if task.target not in init.targets:
             add_platform(init, task, features)
     result = train(task, features, config, args.output, resume=not args.no_resume,
                    progress_bar=args.progress, init=init)
     print(f"{task.label}: best validation NDCG@10 {result.best_valid_ndcg10:.4f} at epoch "
           f"{result.best_epoch} of {result.epochs_run} ({result.seconds_to_best:.0f}s to best, "
-          f"{result.seconds:.0f}s in all); model in {args.output / 'model'}")
+          f"{result.seconds:.0f}s in all); model in {Run(args.output).model_dir}")
     return 0

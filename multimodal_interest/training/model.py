@@ -1,7 +1,9 @@
 """The model a training run starts from, and the data it is given at run time.
 
 Item features are data, not weights: :func:`attach_features` registers the store's vectors
-(and which items have a trained id embedding) with a model, after building or loading it.
+with a model, after building or loading it. Which items have a trained id embedding is the
+model's own state: :func:`build_model` sets it from the training split
+(:func:`set_id_presence`) and ``save_pretrained`` keeps it, so a saved model scores alone.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
-from multimodal_interest.training.record import check_run_task
+from multimodal_interest.run import Run
+from multimodal_interest.training.record import check_run_task, task_identity
 
 
 def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> InterestModel:
@@ -34,8 +37,10 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
                                temperature=config.temperature, learn_temperature=config.learn_temperature,
                                **_space(features, p))
                for p in platforms}
-    model = InterestModel(InterestConfig(fusion, targets), features.fingerprints)
-    attach_features(model, task, features, config.id_min_users)
+    model = InterestModel(InterestConfig(fusion, targets), features.fingerprints,
+                          info={"task": task_identity(task)})
+    set_id_presence(model, task, config.id_min_users)
+    attach_features(model, task, features)
     for p in platforms:
         popularity_prior(model, task, p)
     return model
@@ -70,36 +75,30 @@ def freeze_all_but_target_head(model: InterestModel, target: str) -> None:
                                                  ["spaces", target]))
 
 
-def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
-                    id_min_users: int = 1) -> None:
-    """Register both platforms' encoder vectors with ``model``; where it has id embeddings,
-    only items of at least ``id_min_users`` training users use theirs (the others were never
-    trained, or too little to trust). A target scored in its own item space gets those vectors."""
+def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures) -> None:
+    """Register both platforms' encoder vectors with ``model`` (and a target scored in its own
+    item space those vectors): :meth:`ItemFeatures.attach`. The model's id presence is its own
+    and stays as it is."""
+    features.attach(model, task.platforms)
+
+
+def set_id_presence(model: InterestModel, task: ColdStartTask, id_min_users: int = 1) -> None:
+    """Where ``model`` has id embeddings, only items of at least ``id_min_users`` training
+    users of ``task`` use theirs (the others were never trained, or too little to trust)."""
     for p in task.platforms:
-        present = dict(features.present.get(p, {}))
         if p in model.fusion.config.id_items:
-            present["id"] = torch.from_numpy(item_users(task, p) >= id_min_users)
-        model.set_item_features(p, features.vectors.get(p, {}), present)
-    for p in model.targets:
-        own = features.item_spaces.get(p)
-        if model.config.targets[p].space == "external":
-            if own is None:
-                raise ValueError(f"the model scores {p!r} in that platform's own item space: give "
-                                 f"its item vectors (`--item-space {p}=FILE`, the file it was trained with)")
-            model.set_item_vectors(p, own)
-        elif own is not None:
-            raise ValueError(f"item vectors were given for {p!r}, but the model scores {p!r} from "
-                             f"item content; train a model with them to use them")
+            model.set_id_presence(p, torch.from_numpy(item_users(task, p) >= id_min_users))
 
 
 def load_run(run_dir: str | Path, task: ColdStartTask, features: ItemFeatures) -> InterestModel:
     """The best model of a finished (or interrupted) run folder, ready to score ``task``; a run
     trained on another task (dataset, split, source or target) or on other encoders is refused."""
-    run_dir = Path(run_dir)
-    check_run_task(run_dir, task)
-    config = TrainConfig.from_file(run_dir / "config.json")
-    model = InterestModel.from_pretrained(run_dir / "model", encoder_fingerprints=features.fingerprints)
-    attach_features(model, task, features, config.id_min_users)
+    run = Run(run_dir)
+    check_run_task(run.folder, task)
+    model = run.load_model(encoder_fingerprints=features.fingerprints)
+    if not model.id_presence_recorded:  # saved by an older version: the run's config says
+        set_id_presence(model, task, run.config(TrainConfig).id_min_users)
+    attach_features(model, task, features)
     return model
 
 

@@ -1,7 +1,7 @@
 """What a run folder records about the training behind its model, and the checks that refuse
 to mix runs up: resuming a checkpoint under other settings, scoring a run on another task.
 
-A run folder's ``task.json`` names its task (dataset, split, source, target). Each checkpoint
+A run folder's task (:meth:`Run.task`) names dataset, split, source and target. Each checkpoint
 holds ``trained_with.json``: that task, the encoder fingerprints of the item features and the
 TrainConfig it was trained with, less the fields in :data:`RESUMABLE`. Those only say how long
 to go on, how often to save and how to report, so they may change when a run is resumed:
@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.run import Run
 from multimodal_interest.training.checkpoint import refuse_old_format
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 
-TASK_FILE = "task.json"
 RECORD_FILE = "trained_with.json"
 RESUMABLE = ("epochs", "patience", "checkpoint_every", "eval_batch_size", "log_with")
 
@@ -40,28 +40,44 @@ def check_resumable(checkpoint: Path, current: dict[str, Any]) -> None:
     """Refuse to resume ``checkpoint`` unless it was trained as ``current`` (:func:`trained_with`)
     says; the error names each difference and how to start afresh. A checkpoint in
     accelerate's pickle format (an older version's) is refused too: it is never loaded."""
-    refuse_old_format(checkpoint)
+    try:
+        refuse_old_format(checkpoint)
+    except ValueError as exc:
+        raise NotResumable(str(exc), "a checkpoint in accelerate's pickle format (an older "
+                                     "version's)") from None
     record = checkpoint / RECORD_FILE
     afresh = (f"start afresh in a new output folder, or delete {checkpoint.parent} "
               f"(`mmi train --no-resume` does that too)")
     if not record.is_file():
-        raise ValueError(f"{checkpoint}: the checkpoint does not record what it was trained with "
-                         f"(no {RECORD_FILE}: written by an older version), so it cannot be resumed "
-                         f"safely; {afresh}")
+        raise NotResumable(f"{checkpoint}: the checkpoint does not record what it was trained with "
+                           f"(no {RECORD_FILE}: written by an older version), so it cannot be "
+                           f"resumed safely; {afresh}", f"no {RECORD_FILE}: written by an older version")
     diffs = differences(json.loads(record.read_text()), current)
     if diffs:
-        raise ValueError(f"{checkpoint} was trained with other settings: {'; '.join(diffs)}. Resuming "
-                         f"it would return its model under the new settings; keep its settings, or "
-                         f"{afresh}. Only {', '.join(RESUMABLE)} may change on resume.")
+        raise NotResumable(f"{checkpoint} was trained with other settings: {'; '.join(diffs)}. "
+                           f"Resuming it would return its model under the new settings; keep its "
+                           f"settings, or {afresh}. Only {', '.join(RESUMABLE)} may change on resume.",
+                           f"trained with other settings: {'; '.join(diffs)}", diffs)
+
+
+class NotResumable(ValueError):
+    """A checkpoint :func:`check_resumable` refuses. ``reason``: why, in a few words, for a
+    caller that says so in its own terms; ``differences``: the settings that differ
+    (``"lr 0.005 (now 0.001)"``, empty when the reason is not a difference)."""
+
+    def __init__(self, message: str, reason: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reason, self.differences = reason, list(differences or [])
 
 
 def check_run_task(run_dir: Path, task: ColdStartTask) -> None:
-    """Refuse to score ``task`` with a run trained on another one (its ``task.json``)."""
-    path = run_dir / TASK_FILE
-    if not path.is_file():
-        raise ValueError(f"{run_dir}: no {TASK_FILE} says which task the run was trained on; "
+    """Refuse to score ``task`` with a run trained on another one (its recorded task)."""
+    run = Run(run_dir)
+    path = run.task_file
+    recorded = run.task()
+    if recorded is None:
+        raise ValueError(f"{run_dir}: no {path.name} says which task the run was trained on; "
                          f"give the folder `mmi train --output` wrote")
-    recorded = json.loads(path.read_text())
     diffs = differences({"task": recorded}, {"task": task_identity(task)})
     if diffs:
         raise ValueError(f"{path}: the run was trained on another task than {task.label}: "
