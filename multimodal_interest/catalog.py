@@ -14,7 +14,6 @@ not UTF-8, a named column is missing, a text column holds numeric vectors) raise
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import reprlib
 from dataclasses import dataclass, field
@@ -28,10 +27,12 @@ import pandas as pd
 from encoders.text import combine_text_fields
 from fusion.files import sha256_file
 from multimodal_interest.data.paths import media_file
-from multimodal_interest.data.tables import find_bad_utf8
+from multimodal_interest.data.errors import Problem, Problems
+from multimodal_interest.data.tables import read_table
 
 ID_COLUMN = "item_id"
-READERS = {".csv": ",", ".tsv": "\t", ".tab": "\t"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".jsonl": "jsonl",
+           ".ndjson": "jsonl"}  # a catalog's extension -> the table reader's format
 # Longest text an item gives its encoder, in characters. The text encoders read at most a
 # few hundred tokens (all-MiniLM-L6-v2: 256, CLIP: 77; about 4 characters a token), so
 # 20,000 characters is far beyond what any of them sees, yet a 10 MB cell costs no memory.
@@ -39,7 +40,20 @@ MAX_TEXT_CHARS = 20_000
 
 
 class CatalogError(ValueError):
-    """The catalog file as a whole cannot be used."""
+    """The catalog file as a whole cannot be used: a message, or the reader's problems
+    (``problems``, each with file, line or row, and column), one a line."""
+
+    def __init__(self, message: str | list[Problem]) -> None:
+        self.problems = [] if isinstance(message, str) else list(message)
+        super().__init__(message if isinstance(message, str) else
+                         "\n".join(_located(p) for p in self.problems))
+
+
+def _located(p: Problem) -> str:
+    """``<file> line 3, column 'title': <message>`` (``row 3`` for Parquet)."""
+    where = p.file + (f" line {p.line}" if p.line is not None else
+                      f" row {p.row}" if p.row is not None else "")
+    return where + (f", column {p.column!r}" if p.column else "") + f": {p.message}"
 
 
 @dataclass(frozen=True)
@@ -56,57 +70,22 @@ class RowError:
         return f"{self.file} row {self.row} (item {self.item_id!r}, {self.modality}): {self.reason}"
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV/TSV/Parquet/JSONL file as a DataFrame of cells for :class:`Catalog`.
+def read_cells(path: Path) -> pd.DataFrame:
+    """A CSV/TSV/Parquet/JSONL file, read by the one table reader
+    (:func:`~multimodal_interest.data.tables.read_table`), as a DataFrame of cells for
+    :class:`Catalog`.
 
     A cell is a string ('' when empty) or, for a JSON array or Parquet list, a list of
     strings (missing elements left out); numbers become their text. A value that has no
     such form (an object, a nested list) is kept as it was read, for :func:`cell_problem`.
+    A file that cannot be read raises :class:`CatalogError` naming its line (or row) and
+    column where the reader found them.
     """
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise CatalogError(f"{path}: no such file")
-    try:
-        if suffix in READERS:
-            return pd.read_csv(path, sep=READERS[suffix], dtype=str, keep_default_na=False)
-        if suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            df = _read_jsonl(path)
-        else:
-            raise CatalogError(f"{path}: unknown table format {suffix!r}; use .csv, .tsv, .parquet or .jsonl")
-    except UnicodeDecodeError:
-        raise _not_utf8(path) from None
-    except (pd.errors.ParserError, ValueError, OSError) as e:
-        if isinstance(e, CatalogError):
-            raise
-        raise CatalogError(f"{path}: cannot be read as a {suffix} table: {e}") from None
-    return df.map(_cell)
-
-
-def _not_utf8(path: Path) -> CatalogError:
-    """The error for a file that is not UTF-8, naming the line of its first bad byte."""
-    bad = find_bad_utf8(path)
-    where = f"{path} line {bad.line}" if bad else str(path)
-    return CatalogError(f"{where}: {bad or 'not valid UTF-8 text'}")
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    """One JSON object a line, values as they are (pandas would make 3 of an int column 3.0)."""
-    records = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CatalogError(f"{path} line {line_no}: not valid JSON: {e}") from None
-            if not isinstance(record, dict):
-                raise CatalogError(f"{path} line {line_no}: expected a JSON object, "
-                                   f"found {type(record).__name__}")
-            records.append(record)
-    return pd.DataFrame(records, dtype=object)
+    problems = Problems()
+    table = read_table(path, str(path), problems, fmt=FORMATS.get(path.suffix.lower()), as_written=True)
+    if table is None:
+        raise CatalogError(problems.items)
+    return table.frame.map(_cell)
 
 
 _LISTS = (list, tuple, np.ndarray)
@@ -142,7 +121,7 @@ def _scalar(value: Any) -> str:
 
 
 def cell_problem(value: Any, column: str, lists: bool) -> str | None:
-    """Why a cell of ``column`` (as :func:`read_table` gives it) is unusable, or None.
+    """Why a cell of ``column`` (as :func:`read_cells` gives it) is unusable, or None.
     A list of strings is usable where ``lists`` (text columns), a string everywhere."""
     if isinstance(value, str) or (lists and isinstance(value, list)
                                   and all(isinstance(v, str) for v in value)):
@@ -195,7 +174,7 @@ class Catalog:
         and media columns is text, in file order. ``image``/``audio`` columns are used when
         present unless other names are given."""
         path = Path(path)
-        df = read_table(path)
+        df = read_cells(path)
         image_field = image_field or ("image" if "image" in df.columns else None)
         audio_field = audio_field or ("audio" if "audio" in df.columns else None)
         if text_fields is None:

@@ -171,6 +171,24 @@ def test_non_utf8_catalog_is_refused_at_its_line(tmp_path, suffix):
                                f"file as UTF-8")
 
 
+def test_a_catalog_is_read_by_the_dataset_reader_and_its_errors_name_the_line(tmp_path):
+    """One table reader: a short CSV row is refused at its line, as a dataset's would be."""
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title\ni1,one\ni2\n")
+    with pytest.raises(CatalogError) as info:
+        Catalog.read(path)
+    assert str(info.value) == f"{path} line 3: expected 2 fields (as in the header), found 1"
+    assert [(p.file, p.line) for p in info.value.problems] == [(str(path), 3)]
+
+
+def test_jsonl_catalog_values_stay_as_written(tmp_path):
+    """A year with a null below it stays 2001 (not 2001.0); a byte-order mark is no error."""
+    path = tmp_path / "items.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"item_id": "a", "year": 2001}\n{"item_id": "b", "year": null}\n')
+    cat = Catalog.read(path)
+    assert cat.text(0) == "2001" and cat.text(1) == "" and cat.item_id(0) == "a"
+
+
 def test_a_10_mb_text_is_cut_and_counted(tmp_path):
     huge = "word " * 2_000_000  # 10 MB
     pd.DataFrame({"item_id": ["big", "small", "big"], "title": [huge, "short", huge]}).to_csv(

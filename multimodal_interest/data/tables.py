@@ -25,6 +25,9 @@ from multimodal_interest.data.errors import Problems
 
 SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl")
 ROW_LIMIT = 10  # offending rows listed per check; the rest are counted
+# CSV/TSV bytes pyarrow parses at a time; a record (a quoted cell may hold newlines) must fit
+# in one, so a file up to this size is one block and a 10 MB text cell reads whole.
+BLOCK = 1 << 26
 
 
 @dataclass
@@ -106,12 +109,15 @@ def _plain(value):
 
 
 def read_table(path: Path, shown: str, problems: Problems, text_columns: tuple[str, ...] = (),
-               fmt: str | None = None) -> Table | None:
-    """Read a table; on failure add a problem naming the place and return None.
+               fmt: str | None = None, as_written: bool = False) -> Table | None:
+    """Read a table; on failure add a problem naming the place (line, or row, and column)
+    and return None. The project's one table reader: datasets, importers and catalogs.
 
     The format is the extension's unless ``fmt`` names one. CSV and TSV cells are all read
     as strings (typed later, so that a bad cell is reported by its line); in Parquet and
-    JSONL, ``text_columns`` are cast to strings.
+    JSONL, ``text_columns`` are cast to strings. With ``as_written`` (catalogs, whose cells
+    may be lists or objects), JSONL values stay as each line wrote them (object columns: no
+    int column turned float by a null, no line's type imposed on another).
     """
     fmt = fmt or path.suffix[1:]
     if f".{fmt}" not in SUFFIXES:
@@ -127,7 +133,7 @@ def read_table(path: Path, shown: str, problems: Problems, text_columns: tuple[s
         elif fmt == "parquet":
             frame = _to_pandas(pq.read_table(path), text_columns)
         else:
-            frame = _read_jsonl(path, shown, problems, text_columns)
+            frame = _read_jsonl(path, shown, problems, text_columns, as_written)
     except VectorColumn as exc:
         problems.add(shown, str(exc), column=exc.column)
         return None
@@ -207,7 +213,8 @@ def _read_delimited(path: Path, sep: str, shown: str, problems: Problems) -> pd.
     try:
         table = pacsv.read_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1),
+            read_options=pacsv.ReadOptions(column_names=header, skip_rows=1,
+                                           block_size=min(max(path.stat().st_size + 1, 1 << 20), BLOCK)),
             parse_options=pacsv.ParseOptions(delimiter=sep, quote_char='"' if sep == "," else False,
                                              newlines_in_values=sep == ","),
             convert_options=pacsv.ConvertOptions(
@@ -291,12 +298,13 @@ def _locate_delimited_error(path: Path, sep: str, width: int, shown: str, proble
     problems.add(shown, f"cannot parse: {exc}")
 
 
-def _read_jsonl(path: Path, shown: str, problems: Problems,
-                text_columns: tuple[str, ...]) -> pd.DataFrame | None:
-    try:
-        return _to_pandas(pajson.read_json(path), text_columns)
-    except pa.ArrowInvalid:
-        pass  # mixed types or a bad line: read line by line to say where
+def _read_jsonl(path: Path, shown: str, problems: Problems, text_columns: tuple[str, ...],
+                as_written: bool = False) -> pd.DataFrame | None:
+    if not as_written:
+        try:
+            return _to_pandas(pajson.read_json(path), text_columns)
+        except pa.ArrowInvalid:
+            pass  # mixed types or a bad line: read line by line to say where
     if find_bad_utf8(path):
         _add_bad_utf8(path, shown, problems)
         return None
@@ -306,7 +314,7 @@ def _read_jsonl(path: Path, shown: str, problems: Problems,
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw.decode("utf-8"))  # checked above: UTF-8
+                rec = json.loads(raw.decode("utf-8-sig" if i == 1 else "utf-8"))  # checked: UTF-8
             except json.JSONDecodeError as exc:
                 rec, why = None, f"not valid JSON: {exc}"
             else:
@@ -319,6 +327,8 @@ def _read_jsonl(path: Path, shown: str, problems: Problems,
             records.append(rec)
     if n_bad:
         return None
+    if as_written:
+        return pd.DataFrame(records, dtype=object)
     frame = pd.DataFrame.from_records(records)
     for name in text_columns:
         if name in frame.columns:
