@@ -219,7 +219,7 @@ class VectorSet:
         path = self.folder / MANIFEST
         if not path.is_file():
             raise StoreError(f"{path}: no manifest; this folder is not a vector set")
-        return json.loads(path.read_text())
+        return read_manifest(path)
 
     @property
     def dim(self) -> int:
@@ -440,7 +440,7 @@ class EmbeddingStore:
                "versions": _library_versions()}
         path = vs.folder / MANIFEST
         if path.is_file():
-            old = json.loads(path.read_text())
+            old = read_manifest(path)
             if old.get("dim") != encoder.dim or old.get("encoder", {}).get("type") != encoder.registry_name:
                 raise StoreError(f"{path}: holds {old.get('encoder', {}).get('type')} vectors of dim "
                                  f"{old.get('dim')}, not {encoder.registry_name} of dim {encoder.dim}")
@@ -477,6 +477,20 @@ class EmbeddingStore:
             enc = VectorSet(self.root / platform / modality / fp, platform, modality, fp).manifest()["encoder"]
             parts.append(f"{fp} ({enc['type']})")
         return ", ".join(parts)
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A vector set's manifest: a JSON object with an integer ``dim``; anything else is a
+    :class:`StoreError` naming the file."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: not a valid manifest ({e}); restore it, or delete this vector "
+                         f"set's folder and run `mmi embed` again") from None
+    if not isinstance(doc, dict) or isinstance(doc.get("dim"), bool) or not isinstance(doc.get("dim"), int):
+        raise StoreError(f"{path}: not a valid manifest (a JSON object with an integer 'dim' expected); "
+                         f"restore it, or delete this vector set's folder and run `mmi embed` again")
+    return doc
 
 
 def _check_name(what: str, name: str) -> None:

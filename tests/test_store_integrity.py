@@ -211,3 +211,13 @@ def test_two_concurrent_jobs_encode_every_item_once(tmp_path):
     rows = pd.concat([pd.read_parquet(s) for s in vs.shards()])
     assert len(rows) == 20 and rows["item_id"].is_unique
     assert any("another `mmi embed` job (pid " in m for m in notice.messages)
+
+
+@pytest.mark.parametrize("text", ["{not json", '["a list"]', '{"dim": "4"}', "\udcff"])
+def test_a_damaged_manifest_is_named(tmp_path, text):
+    vs = EmbeddingStore(tmp_path).open("art", "text", FakeEncoder(dim=4))
+    vs.write_shard(["x"], ["h"], vecs(1))
+    (vs.folder / "manifest.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    for read in (vs.load, lambda: EmbeddingStore(tmp_path).open("art", "text", FakeEncoder(dim=4))):
+        with pytest.raises(StoreError, match=r"manifest.json: not a valid manifest"):
+            read()
