@@ -221,14 +221,27 @@ def summarize(results: list[EvalResult], seed: int = 0) -> dict[str, Interval]:
     return {m: bootstrap([r.values[m] for r in results], seed=seed) for m in results[0].values}
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+@dataclass
+class Table:
+    """A results table as data: ``header`` and ``rows`` of formatted cells (one row a method)."""
+
+    header: list[str]
+    rows: list[list[str]]
+
+    def markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows])
 
 
 def compare(results: dict[str, EvalResult], metrics: list[str] | None = None,
             with_ci: tuple[str, ...] = ("ndcg@10",), reference: str | None = None) -> str:
-    """A Markdown table, one row per method: means, with 95% intervals for ``with_ci``.
+    """:func:`compare_table` as Markdown."""
+    return compare_table(results, metrics, with_ci, reference).markdown()
+
+
+def compare_table(results: dict[str, EvalResult], metrics: list[str] | None = None,
+                  with_ci: tuple[str, ...] = ("ndcg@10",), reference: str | None = None) -> Table:
+    """One row per method: means, with 95% intervals for ``with_ci``.
 
     With ``reference`` (a method name), one more column: the paired bootstrap difference of
     the first ``with_ci`` metric against that method, on the same users.
@@ -257,15 +270,16 @@ def compare(results: dict[str, EvalResult], metrics: list[str] | None = None,
                 raise ValueError(f"{name} and {reference} were evaluated on different users")
             row.append(paired_difference(res.values[key], ref.values[key]).format())
         rows.append(row)
-    return _markdown(header, rows)
+    return Table(header, rows)
 
 
 def bucket_table(results: dict[str, EvalResult], metric: str = "ndcg@10",
-                 edges: tuple[int, ...] = BUCKET_EDGES) -> str:
-    """A Markdown table of ``metric`` per source history length bucket (users per bucket in the header)."""
+                 edges: tuple[int, ...] = BUCKET_EDGES) -> Table:
+    """``metric`` per source history length bucket, one row per method (users per bucket in
+    the header)."""
     first = next(iter(results.values()))
     counts = pd.Series(first.buckets(metric, edges)).map(lambda i: 0 if i is None else i.n)
     header = ["method"] + [f"{label} ({n} users)" for label, n in counts.items()]
     rows = [[name] + ["-" if i is None else i.format() for i in res.buckets(metric, edges).values()]
             for name, res in results.items()]
-    return _markdown(header, rows)
+    return Table(header, rows)

@@ -3,7 +3,8 @@
 Every method sees the same ``ColdStartTask`` (same users, same hidden interactions), is
 tuned or early-stopped on the task's validation users, and is scored on its test users
 with the same full-ranking evaluator. :func:`write_report` saves what a reader needs:
-per-user results (JSON), tables (Markdown) and figures (PNG).
+per-user results (JSON), tables (Markdown) and figures (PNG), and returns them as a
+:class:`Report` (data: a command prints its :meth:`Report.summary`).
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ import torch
 
 from multimodal_interest.baselines import BASELINES, list_baselines, tune
 from multimodal_interest.blend import BLEND, PARTS, tune_blend
+from encoders.text import combine_text_fields
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.evaluate import SAMPLED_METRICS, EvalResult, bucket_table, compare, evaluate
+from multimodal_interest.evaluate import (SAMPLED_METRICS, EvalResult, Table, bucket_table, compare_table,
+                                         evaluate)
+from multimodal_interest.run import Run
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, load_run, train
 
@@ -45,11 +49,25 @@ def content_vectors(features: ItemFeatures, modality: str) -> dict[str, torch.Te
     return out or None
 
 
+def item_texts(dataset, platforms: list[str]) -> dict[str, list[str]] | None:
+    """Each platform's item texts (its text fields joined by :func:`combine_text_fields`),
+    row = item_idx, for the lexical baselines; platforms without text fields are left out
+    (None when none has any: a dataset of ids only)."""
+    out = {}
+    for p in platforms:
+        fields = list(dataset.text_fields(p))
+        if fields:
+            out[p] = [combine_text_fields(r, fields) for r in dataset.items[p][fields].to_dict("records")]
+    return out or None
+
+
 def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
                 output_dir: Path, train_config: TrainConfig | None = None,
                 run_dir: Path | None = None, content_modality: str = "text",
-                sampled: bool = False, progress: bool = True) -> dict[str, MethodRun]:
-    """Fit (or load) each method and evaluate it on ``task.test_users``."""
+                sampled: bool = False, progress: bool = True,
+                texts: dict[str, list[str]] | None = None) -> dict[str, MethodRun]:
+    """Fit (or load) each method and evaluate it on ``task.test_users``. ``texts``: the
+    items' texts per platform (:func:`item_texts`), for the baselines that need text."""
     vectors = content_vectors(features, content_modality)
     if BLEND in methods and not set(PARTS) <= set(methods):
         raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}: run them too (--methods)")
@@ -68,7 +86,11 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             if BASELINES[name].needs_vectors and vectors is None:
                 logger.warning("%s skipped: it needs %r item vectors (mmi embed)", name, content_modality)
                 continue
-            tuned = tune(name, task, vectors)
+            if BASELINES[name].needs_text and not all((texts or {}).get(p) for p in task.platforms):
+                logger.warning("%s skipped: it needs item text, and the dataset has none on %s", name,
+                               " or ".join(p for p in task.platforms if not (texts or {}).get(p)))
+                continue
+            tuned = tune(name, task, vectors, item_texts=texts)
             scorer, notes = tuned.model.score, {"trials": tuned.trials}
         else:
             raise ValueError(f"unknown method {name!r}; methods: {', '.join(all_methods())}")
@@ -102,7 +124,7 @@ def _interest_model(task, features, output_dir, train_config, run_dir, progress)
 
 def model_run_dir(output_dir: Path, task: ColdStartTask) -> Path:
     """The folder where :func:`run_methods` trains (and resumes) the interest model of ``task``."""
-    return Path(output_dir) / f"run-{task.source}-{task.target}"
+    return Run.for_task(output_dir, task.source, task.target).folder
 
 
 def interest_map_vectors(model, task: ColdStartTask, n: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
@@ -126,49 +148,93 @@ def best_baseline(results: dict[str, EvalResult], metric: str = "ndcg@10") -> st
     return max(baselines, key=lambda n: results[n].values[metric].mean()) if baselines else None
 
 
+@dataclass
+class Report:
+    """What :func:`write_report` made, as data: the tables and the files it wrote.
+
+    :meth:`summary` is what a command prints (title, what the numbers are, the results
+    table); :meth:`markdown` is the whole report file (the summary, then results by history
+    length, fitting times and figures).
+    """
+
+    title: str  # the task's label
+    intro: str  # what the numbers are
+    made: str  # date (UTC)
+    command: str | None  # the command line that made the report
+    results: Table  # one row per method: every metric with its 95% interval, and the Δ
+    by_history: Table  # NDCG@10 per source history length bucket
+    seconds: dict[str, float]  # fitting time per method
+    path: Path  # the Markdown report
+    json_path: Path  # the report's data (summaries, notes)
+    figures: list[Path] = field(default_factory=list)
+
+    def summary(self) -> str:
+        made = f"Made {self.made}" + (f" by `{self.command}`" if self.command else "") + "."
+        return "\n".join([f"## {self.title}", "", self.intro, "", made, "", self.results.markdown(), ""])
+
+    def markdown(self) -> str:
+        times = ", ".join(f"{n} {s:.0f}s" for n, s in self.seconds.items())
+        lines = [self.summary(), "NDCG@10 by source history length:", "", self.by_history.markdown(), "",
+                 f"Time to fit (tuning or training included): {times}", ""]
+        return "\n".join(lines + [f"![{f.stem}]({f.name})" for f in self.figures]) + "\n"
+
+
 def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Path,
-                 interest_map: dict[str, np.ndarray] | None = None, command: str | None = None) -> Path:
-    """``<dir>/<source>-<target>.json|.md`` and PNG figures; returns the Markdown path.
+                 interest_map: dict[str, np.ndarray] | None = None, command: str | None = None) -> Report:
+    """``<dir>/<source>-<target>.json|.md`` and PNG figures; returns the :class:`Report`.
 
     Every metric is shown with its 95% interval over users; the last column is the paired
     difference in NDCG@10 against the best baseline of this run (on the same users), so a
     reader sees at once whether the model beats it by more than the interval. ``command``
     (the command line that made the report) is recorded with the date.
     """
-    from multimodal_interest.plots import plot_buckets, plot_interest_map, plot_methods
-
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{task.source}-{task.target}"
     results = {n: r.result for n, r in runs.items()}
     reference = best_baseline(results)
     metrics = [m for m in METRICS + list(SAMPLED_METRICS) if m in next(iter(results.values())).values]
-    made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    report = Report(
+        task.label, _intro(task, reference), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command, compare_table(results, metrics, reference=reference,
+                               with_ci=("ndcg@10", *[m for m in metrics if m != "ndcg@10"])),
+        bucket_table(results), {n: r.seconds for n, r in runs.items()},
+        output_dir / f"{stem}.md", output_dir / f"{stem}.json")
+    _write_data(report, task, runs, reference)
+    report.figures = _plot(results, interest_map, output_dir, stem, task.label)
+    atomic_write_bytes(report.path, report.markdown().encode())
+    return report
+
+
+def _intro(task: ColdStartTask, reference: str | None) -> str:
+    return (f"{len(task.test_users)} test users, full ranking over {task.n_items[task.target]} "
+            f"{task.target} items; mean [95% bootstrap interval over users]"
+            + (f"; Δ: paired difference against the best baseline, {reference}" if reference else "") + ".")
+
+
+def _write_data(report: Report, task: ColdStartTask, runs: dict[str, MethodRun],
+                reference: str | None) -> None:
+    """The report's JSON and each method's per-user results beside it."""
     doc = {"task": task.label, "synthetic": task.synthetic, "test_users": len(task.test_users),
-           "command": command, "date": made, "best_baseline": reference,
+           "command": report.command, "date": report.made, "best_baseline": reference,
            "methods": {n: {"summary": {m: vars(i) for m, i in r.result.summary().items()},
                            "seconds": round(r.seconds, 1), "notes": _jsonable(r.notes)}
                        for n, r in runs.items()}}
-    atomic_write_bytes(output_dir / f"{stem}.json", json.dumps(doc, indent=1).encode())
+    atomic_write_bytes(report.json_path, json.dumps(doc, indent=1).encode())
+    stem = report.json_path.stem
     for name, r in runs.items():
-        r.result.to_json(output_dir / f"{stem}.{name}.users.json")
-    figures = [plot_methods(results, output_dir / f"{stem}-ndcg10.png", title=task.label),
-               plot_buckets(results, output_dir / f"{stem}-by-history.png", title=task.label)]
+        r.result.to_json(report.json_path.with_name(f"{stem}.{name}.users.json"))
+
+
+def _plot(results: dict[str, EvalResult], interest_map: dict[str, np.ndarray] | None,
+          output_dir: Path, stem: str, label: str) -> list[Path]:
+    from multimodal_interest.plots import plot_buckets, plot_interest_map, plot_methods
+
+    figures = [plot_methods(results, output_dir / f"{stem}-ndcg10.png", title=label),
+               plot_buckets(results, output_dir / f"{stem}-by-history.png", title=label)]
     if interest_map:
         figures.append(plot_interest_map(interest_map, output_dir / f"{stem}-interest-map.png",
-                                         title=f"interest vectors, {task.label}"))
-    md = [f"## {task.label}", "", f"{len(task.test_users)} test users, full ranking over "
-          f"{task.n_items[task.target]} {task.target} items; mean [95% bootstrap interval over users]"
-          + (f"; Δ: paired difference against the best baseline, {reference}" if reference else "") + ".",
-          "", f"Made {made}" + (f" by `{command}`" if command else "") + ".", "",
-          compare(results, metrics, with_ci=("ndcg@10", *[m for m in metrics if m != "ndcg@10"]),
-                  reference=reference), "",
-          "NDCG@10 by source history length:", "", bucket_table(results), "",
-          "Time to fit (tuning or training included): " +
-          ", ".join(f"{n} {r.seconds:.0f}s" for n, r in runs.items()), ""]
-    md += [f"![{f.stem}]({f.name})" for f in figures]
-    path = output_dir / f"{stem}.md"
-    atomic_write_bytes(path, ("\n".join(md) + "\n").encode())
-    return path
+                                         title=f"interest vectors, {label}"))
+    return figures
 
 
 def _jsonable(x):

@@ -26,12 +26,14 @@ def test_report_compares_every_method_with_the_best_baseline(tmp_path):
     ndcg = {n: r.result.values["ndcg@10"].mean() for n, r in runs.items()}
     best = max(ndcg, key=ndcg.get)
     assert best != "popularity"  # the planted signal is there for the others to find
-    md = write_report(task, runs, tmp_path / "report", command="mmi evaluate planted --source src")
+    report = write_report(task, runs, tmp_path / "report", command="mmi evaluate planted --source src")
     doc = json.loads((tmp_path / "report" / "src-tgt.json").read_text())
     assert doc["best_baseline"] == best and doc["command"] == "mmi evaluate planted --source src"
     assert set(doc["methods"]) == set(runs)
     assert set(doc["methods"]["popularity"]["summary"]) >= {"ndcg@10", "recall@50", "mrr", "sampled_hit@10"}
-    text = md.read_text()
+    text = report.path.read_text()
+    assert text == report.markdown() and text.startswith(report.summary() + "\nNDCG@10 by source")
+    assert [r[0] for r in report.results.rows] == list(runs) and report.results.header[-1] == f"Δ ndcg@10 vs {best} [95%]"
     assert f"Δ ndcg@10 vs {best} [95%]" in text and "`mmi evaluate planted --source src`" in text
     row = next(line for line in text.splitlines() if line.startswith(f"| {best} |"))
     assert row.endswith("| 0.0000 [0.0000, 0.0000] |")  # the best baseline against itself
@@ -63,8 +65,8 @@ def test_the_blend_runs_after_its_parts_is_tuned_on_valid_and_is_no_baseline(tmp
                        progress=False)
     trials = runs[BLEND].notes["trials"]
     assert [t["weight"] for t in trials] == list(WEIGHTS)
-    doc_path = write_report(task, runs, tmp_path / "report")
-    doc = json.loads(doc_path.with_suffix(".json").read_text())
+    report = write_report(task, runs, tmp_path / "report")
+    doc = json.loads(report.json_path.read_text())
     assert doc["best_baseline"] in ("item-knn", "popularity") and BLEND in doc["methods"]
     best = max(trials, key=lambda t: t["valid_ndcg10"])["weight"]
     want = evaluate(Blend(ModelScorer(runs[MODEL].model, task), tune("item-knn", task, None).model.score, best),

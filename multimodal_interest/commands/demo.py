@@ -21,10 +21,11 @@ from multimodal_interest.data.registry import cache_root, get_dataset
 from multimodal_interest.embed import embed_catalog, load_encoders
 from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, model_run_dir,
                                             parse_methods, run_methods, write_report)
+from multimodal_interest.run import Run
 from multimodal_interest.store import EmbeddingStore
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
-from multimodal_interest.training.record import check_resumable, trained_with
+from multimodal_interest.training.record import NotResumable, check_resumable, trained_with
 from multimodal_interest.training.trainer import latest_checkpoint
 
 DEFAULT_SPLIT = "cold20_seed900"
@@ -74,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(task, runs, work / "report",
                           interest_map_vectors(model_run.model, task) if model_run else None,
                           command=args.command_line)
-    say(report.read_text().split("NDCG@10 by source")[0])
-    say(f"      full report with figures: {report}")
+    say(report.summary())
+    say(f"      full report with figures: {report.path}")
 
     if model_run is not None:
         say(f"[5/5] recommendations on {target} for {args.users} cold-start users, from their {source} history alone")
@@ -87,7 +88,7 @@ def _show_recommendations(dataset, task, run_dir: Path, store, n_users: int, say
     from multimodal_interest.bundle import Bundle
     from multimodal_interest.recommend import Recommender
 
-    rec = Recommender(Bundle.build(run_dir / "model", dataset, store))
+    rec = Recommender(Bundle.build(Run(run_dir).model_dir, dataset, store))
     titles = {p: _titles(dataset, p) for p in (task.source, task.target)}
     rng = np.random.default_rng(0)
     users = rng.choice(task.test_users, size=min(n_users, len(task.test_users)), replace=False)
@@ -120,7 +121,6 @@ def _drop_stale_run(run_dir: Path, task, features: ItemFeatures, config: TrainCo
         return
     try:
         check_resumable(ckpt, trained_with(task, features, config))
-    except ValueError as exc:
-        say(f"      the demo's earlier run cannot be resumed ({str(exc).split(': ', 1)[-1][:200]}); "
-            f"training afresh")
+    except NotResumable as exc:
+        say(f"      the demo's earlier run cannot be resumed ({exc.reason[:200]}); training afresh")
         shutil.rmtree(run_dir)

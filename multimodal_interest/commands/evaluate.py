@@ -55,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         report = write_report(task, runs, args.output,
                               interest_map_vectors(model, task) if model is not None else None,
                               command=args.command_line)
-        print(report.read_text().split("NDCG@10 by source")[0])
-        print(f"full report: {report}")
+        print(report.summary())
+        print(f"full report: {report.path}")
     return 0
