@@ -2,10 +2,13 @@
 
 :class:`ItemEmbedder` turns item indices of any platform into vectors of the shared width
 ``dim``: the sum, over the modalities an item *has*, of that modality's projection of its
-encoder vector, plus the item's learned id embedding where the platform has one. A
-modality an item lacks is left out, never zero-filled. The encoder vectors are registered
-at run time (:meth:`ItemEmbedder.set_features`) as non-persistent buffers: they come from
-the embedding store, not from the model file.
+encoder vector, plus the item's learned id embedding where the platform has one and the
+item's id row was trained (the id presence, :meth:`ItemEmbedder.set_id_presence`: a
+persistent bool buffer ``id_present_<platform> [N]``, saved with the weights, so a saved
+model knows it without its training data). A modality an item lacks is left out, never
+zero-filled. The encoder vectors are registered at run time
+(:meth:`ItemEmbedder.set_features`) as non-persistent buffers: they come from the embedding
+store, not from the model file.
 
 :class:`ItemSpace` holds what scoring one target platform needs beyond the adapters: the
 learned item bias (popularity prior), the temperature, and, for an external space, the

@@ -108,6 +108,14 @@ def test_a_bundle_of_the_lone_folder_serves_what_the_run_scores(world, tmp_path,
     ref = Recommender(from_run, "exact").recommend(HISTORY, source="a", platform="b", k=N_B, explain=0)
     assert [(x.item_id, x.score) for x in got.items] == [(x.item_id, x.score) for x in ref.items]
 
+    history = tmp_path / "history.txt"  # mmi recommend straight from the lone folder
+    history.write_text("\n".join(HISTORY) + "\n")
+    assert main(["-q", "recommend", "--model", str(world["lone"]), "--dataset", data, "--store",
+                 str(world["root"] / "store"), "--platform", "b", "--history", str(history), "--source", "a",
+                 "-k", str(N_B), "--explain", "0", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)["items"]
+    assert [(x["item_id"], x["score"]) for x in printed] == [(x.item_id, x.score) for x in ref.items]
+
     items = torch.tensor(dataset.item_idx("a", HISTORY))  # and what the run's model scores
     model = world["run"].load_model()
     set_id_presence(model, task, MIN_USERS)

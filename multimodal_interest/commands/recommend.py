@@ -1,8 +1,9 @@
 """``mmi recommend --model M --platform P (--user U | --history FILE | --interest FILE)``:
 recommendations for one person, as a table or JSON; see ``docs/serving.md``.
 
-``--model`` is a bundle (``mmi export-index``), or a training run folder with ``--dataset``
-and ``--store`` (the bundle is then built in memory). A history file is JSON (a list of item
+``--model`` is a bundle (``mmi export-index``), or a saved model folder (alone is enough) or
+a training run folder, with ``--dataset`` and ``--store`` (the bundle is then built in
+memory). A history file is JSON (a list of item
 ids of ``--source``, or of ``{"platform", "item_id"}`` objects) or text, one item id of
 ``--source`` per line, oldest first.
 """
@@ -23,7 +24,8 @@ from multimodal_interest.store import atomic_write_bytes
 
 
 def build_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="bundle folder, or training run folder (+ --dataset, --store)")
+    p.add_argument("--model", required=True, help="bundle folder, or a saved model or training run folder "
+                                                 "(+ --dataset, --store)")
     p.add_argument("--platform", required=True, help="platform to recommend on")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="a user id of --dataset: their history on the other platforms")
