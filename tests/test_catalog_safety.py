@@ -12,13 +12,11 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from PIL import Image
 
 from data_fixtures import write_tiny
 from encoders import Encoder, register_encoder
@@ -27,32 +25,18 @@ from multimodal_interest.cli import main
 from multimodal_interest.data import CrossPlatformDataset, DatasetError
 from multimodal_interest.embed import embed_catalog
 from multimodal_interest.store import EmbeddingStore
+from test_embed import PixelEncoder
 
 
 @register_encoder("test-safety-pixels")
-class OpenedPixels(Encoder):
-    """Mean colour of each image; remembers which files it opened."""
+class OpenedPixels(PixelEncoder):
+    """test_embed's mean-colour encoder, remembering which files it opened."""
 
-    modality = "image"
     opened: list[str] = []
-
-    def __init__(self, device=None):
-        super().__init__(device="cpu")
-
-    @property
-    def dim(self) -> int:
-        return 3
 
     def load_item(self, item):
         OpenedPixels.opened.append(item)
-        with Image.open(item) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB").resize((4, 4)), dtype=np.float32))
-
-    def collate(self, items):
-        return torch.stack(items)
-
-    def forward(self, batch):
-        return batch.mean((1, 2))
+        return super().load_item(item)
 
 
 @register_encoder("test-safety-length")
