@@ -86,9 +86,10 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             if BASELINES[name].needs_vectors and vectors is None:
                 logger.warning("%s skipped: it needs %r item vectors (mmi embed)", name, content_modality)
                 continue
-            if BASELINES[name].needs_text and not all((texts or {}).get(p) for p in task.platforms):
-                logger.warning("%s skipped: it needs item text, and the dataset has none on %s", name,
-                               " or ".join(p for p in task.platforms if not (texts or {}).get(p)))
+            textless = [p for p in task.platforms if not any(t.strip() for t in (texts or {}).get(p, ()))]
+            if BASELINES[name].needs_text and textless:
+                logger.warning("%s skipped: it needs item text, and there is none on %s",
+                               name, " or ".join(textless))
                 continue
             tuned = tune(name, task, vectors, item_texts=texts)
             scorer, notes = tuned.model.score, {"trials": tuned.trials}

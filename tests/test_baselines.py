@@ -23,6 +23,8 @@ SMALL = {
     "emcdr": {"dim": 16, "batch_size": 256, "lr": 0.01},
     "cmf": {"dim": 16, "batch_size": 256, "lr": 0.01},
     "ptupcdr": {"dim": 16, "batch_size": 256, "lr": 0.01, "meta_lr": 5e-3},
+    "ials": {"factors": 16},
+    "bm25-knn": {},  # needs item text: tested in test_baselines_ials_bm25.py
 }
 
 
@@ -38,7 +40,7 @@ def test_every_registered_baseline_has_test_options():
     assert set(SMALL) == set(list_baselines())
 
 
-@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "popularity"])
+@pytest.mark.parametrize("name", [n for n in sorted(SMALL) if n != "popularity" and not BASELINES[n].needs_text])
 def test_baseline_beats_popularity_on_planted_signal(planted, name):
     task, vectors, pop = planted
     model = create_baseline(name, **SMALL[name]).fit(task, vectors)

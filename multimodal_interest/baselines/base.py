@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -38,6 +39,7 @@ class Baseline:
     Config: ClassVar[type]  # a dataclass
     grid: ClassVar[list[dict]] = [{}]  # configurations tried on the validation users
     needs_vectors: ClassVar[bool] = False  # fit() needs item_vectors
+    needs_text: ClassVar[bool] = False  # fit() needs item_texts (kept as self.item_texts)
 
     def __init__(self, config: object | None = None, **options: object) -> None:
         if config is not None and options:
@@ -49,8 +51,10 @@ class Baseline:
             raise ValueError(f"{self.name}: {e}; options are {names}") from None
         self.task: ColdStartTask | None = None
 
-    def fit(self, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] | None = None) -> Baseline:
-        """Learn from ``task.train`` (and ``item_vectors``: platform -> ``[n_items, dim]``)."""
+    def fit(self, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] | None = None,
+            item_texts: dict[str, Sequence[str]] | None = None) -> Baseline:
+        """Learn from ``task.train`` (and ``item_vectors``: platform -> ``[n_items, dim]``;
+        ``item_texts``: platform -> ``[n_items]`` strings, row = item_idx)."""
         if self.needs_vectors:
             for p in (task.source, task.target):
                 v = None if item_vectors is None else item_vectors.get(p)
@@ -58,6 +62,14 @@ class Baseline:
                     got = "nothing" if v is None else tuple(v.shape)
                     raise ValueError(f"{self.name} needs item_vectors[{p!r}] of shape "
                                      f"[{task.n_items[p]}, dim]; got {got}")
+        if self.needs_text:
+            for p in task.platforms:
+                t = None if item_texts is None else item_texts.get(p)
+                if t is None or len(t) != task.n_items[p] or not any(x.strip() for x in t):
+                    got = "no item text" if t is None or not any(x.strip() for x in t) else f"{len(t)} texts"
+                    raise ValueError(f"{self.name} needs the text of platform {p!r}'s {task.n_items[p]} "
+                                     f"items; got {got} (a dataset of ids only has no item text)")
+        self.item_texts = item_texts
         self.task = task
         self._fit(task, item_vectors)
         return self
@@ -114,7 +126,8 @@ class Tuned:
 
 
 def tune(name: str, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] | None = None,
-         grid: list[dict] | None = None, **fixed: object) -> Tuned:
+         grid: list[dict] | None = None, item_texts: dict[str, Sequence[str]] | None = None,
+         **fixed: object) -> Tuned:
     """Fit ``name`` with each configuration of its grid (or ``grid``), keep the best on valid."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {list_baselines()}")
@@ -124,7 +137,7 @@ def tune(name: str, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] |
     start = time.perf_counter()
     best, trials = None, []
     for options in grid:
-        model = create_baseline(name, **{**fixed, **options}).fit(task, item_vectors)
+        model = create_baseline(name, **{**fixed, **options}).fit(task, item_vectors, item_texts)
         value = model.valid_score()
         trials.append((options, value))
         logger.debug("%s %s: valid %s %.4f", name, options, SELECT_METRIC, value)

@@ -19,8 +19,8 @@ from multimodal_interest.commands.embed import dataset_encoders
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import cache_root, get_dataset
 from multimodal_interest.embed import embed_catalog, load_encoders
-from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, model_run_dir,
-                                            parse_methods, run_methods, write_report)
+from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, item_texts,
+                                            model_run_dir, parse_methods, run_methods, write_report)
 from multimodal_interest.run import Run
 from multimodal_interest.store import EmbeddingStore
 from multimodal_interest.training import ItemFeatures, TrainConfig
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     features = ItemFeatures.for_dataset(store.root, dataset, [source, target])
     config = TrainConfig.from_dict(apply_overrides({}, args.set), "--set")
     _drop_stale_run(model_run_dir(work, task), task, features, config, say)
-    runs = run_methods(task, methods, features, work, config, progress=args.progress)
+    runs = run_methods(task, methods, features, work, config, progress=args.progress,
+                       texts=item_texts(dataset, task.platforms))
 
     say("[4/5] cold-start evaluation on the test users")
     model_run = runs.get(MODEL)

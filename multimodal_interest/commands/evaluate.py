@@ -8,8 +8,8 @@ from pathlib import Path
 
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
-from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, parse_methods,
-                                            run_methods, write_report)
+from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, item_texts,
+                                            parse_methods, run_methods, write_report)
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
 from multimodal_interest.training.features import parse_item_spaces
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         features = ItemFeatures.for_dataset(args.store, dataset, [source, target], args.modalities,
                                             parse_item_spaces(args.item_space))
         runs = run_methods(task, methods, features, args.output, config, args.model,
-                           args.content_modality, args.sampled, args.progress)
+                           args.content_modality, args.sampled, args.progress,
+                           texts=item_texts(dataset, task.platforms))
         model = runs[MODEL].model if MODEL in runs else None
         report = write_report(task, runs, args.output,
                               interest_map_vectors(model, task) if model is not None else None,
