@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.files import sha256_file
+from fusion.files import sha256_file, verify_hashes
 from fusion.adapters import Adapter, create_adapter
 from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConfig, TargetConfig,
                            check_name, from_dict, load_weights, read_config, read_json, read_manifest,
@@ -325,27 +325,9 @@ def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
         return
     if not isinstance(recorded, dict):
         raise ValueError(f"{folder / MANIFEST}: {HASHES!r} must map file paths to sha256 hashes")
-    unrecorded = [f for f in _part_files(manifest["parts"]) if f not in recorded]
-    if unrecorded:
-        raise ValueError(f"{folder / unrecorded[0]}: not recorded in {folder / MANIFEST}; the "
-                         f"manifest was edited or the save is incomplete")
-    for relative, want in recorded.items():
-        path = _inside(folder, relative)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing (recorded in {folder / MANIFEST})")
-        got = sha256_file(path)
-        if got != want:
-            raise ValueError(f"{path}: sha256 {got} but the model's manifest records {want}: the file "
-                             f"changed after the model was saved (corrupt or edited); save or train "
-                             f"the model again")
-
-
-def _inside(folder: Path, relative: str) -> Path:
-    """``folder / relative``, refusing a manifest path that leads out of ``folder``."""
-    path = folder / relative
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise ValueError(f"{folder / MANIFEST}: path {relative!r} leads out of the model folder")
-    return path
+    verify_hashes(folder, recorded, _part_files(manifest["parts"]), folder / MANIFEST, "the model",
+                  "the model folder", "the file changed after the model was saved (corrupt or edited)",
+                  "save or train the model again")
 
 
 def _target_config(folder: Path, part: dict, parts: list[dict]) -> TargetConfig:

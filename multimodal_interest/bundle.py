@@ -46,7 +46,7 @@ import torch
 
 from fusion import InterestModel
 from fusion.config import CONFIG_FILE, check_finite, check_name, read_json, read_manifest, write_json
-from fusion.files import sha256_file
+from fusion.files import inside, sha256_file, verify_hashes
 from fusion.model import MANIFEST as MODEL_MANIFEST, saved_files
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.features import ItemFeatures
@@ -363,20 +363,9 @@ def _read_files(folder: Path, manifest: dict) -> list[str]:
 def _verify_files(folder: Path, manifest: dict) -> None:
     """Every file the manifest records has its sha256, and every file the bundle reads is
     recorded; else an error naming the file."""
-    recorded = manifest[HASHES]
-    for relative, want in recorded.items():
-        path = Path(_inside(folder, relative))
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: missing (recorded in {folder / MANIFEST}); {REEXPORT}")
-        got = sha256_file(path)
-        if got != want:
-            raise ValueError(f"{path}: sha256 {got} but the bundle's manifest records {want}: its bytes "
-                             f"do not match the bundle's manifest (corrupt, or edited after export); "
-                             f"{REEXPORT}")
-    unrecorded = [f for f in _read_files(folder, manifest) if f not in recorded]
-    if unrecorded:
-        raise ValueError(f"{folder / unrecorded[0]}: not recorded in {folder / MANIFEST}, so it cannot be "
-                         f"verified; {REEXPORT}")
+    verify_hashes(folder, manifest[HASHES], _read_files(folder, manifest), folder / MANIFEST, "the bundle",
+                  "the bundle", "its bytes do not match the bundle's manifest (corrupt, or edited after "
+                  "export)", REEXPORT)
 
 
 def _read_item_ids(folder: Path, spec: dict) -> list[str]:
@@ -430,11 +419,8 @@ def _read_target(model: InterestModel, platform: str, path: str, n_items: int) -
 
 
 def _inside(folder: Path, relative: str) -> str:
-    """``folder / relative``, refusing a manifest path that leads out of the bundle."""
-    path = (folder / relative).resolve()
-    if not path.is_relative_to(folder.resolve()):
-        raise ValueError(f"{folder / MANIFEST}: path {relative!r} leads out of the bundle")
-    return str(path)
+    """``folder / relative`` resolved, refusing a manifest path that leads out of the bundle."""
+    return str(inside(folder, relative, folder / MANIFEST, "the bundle").resolve())
 
 
 def _bias(model: InterestModel, platform: str) -> torch.Tensor:
