@@ -20,6 +20,7 @@ import torch
 from multimodal_interest.training import TrainConfig, train
 from launch import accelerate_launch
 from synthetic import synthetic_task
+from test_training import world  # noqa: F401  (the same synthetic world, built once for this module)
 
 SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.1, min_epoch_steps=1,
              checkpoint_every=3)
@@ -35,11 +36,6 @@ class Touch:
 
     def __reduce__(self):
         return pathlib.Path.touch, (self.marker,)
-
-
-@pytest.fixture(scope="module")
-def world():
-    return synthetic_task(n_users=600, latent=4)
 
 
 @pytest.fixture(scope="module")
