@@ -7,6 +7,7 @@ from __future__ import annotations
 # importing each module registers its baselines
 from multimodal_interest.baselines import cmf, emcdr, itemknn, popularity, ptupcdr  # noqa: F401
 from multimodal_interest.baselines import bm25knn, ials  # noqa: F401
+from multimodal_interest.baselines import ease, rp3beta, userknn  # noqa: F401
 from multimodal_interest.baselines.base import (BASELINES, Baseline, Tuned, create_baseline,
                                                 list_baselines, register_baseline, tune)
 
