@@ -25,6 +25,7 @@ SMALL = {
     "ptupcdr": {"dim": 16, "batch_size": 256, "lr": 0.01, "meta_lr": 5e-3},
     "ials": {"factors": 16},
     "bm25-knn": {},  # needs item text: tested in test_baselines_ials_bm25.py
+    "ease": {}, "ease-merged": {}, "rp3beta": {}, "user-knn": {},  # also test_baselines_cf.py
 }
 
 
