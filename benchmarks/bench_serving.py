@@ -3,7 +3,7 @@ HTTP; requests/s; memory of a 1M-item index; recall@10 of IVF and HNSW against e
 
     PYTHONPATH=. python benchmarks/bench_serving.py [--sizes 20000,1000000] [--seconds 20]
 
-What runs: a bundle of the default-size model (dim 128, 2 layers, 4 heads, window 50,
+What runs: a bundle of a model (dim 128, 2 layers, 4 heads, attention pooling, window 50,
 384-d text features for the 20,000 history-platform items) with **random weights** -- latency
 depends on the architecture, not on the values -- and **synthetic target item vectors** of the
 model's width: a mixture of 1,000 Gaussian clusters, unit length, biases ~ N(0, 0.5^2),
@@ -61,9 +61,10 @@ def clustered(n: int, centres: torch.Tensor, noise: float, seed: int) -> torch.T
 
 
 def make_bundle(folder: Path, n_items: int) -> tuple[Bundle, torch.Tensor]:
-    """A default-size model (random weights) a -> b, and ``n_items`` synthetic b items."""
+    """A model of the measured size (random weights) a -> b, and ``n_items`` synthetic b items."""
     torch.manual_seed(0)
-    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], dim=DIM, max_len=HISTORY)
+    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], dim=DIM, max_len=HISTORY,
+                          n_layers=2, pooling="attention")  # as measured in BENCHMARKS.md
     model = InterestModel(InterestConfig(fusion, {"b": TargetConfig(n_items)}), {"text": "synthetic"})
     model.save_pretrained(folder / "model")
     model.set_item_features("a", {"text": torch.randn(N_SOURCE, TEXT)})

@@ -1,13 +1,21 @@
 """Configurations of the fusion model, as dataclasses: a misspelt key is an error.
 
+
 :class:`FusionConfig` shapes the fusion transformer (item projections, id embeddings,
 transformer, pooling); :class:`TargetConfig` shapes one target platform's head (its item
 space, adapters, item bias, temperature); :class:`InterestConfig` bundles them.
 ``from_dict`` accepts what ``to_dict`` writes and names any unknown or missing key.
+
+What a user chooses about a model, and its one default, is written once: in
+:class:`FusionSettings` (width, layers, heads, ...) and :class:`HeadSettings` (adapter, item
+bias, temperature). :class:`FusionConfig` and :class:`TargetConfig` extend them with what
+the data fixes (modalities, platforms, number of items); :class:`ModelSettings` is both
+together, the model part of a training configuration, and builds the two configs.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -37,11 +45,11 @@ def from_dict(cls: type[C], d: dict[str, Any], where: str | None = None) -> C:
     where = where or cls.__name__
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in init_order(cls)}
     unknown = sorted(set(d) - set(fields))
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                         f"valid keys: {', '.join(fields)}")
+                         f"valid keys: {', '.join(fields)}{closest_hint(unknown, list(fields))}")
     missing = [n for n, f in fields.items() if n not in d and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -52,40 +60,85 @@ def from_dict(cls: type[C], d: dict[str, Any], where: str | None = None) -> C:
         raise ValueError(f"{where}: {e}") from None
 
 
+def closest_hint(unknown: list[str], valid: Any) -> str:
+    """``"; did you mean n_layers?"`` for the unknown names that resemble a valid one
+    (``valid``: names, or a mapping of names to how to write them)."""
+    shown = valid if isinstance(valid, dict) else {v: v for v in valid}
+    close = {k: shown[m[0]] for k in unknown if (m := difflib.get_close_matches(k, list(shown), 1))}
+    return "; did you mean " + ", ".join(f"{m} (for {k})" if len(unknown) > 1 else m
+                                         for k, m in close.items()) + "?" if close else ""
+
+
+def init_order(cls: Any) -> list[dataclasses.Field]:
+    """The fields of dataclass ``cls`` in the order of its ``__init__``: positional ones, then
+    keyword-only ones (those of a settings base class)."""
+    return sorted(dataclasses.fields(cls), key=lambda f: f.kw_only)
+
+
+def own_values(obj: Any, cls: Any) -> dict[str, Any]:
+    """``obj``'s values of the fields of dataclass ``cls`` (one of its bases)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
+
+
 class _Dict:
-    """``to_dict`` / ``from_dict`` for a flat dataclass config."""
+    """``to_dict`` / ``from_dict`` for a flat dataclass config (keys in ``__init__`` order)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        d = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return {f.name: d[f.name] for f in init_order(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
         return from_dict(cls, d)
 
 
-@dataclass
-class FusionConfig(_Dict):
-    """The fusion transformer: history of items -> one interest vector of width ``dim``.
+@dataclass(kw_only=True)
+class FusionSettings(_Dict):
+    """The fusion transformer's shape, as a user chooses it; each setting's one default.
 
-    ``modalities`` maps each modality to its encoder's vector width (``{"text": 384,
-    "image": 1280}``; empty for id-only data). ``platforms`` lists the platforms whose items
-    may appear in histories (one platform embedding each). ``id_items`` maps the platforms
-    that get a learned item-id embedding to their number of items. ``max_len`` position
-    embeddings count back from the most recent item; older items share the last one.
-    ``n_experts`` > 1 makes each modality's projection UniSRec's whitened mixture of experts.
+    ``dim`` wide, ``n_layers`` pre-norm blocks of ``n_heads`` heads, ``max_len`` position
+    embeddings (counting back from the most recent item; older items share the last one),
+    ``dropout`` in the blocks and ``modality_dropout`` of whole modality vectors in training,
+    ``n_experts`` > 1 makes each modality's projection UniSRec's whitened mixture of experts,
+    ``pooling`` of the history into one vector: ``"mean"`` or ``"attention"``. The defaults
+    are those of the trained model of BENCHMARKS.md.
     """
 
-    modalities: dict[str, int]
-    platforms: list[str]
-    id_items: dict[str, int] = field(default_factory=dict)
     dim: int = 128
-    n_layers: int = 2
+    n_layers: int = 1
     n_heads: int = 4
     max_len: int = 50
     dropout: float = 0.1
     modality_dropout: float = 0.1
     n_experts: int = 1
-    pooling: str = "attention"
+    pooling: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.n_layers < 0 or self.n_heads < 1 or self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be a positive multiple of n_heads "
+                             f"({self.n_heads}) and n_layers ({self.n_layers}) >= 0")
+        if self.max_len < 1 or self.n_experts < 1:
+            raise ValueError("max_len and n_experts must be >= 1")
+        if not (0 <= self.dropout < 1 and 0 <= self.modality_dropout < 1):
+            raise ValueError("dropout and modality_dropout must be in [0, 1)")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+
+@dataclass
+class FusionConfig(FusionSettings):
+    """The fusion transformer: history of items -> one interest vector of width ``dim``.
+
+    Its :class:`FusionSettings` (keywords) and what the data fixes: ``modalities`` maps each
+    modality to its encoder's vector width (``{"text": 384, "image": 1280}``; empty for
+    id-only data). ``platforms`` lists the platforms whose items may appear in histories
+    (one platform embedding each). ``id_items`` maps the platforms that get a learned item-id
+    embedding to their number of items.
+    """
+
+    modalities: dict[str, int]
+    platforms: list[str]
+    id_items: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for m, d in self.modalities.items():
@@ -104,38 +157,45 @@ class FusionConfig(_Dict):
                 raise ValueError(f"id_items[{p!r}] must be a positive number of items, got {n!r}")
         if not self.modalities and not self.id_items:
             raise ValueError("no way to embed items: give modalities, id_items or both")
-        if self.dim < 1 or self.n_layers < 0 or self.n_heads < 1 or self.dim % self.n_heads:
-            raise ValueError(f"dim ({self.dim}) must be a positive multiple of n_heads "
-                             f"({self.n_heads}) and n_layers ({self.n_layers}) >= 0")
-        if self.max_len < 1 or self.n_experts < 1:
-            raise ValueError("max_len and n_experts must be >= 1")
-        if not (0 <= self.dropout < 1 and 0 <= self.modality_dropout < 1):
-            raise ValueError("dropout and modality_dropout must be in [0, 1)")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        super().__post_init__()
+
+
+@dataclass(kw_only=True)
+class HeadSettings(_Dict):
+    """A target platform's head, as a user chooses it; each setting's one default.
+
+    ``adapter`` maps the interest vector into the platform's item space (a registered
+    adapter name); scores are ``cos(query, item) / temperature + bias``, with a learned
+    per-item ``bias`` when ``item_bias`` and the temperature learned when ``learn_temperature``.
+    """
+
+    adapter: str = "linear"
+    item_bias: bool = True
+    temperature: float = 0.05
+    learn_temperature: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
 
 @dataclass
-class TargetConfig(_Dict):
+class TargetConfig(HeadSettings):
     """One target platform: how its ``n_items`` items are represented and scored.
 
-    ``space="content"``: items go through the fusion model's projections (+ id embedding)
-    and ``item_adapter`` into the shared space, so a new platform needs only its catalog.
-    ``space="external"``: the platform brings its own item vectors of width ``external_dim``
-    (:meth:`~fusion.model.InterestModel.set_item_vectors`). Either way ``adapter`` maps the
-    interest vector into that space; scores are ``cos(query, item) / temperature + bias``.
+    Its :class:`HeadSettings` (keywords) and: ``space="content"``: items go through the
+    fusion model's projections (+ id embedding) and ``item_adapter`` into the shared space,
+    so a new platform needs only its catalog. ``space="external"``: the platform brings its
+    own item vectors of width ``external_dim`` (:meth:`~fusion.model.InterestModel.set_item_vectors`).
+    Either way ``adapter`` (with ``adapter_kwargs``) maps the interest vector into that space.
     """
 
     n_items: int
     space: str = "content"
     external_dim: int | None = None
-    adapter: str = "linear"
     adapter_kwargs: dict[str, Any] = field(default_factory=dict)
     item_adapter: str = "identity"
     item_adapter_kwargs: dict[str, Any] = field(default_factory=dict)
-    item_bias: bool = True
-    temperature: float = 0.05
-    learn_temperature: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_items, int) or self.n_items < 1:
@@ -148,8 +208,26 @@ class TargetConfig(_Dict):
             raise ValueError(f"external_dim must be >= 1, got {self.external_dim}")
         if self.space == "external" and (self.item_adapter != "identity" or self.item_adapter_kwargs):
             raise ValueError("an external space has no item adapter: its vectors are used as given")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        super().__post_init__()
+
+
+@dataclass(kw_only=True)
+class ModelSettings(HeadSettings, FusionSettings):
+    """Everything a user chooses about an :class:`~fusion.model.InterestModel`: the
+    :class:`FusionSettings` and the :class:`HeadSettings` every target head gets, with their
+    defaults. The data fixes the rest: :meth:`fusion_config` and :meth:`target_config`."""
+
+    def __post_init__(self) -> None:
+        FusionSettings.__post_init__(self)
+        HeadSettings.__post_init__(self)
+
+    def fusion_config(self, modalities: dict[str, int], platforms: list[str],
+                      id_items: dict[str, int] | None = None) -> FusionConfig:
+        return FusionConfig(modalities, platforms, dict(id_items or {}), **own_values(self, FusionSettings))
+
+    def target_config(self, n_items: int, **data: Any) -> TargetConfig:
+        """``data``: the rest of :class:`TargetConfig` (``space``, ``external_dim``, ...)."""
+        return TargetConfig(n_items, **data, **own_values(self, HeadSettings))
 
 
 @dataclass

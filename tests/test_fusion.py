@@ -430,7 +430,7 @@ def test_id_only_platforms_learn():
     """Amazon id-only pairs: no content, the id embedding alone embeds items."""
     torch.manual_seed(0)
     cfg = InterestConfig(FusionConfig({}, ["game", "video"], id_items={"game": 50, "video": 30},
-                                      dim=16, n_layers=1, n_heads=2, dropout=0.0),
+                                      dim=16, n_layers=1, n_heads=2, dropout=0.0, pooling="attention"),
                          {"video": TargetConfig(30)})
     model = InterestModel(cfg)
     items = torch.randint(0, 50, (64, 6))
@@ -464,7 +464,8 @@ def test_overfits_a_task_with_real_signal():
 
     cfg = InterestConfig(
         FusionConfig({"text": 16, "image": 8}, ["src", "tgt"], id_items={"src": n_src, "tgt": n_tgt},
-                     dim=32, n_layers=2, n_heads=2, dropout=0.0, modality_dropout=0.0, n_experts=2),
+                     dim=32, n_layers=2, n_heads=2, dropout=0.0, modality_dropout=0.0, n_experts=2,
+                     pooling="attention"),
         {"tgt": TargetConfig(n_tgt, adapter="mlp", adapter_kwargs={"hidden": 64}, item_adapter="linear")})
     model = InterestModel(cfg)
     model.set_item_features("src", {"text": src_text, "image": src_image}, present={"image": has_image})

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig
+from fusion import InterestConfig, InterestModel, TargetConfig
+from fusion.config import HeadSettings
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
@@ -27,16 +28,9 @@ def build_model(task: ColdStartTask, features: ItemFeatures, config: TrainConfig
     (``features.item_spaces``) gets an external space: the adapter maps interests into it."""
     platforms = task.platforms
     ids = config.item_ids or not features.dims
-    fusion = FusionConfig(modalities=features.dims, platforms=platforms,
-                          id_items={p: task.n_items[p] for p in platforms} if ids else {},
-                          dim=config.dim, n_layers=config.n_layers, n_heads=config.n_heads,
-                          max_len=config.max_len, dropout=config.dropout,
-                          modality_dropout=config.modality_dropout, n_experts=config.n_experts,
-                          pooling=config.pooling)
-    targets = {p: TargetConfig(task.n_items[p], adapter=config.adapter, item_bias=config.item_bias,
-                               temperature=config.temperature, learn_temperature=config.learn_temperature,
-                               **_space(features, p))
-               for p in platforms}
+    fusion = config.model.fusion_config(features.dims, platforms,
+                                        {p: task.n_items[p] for p in platforms} if ids else {})
+    targets = {p: config.model.target_config(task.n_items[p], **_space(features, p)) for p in platforms}
     model = InterestModel(InterestConfig(fusion, targets), features.fingerprints,
                           info={"task": task_identity(task)})
     set_id_presence(model, task, config.id_min_users)
@@ -59,7 +53,7 @@ def popularity_prior(model: InterestModel, task: ColdStartTask, platform: str) -
 
 
 def add_platform(model: InterestModel, task: ColdStartTask, features: ItemFeatures,
-                 adapter: str = "linear") -> None:
+                 adapter: str = HeadSettings.adapter) -> None:
     """Give ``model`` a head for ``task.target``, a platform it was not trained on: its items go
     through the trained projections (zero-shot, from the catalog alone), the adapter starts at
     the identity and the item bias at the task's popularity. Fine-tune only this head with

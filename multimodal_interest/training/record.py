@@ -3,12 +3,14 @@ to mix runs up: resuming a checkpoint under other settings, scoring a run on ano
 
 A run folder's task (:meth:`Run.task`) names dataset, split, source and target. Each checkpoint
 holds ``trained_with.json``: that task, the encoder fingerprints of the item features and the
-TrainConfig it was trained with, less the fields in :data:`RESUMABLE`. Those only say how long
-to go on, how often to save and how to report, so they may change when a run is resumed:
-raising ``epochs`` or ``patience`` continues a finished run as if it had been started with the
-new values (epochs are planned from the seed alone); lowering them stops it sooner but does
-not undo epochs already trained. Any other difference is refused, since resuming would return
-the checkpoint's model under settings it was not trained with.
+TrainConfig it was trained with (:meth:`TrainConfig.flat`: each setting by its own name, as
+older versions recorded them, so their checkpoints still resume), less the fields in
+:data:`RESUMABLE`. Those only say how long to go on, how often to save and how to report, so
+they may change when a run is resumed: raising ``epochs`` or ``patience`` continues a finished
+run as if it had been started with the new values (epochs are planned from the seed alone);
+lowering them stops it sooner but does not undo epochs already trained. Any other difference
+is refused, since resuming would return the checkpoint's model under settings it was not
+trained with.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def task_identity(task: ColdStartTask) -> dict[str, str]:
 def trained_with(task: ColdStartTask, features: ItemFeatures, config: TrainConfig) -> dict[str, Any]:
     """What a checkpoint of this training must agree with to be resumed (JSON-ready)."""
     return {"task": task_identity(task), "encoders": dict(sorted(features.fingerprints.items())),
-            "config": {k: v for k, v in config.to_dict().items() if k not in RESUMABLE}}
+            "config": {k: v for k, v in config.flat().items() if k not in RESUMABLE}}
 
 
 def check_resumable(checkpoint: Path, current: dict[str, Any]) -> None:

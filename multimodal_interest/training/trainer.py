@@ -156,7 +156,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     head_only = config.trainable == "target-head"
     if head_only:
         freeze_all_but_target_head(model, task.target)
-    planner = BatchPlanner(task, max(1, config.batch_size // acc.num_processes), config.max_len,
+    planner = BatchPlanner(task, max(1, config.batch_size // acc.num_processes), config.model.max_len,
                            config.within_weight > 0 and not head_only, config.seed, config.history_dropout)
     objective = Objective(model, task.source, task.target, 0.0 if head_only else config.within_weight,
                           config.num_negatives)
@@ -174,7 +174,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     if ckpt is not None:
         resume_from(acc, ckpt, objective, optimizer, state)
     if config.log_with:
-        acc.init_trackers(out.name, config=config.to_dict())
+        acc.init_trackers(out.name, config=config.flat())
 
     while state.epoch < config.epochs and state.bad_epochs < config.patience:
         t0 = time.perf_counter()
