@@ -105,6 +105,10 @@ def test_rp3beta_alpha_one_beta_zero_is_the_plain_random_walk():
     deg = np.bincount(np.concatenate([tgt[v] for v in range(6)]), minlength=5).astype(float)
     penalised = create_baseline("rp3beta", alpha=1.0, beta=0.5).fit(task).score(np.array([6]))[0].numpy()
     np.testing.assert_allclose(penalised, walk / deg ** 0.5, atol=2 * TIE_BREAK)
+    # alpha = 0 counts paths: item kNN's raw co-occurrence
+    paths = create_baseline("rp3beta", alpha=0.0).fit(task).score(np.array([6, 7]))
+    counts = create_baseline("item-knn", source_exp=0.0, target_exp=0.0).fit(task).score(np.array([6, 7]))
+    torch.testing.assert_close(paths, counts)
 
 
 def test_user_knn_over_all_users_ranks_a_twins_target_items_first():
@@ -196,7 +200,7 @@ def test_within_platform_no_item_or_user_is_its_own_neighbour(name):
     ("ease", {"lam": -1.0}, r"ease: lam must be a finite number > 0; got -1.0"),
     ("ease", {"lam": 0.0}, r"lam must be a finite number > 0"),
     ("ease-merged", {"solver": "qr"}, r"solver must be one of \('auto', 'primal', 'dual'\); got 'qr'"),
-    ("rp3beta", {"alpha": 0.0}, r"rp3beta: alpha must be > 0"),
+    ("rp3beta", {"alpha": -1.0}, r"rp3beta: alpha must be >= 0.0; got -1.0"),
     ("rp3beta", {"beta": -0.5}, r"rp3beta: beta must be >= 0.0; got -0.5"),
     ("user-knn", {"k": 0}, r"user-knn: .*k a positive integer or None; got power=1.0, k=0"),
     ("user-knn", {"shrink": -1.0}, r"user-knn: shrink must be >= 0.0"),

@@ -79,13 +79,15 @@ class EASEConfig:
 class EASE(Baseline):
     """Ridge from source items to target items, closed form (see the module docstring).
 
-    The grid spans lam over three decades (1, 10, 100, 1000): item degrees here go from a
-    handful (Amazon) to thousands (MovieLens), and the best lam grows with them.
+    The grid spans lam over three decades (10, 100, 1000, 10000): item degrees go from a
+    handful (Amazon) to thousands (MovieLens), and the best lam grows with them. On Amazon
+    Art->Office valid NDCG@10 rises from 0.0326 (lam 1) to 0.0565 (lam 1000) and stays
+    there: with so few users per item, heavy shrinkage towards co-occurrence counts wins.
     """
 
     name = "ease"
     Config = EASEConfig
-    grid = [{"lam": lam} for lam in (1.0, 10.0, 100.0, 1000.0)]
+    grid = [{"lam": lam} for lam in (10.0, 100.0, 1000.0, 10000.0)]
     merged = False  # True: EASE on the merged catalog (zero diagonal)
 
     def __init__(self, config: object | None = None, **options: object) -> None:

@@ -29,15 +29,15 @@ class UserKNNConfig:
 class UserKNN(Baseline):
     """Target items of the cold user's k most similar training users, similarity-weighted.
 
-    The grid (the budget, see :mod:`.base`): (k, shrink) in (20, 0), (100, 5), (500, 5) and
+    The grid (the budget, see :mod:`.base`): (k, shrink) in (50, 0), (200, 5), (1000, 5) and
     every user (k = None) with shrink 10 and power 2 -- from a tight neighbourhood to a
     sharpened weighting of all.
     """
 
     name = "user-knn"
     Config = UserKNNConfig
-    grid = [{"k": 20, "shrink": 0.0, "power": 1.0}, {"k": 100, "shrink": 5.0, "power": 1.0},
-            {"k": 500, "shrink": 5.0, "power": 1.0}, {"k": None, "shrink": 10.0, "power": 2.0}]
+    grid = [{"k": 50, "shrink": 0.0, "power": 1.0}, {"k": 200, "shrink": 5.0, "power": 1.0},
+            {"k": 1000, "shrink": 5.0, "power": 1.0}, {"k": None, "shrink": 10.0, "power": 2.0}]
 
     def __init__(self, config: object | None = None, **options: object) -> None:
         super().__init__(config, **options)
