@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from fusion.adapters import (Adapter, create_adapter, get_adapter_class, list_adapters, load_adapter,
                              register_adapter)
-from fusion.config import FusionConfig, InterestConfig, TargetConfig
-from fusion.items import ItemEmbedder, ItemSpace
+from fusion.config import FusionConfig, FusionSettings, HeadSettings, InterestConfig, ModelSettings, TargetConfig
+from fusion.files import sha256_file
+from fusion.items import ItemEmbedder, ItemSpace, logits
 from fusion.model import InterestModel
 from fusion.transformer import FusionTransformer
 
-__all__ = ["Adapter", "FusionConfig", "FusionTransformer", "InterestConfig", "InterestModel",
-           "ItemEmbedder", "ItemSpace", "TargetConfig", "create_adapter", "get_adapter_class",
-           "list_adapters", "load_adapter", "register_adapter"]
+__all__ = ["Adapter", "FusionConfig", "FusionSettings", "FusionTransformer", "HeadSettings", "InterestConfig",
+           "InterestModel", "ItemEmbedder", "ItemSpace", "ModelSettings", "TargetConfig", "create_adapter",
+           "get_adapter_class", "list_adapters", "load_adapter", "logits", "register_adapter", "sha256_file"]

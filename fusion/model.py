@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fusion.files import sha256_file, verify_hashes
-from fusion.adapters import Adapter, create_adapter
+from fusion.adapters import Adapter, create_adapter, get_adapter_class, list_adapters
 from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConfig, TargetConfig,
                            check_name, from_dict, load_weights, read_config, read_json, read_manifest,
                            write_json)
@@ -57,6 +57,9 @@ FORMAT = "multimodal-interest/interest-model"
 FORMAT_VERSION = 1
 TYPE = "InterestModel"  # manifest key "type": the class that loads the folder
 HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file save_pretrained wrote
+# what each manifest part's "role" holds; an adapter's "type" is a name in fusion.adapters' registry
+PART_CLASSES: dict[str, type[nn.Module]] = {"fusion": FusionTransformer, "item_space": ItemSpace,
+                                            "adapter": Adapter, "item_adapter": Adapter}
 
 
 class InterestModel(nn.Module):
@@ -222,14 +225,14 @@ class InterestModel(nn.Module):
         """Write the model to ``folder`` (manifest last: an interrupted save has none)."""
         folder = Path(folder)
         (folder / MANIFEST).unlink(missing_ok=True)
-        parts = [{"name": "fusion", "role": "fusion", "type": "FusionTransformer", "path": "fusion"}]
+        parts = [{"name": "fusion", "role": "fusion", "type": type(self.fusion).__name__, "path": "fusion"}]
         self.fusion.save(folder / "fusion")
         for p, space in self.spaces.items():
             heads: list[tuple[str, Adapter]] = [("adapter", self.adapters[p])]
             if p in self.item_adapters:
                 heads.append(("item_adapter", self.item_adapters[p]))
             space.save(folder / "targets" / p)
-            parts.append({"name": f"targets/{p}", "role": "item_space", "type": "ItemSpace",
+            parts.append({"name": f"targets/{p}", "role": "item_space", "type": type(space).__name__,
                           "platform": p, "path": f"targets/{p}"})
             for role, adapter in heads:
                 adapter.save(folder / f"{role}s" / p)
@@ -254,6 +257,8 @@ class InterestModel(nn.Module):
         parts = manifest["parts"]
         if manifest.get("type", TYPE) != TYPE:
             raise ValueError(f"{folder / MANIFEST}: a saved {manifest['type']!r}, not an {TYPE}")
+        for part in parts:  # an unknown type is refused before any file is read
+            part_class(part, folder / MANIFEST)
         if verify:
             verify_files(folder, manifest)
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
@@ -267,10 +272,32 @@ class InterestModel(nn.Module):
         load_weights(model.fusion, fusion)
         for p in parts:
             if p["role"] != "fusion":
-                modules = {"item_space": model.spaces, "adapter": model.adapters,
-                           "item_adapter": model.item_adapters}[p["role"]]
-                load_weights(modules[p["platform"]], folder / p["path"])
+                load_weights(model._head(p), folder / p["path"])
         return model.to(device) if device is not None else model
+
+    def _head(self, part: dict[str, Any]) -> nn.Module:
+        """The module of this model that a manifest part (not the fusion) holds."""
+        heads = {"item_space": self.spaces, "adapter": self.adapters, "item_adapter": self.item_adapters}
+        return heads[part["role"]][part["platform"]]
+
+
+def part_class(part: dict[str, Any], manifest: Path) -> type[nn.Module]:
+    """The class that loads a manifest ``part``: the type it records, found in
+    :data:`PART_CLASSES` (fusion, item space) or in ``fusion.adapters``' registry (adapters,
+    custom ones included once registered). Anything else is refused, naming the file and
+    the known types."""
+    role, name = part.get("role"), part.get("type")
+    if role not in PART_CLASSES:
+        raise ValueError(f"{manifest}: part {part.get('name')!r} has role {role!r}; known roles: "
+                         f"{', '.join(PART_CLASSES)}")
+    base = PART_CLASSES[role]
+    known = list_adapters() if base is Adapter else [base.__name__]
+    if name not in known:
+        hint = " (a custom adapter must be registered with register_adapter before loading)" \
+            if base is Adapter else ""
+        raise ValueError(f"{manifest}: part {part.get('name')!r} has type {name!r}, which this version "
+                         f"cannot load; known {role} types: {', '.join(known)}{hint}")
+    return get_adapter_class(name) if base is Adapter else base
 
 
 def _forget_unsaved_id_presence(model: InterestModel, weights: Path) -> None:
@@ -335,8 +362,13 @@ def _target_config(folder: Path, part: dict, parts: list[dict]) -> TargetConfig:
     d = dict(read_json(folder / part["path"] / CONFIG_FILE))
     for p in parts:
         if p.get("platform") == part["platform"] and p["role"] in ("adapter", "item_adapter"):
-            a = dict(read_json(folder / p["path"] / CONFIG_FILE))
-            d[p["role"]] = a.pop("type")
+            where = folder / p["path"] / CONFIG_FILE
+            a = dict(read_json(where))
+            saved = a.pop("type", p["type"])
+            if saved != p["type"]:
+                raise ValueError(f"{where}: an adapter of type {saved!r}, but {folder / MANIFEST} "
+                                 f"records {p['type']!r}")
+            d[p["role"]] = p["type"]  # built through the adapter registry by add_target
             d[f"{p['role']}_kwargs"] = _kwargs(a)
     return from_dict(TargetConfig, d, str(folder / part["path"] / CONFIG_FILE))
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fusion import (FusionConfig, FusionTransformer, InterestConfig, InterestModel, TargetConfig, get_adapter_class,
-                    list_adapters)
+from fusion import (Adapter, FusionConfig, FusionTransformer, InterestConfig, InterestModel, TargetConfig,
+                    get_adapter_class, list_adapters, register_adapter)
 
 TEXT, IMAGE, N_ART, N_OFFICE, N_EXT = 24, 16, 60, 40, 30
 
@@ -350,6 +350,56 @@ def test_a_manifest_path_out_of_the_folder_is_refused(tmp_path):
     (tmp_path / "m/manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"path '../elsewhere.json' leads out of the model folder"):
         InterestModel.from_pretrained(tmp_path / "m")
+
+
+
+class GatedAdapter(Adapter):
+    """A custom adapter type (not one of the package's): ``x * sigmoid(g)``, one gate per width."""
+
+    config_keys = ("in_dim", "out_dim", "bias")
+    same_dim = True
+
+    def __init__(self, in_dim: int, out_dim: int, bias: float = 0.5):
+        super().__init__(in_dim, out_dim)
+        self.bias = bias
+        self.gate = torch.nn.Parameter(torch.full((in_dim,), bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.gate)
+
+
+def test_each_part_loads_as_the_type_its_manifest_records(tmp_path, monkeypatch):
+    import fusion.adapters
+
+    monkeypatch.setattr(fusion.adapters, "_ADAPTERS", dict(fusion.adapters._ADAPTERS))
+    register_adapter("test-gated")(GatedAdapter)
+    model = make_model({"office": TargetConfig(N_OFFICE, adapter="test-gated", adapter_kwargs={"bias": 1.5},
+                                               item_adapter="mlp")}).eval()
+    model.save_pretrained(tmp_path)
+    parts = {p["name"]: p["type"] for p in json.loads((tmp_path / "manifest.json").read_text())["parts"]}
+    assert parts["adapters/office"] == "test-gated"
+    loaded = InterestModel.from_pretrained(tmp_path).eval()
+    assert type(loaded.adapters["office"]) is GatedAdapter and loaded.adapters["office"].bias == 1.5
+    assert type(loaded.item_adapters["office"]) is get_adapter_class("mlp")
+    set_features(loaded)
+    items, mask = histories()
+    with torch.no_grad():
+        assert torch.equal(loaded.score(items, mask, "art", "office"), model.score(items, mask, "art", "office"))
+
+
+def test_an_unknown_part_type_is_refused_naming_the_file_and_the_known_types(tmp_path):
+    make_model().save_pretrained(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    next(p for p in manifest["parts"] if p["name"] == "adapters/office")["type"] = "unheard-of"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"manifest.json: part 'adapters/office' has type 'unheard-of'.*"
+                                         r"known adapter types: identity, linear, lowrank, mlp, moe"):
+        InterestModel.from_pretrained(tmp_path)
+    next(p for p in manifest["parts"] if p["name"] == "adapters/office")["type"] = "lowrank"
+    next(p for p in manifest["parts"] if p["name"] == "fusion")["type"] = "GRU4Rec"
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"part 'fusion' has type 'GRU4Rec'.*known fusion types: FusionTransformer"):
+        InterestModel.from_pretrained(tmp_path)
 
 
 # ---------------------------------------------------------------------------- bad input
