@@ -11,6 +11,7 @@ import pytest
 from data_fixtures import ART, INTERACTIONS, OFFICE, write_tiny
 from multimodal_interest.cli import main
 from multimodal_interest.data import CrossPlatformDataset, DatasetError
+from multimodal_interest.data.errors import Problem
 from multimodal_interest.data.importers import create_draft
 from multimodal_interest.data.tables import write_table
 
@@ -232,6 +233,7 @@ def test_cli_validate_lists_problems_and_fails(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "interactions.csv:2: column 'item_id': item_id 'a7' is not in the items of platform " \
            "'art'" in out
+    assert out.splitlines()[0].endswith(": 1 problem:")  # the error's headline, then every problem
 
 
 def test_importer_rejects_bad_raw_lines(tmp_path: Path) -> None:
@@ -255,3 +257,11 @@ def test_importer_rejects_a_bad_recbole_header(tmp_path: Path) -> None:
     assert [str(p) for p in info.value.problems] == [
         f"{tmp_path}/toy/toy.inter:1: header field 'item_id': expected 'name:type' with type "
         "token, token_seq, float or float_seq"]
+
+
+def test_a_dataset_error_carries_its_context_and_headline() -> None:
+    error = DatasetError([Problem("items.csv", "bad", line=2), Problem("items.csv", "worse", line=3)],
+                         "dataset 'x'")
+    assert (error.context, error.headline) == ("dataset 'x'", "dataset 'x': 2 problems:")
+    assert str(error).splitlines() == ["dataset 'x': 2 problems:", "  items.csv:2: bad", "  items.csv:3: worse"]
+    assert DatasetError([], "dataset 'y'").headline == str(DatasetError([], "dataset 'y'")) == "dataset 'y'"

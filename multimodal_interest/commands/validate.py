@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         for name in dataset.splits():
             dataset.split(name)
     except DatasetError as exc:  # every problem, not just the first 40 of the message
-        print("\n".join([str(exc).splitlines()[0]] + [f"  {p}" for p in exc.problems]))
+        print("\n".join([exc.headline] + [f"  {p}" for p in exc.problems]))
         return 1
     stats = dataset.stats()
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))

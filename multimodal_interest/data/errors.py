@@ -35,12 +35,18 @@ class DatasetError(ValueError):
 
     def __init__(self, problems: list[Problem], context: str = "dataset") -> None:
         self.problems = list(problems)
+        self.context = context  # what was rejected, e.g. "dataset 'x'"
         n = len(self.problems)
         lines = [f"  {p}" for p in self.problems[:self.shown]]
         if n > self.shown:
             lines.append(f"  ... and {n - self.shown} more")
-        body = f": {n} problem{'s' * (n != 1)}:\n" + "\n".join(lines) if n else ""
-        super().__init__(context + body)
+        super().__init__("\n".join([self.headline, *lines]) if n else context)
+
+    @property
+    def headline(self) -> str:
+        """``context: N problem(s):``, the line above the problems (``context`` alone if none)."""
+        n = len(self.problems)
+        return f"{self.context}: {n} problem{'s' * (n != 1)}:" if n else self.context
 
 
 class Problems:

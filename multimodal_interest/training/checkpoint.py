@@ -412,7 +412,7 @@ def save_checkpoint(acc, root: Path, step: int, model: torch.nn.Module, optimize
     rng = _gather_rng(acc)
     grads = _gather_grads(acc, model)
     weights = acc.get_state_dict(model)
-    final, problem = root / f"step-{step}", ""
+    final, problem = root / f"step-{step}", None  # None: written (or not the main process)
     if acc.is_main_process:
         files = {WEIGHTS_FILE: _safetensors(weights), **_optimizer_files(optimizer.state_dict()),
                  PROGRESS_FILE: _json_bytes(progress),
@@ -424,9 +424,9 @@ def save_checkpoint(acc, root: Path, step: int, model: torch.nn.Module, optimize
             _write_verified(root, step, files, acc.num_processes)
             _prune(root)
         except (OSError, CheckpointError) as exc:
-            problem = str(exc)
+            problem = str(exc) or type(exc).__name__
             shutil.rmtree(root / f"tmp-{step}", ignore_errors=True)
-    if not _everywhere(acc, not problem):
+    if not _everywhere(acc, problem is None):
         kept = latest_checkpoint(root)
         raise OSError(f"{root / f'tmp-{step}'}: the checkpoint could not be written "
                       f"({problem or 'it failed on the main process'}); removed it, and kept "
