@@ -14,7 +14,7 @@ has 1 layer and mean pooling):
   linear projections as item tower over all target items, cosine logits, cross-entropy.
 
 Also the scoring throughput (``torch.inference_mode``, full scores over all target items)
-the evaluator sees. Item vectors are random with the widths of the real encoders (MiniLM
+the evaluator sees. Item features are random with the widths of the real encoders (MiniLM
 384, EfficientNet-Lite0 1280): speed does not depend on their values. Repeats are
 interleaved and medians reported; prints a Markdown table.
 

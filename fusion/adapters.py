@@ -1,7 +1,7 @@
 """Adapter heads: small maps from one vector space into another.
 
 An adapter maps the interest vector ``[..., in_dim]`` into a target platform's item space
-``[..., out_dim]`` (and, in a content space, item vectors into the shared space). Adapters
+``[..., out_dim]`` (and, in a content space, the items' shared-space vectors into it). Adapters
 live in an explicit registry: :func:`register_adapter` names a class, :func:`list_adapters`
 lists the names, :func:`create_adapter` builds one (``None`` keywords dropped, an unknown
 keyword is an error), :func:`load_adapter` rebuilds a saved one from its folder.

@@ -2,11 +2,11 @@
 
 :class:`ItemEmbedder` turns item indices of any platform into vectors of the shared width
 ``dim``: the sum, over the modalities an item *has*, of that modality's projection of its
-encoder vector, plus the item's learned id embedding where the platform has one and the
+item feature, plus the item's learned id embedding where the platform has one and the
 item's id row was trained (the id presence, :meth:`ItemEmbedder.set_id_presence`: a
 persistent bool buffer ``id_present_<platform> [N]``, saved with the weights, so a saved
 model knows it without its training data). A modality an item lacks is left out, never
-zero-filled. The encoder vectors are registered at run time
+zero-filled. The item features are registered at run time
 (:meth:`ItemEmbedder.set_features`) as non-persistent buffers: they come from the embedding
 store, not from the model file.
 
@@ -56,7 +56,7 @@ def _check_finite(where: str, x: torch.Tensor, rows: torch.Tensor | None = None)
 
 
 class FeatureTable(nn.Module):
-    """One platform's encoder vectors per modality, ``x_<m> [N, d_m]`` and ``has_<m> [N]``
+    """One platform's item features per modality, ``x_<m> [N, d_m]`` and ``has_<m> [N]``
     (non-persistent buffers, so they follow ``.to(device)`` but stay out of the model file)."""
 
     def __init__(self, n_items: int):
@@ -121,7 +121,7 @@ class ItemEmbedder(nn.Module):
 
     def set_features(self, platform: str, features: dict[str, Any],
                      present: dict[str, Any] | None = None) -> None:
-        """Register ``platform``'s item vectors: ``features[m]`` is ``[N, d_m]`` for modality
+        """Register ``platform``'s item features: ``features[m]`` is ``[N, d_m]`` for modality
         ``m``; ``present[m]`` (bool ``[N]``, default all True) says which items have it.
         ``present["id"]`` may say which items have a trained id embedding (e.g. those seen in
         training). Absent rows may hold anything; present rows must be finite. Replaces what

@@ -124,7 +124,7 @@ class InterestModel(nn.Module):
     # ------------------------------------------------------------------ data, set at run time
     def set_item_features(self, platform: str, features: dict[str, Any],
                           present: dict[str, Any] | None = None) -> None:
-        """Register ``platform``'s encoder vectors: ``features[modality]`` ``[N_P, d_m]``,
+        """Register ``platform``'s item features: ``features[modality]`` ``[N_P, d_m]``,
         ``present[modality]`` bool ``[N_P]`` (default all True; ``present["id"]`` marks items
         with a trained id embedding). Checks widths, row counts and NaN in present rows."""
         if platform in self.spaces and self.spaces[platform].config.space == "content":
@@ -211,14 +211,14 @@ class InterestModel(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
     def check_fingerprints(self, fingerprints: dict[str, str]) -> None:
-        """Refuse encoder vectors from other encoders than the ones the model was trained on:
+        """Refuse item features from other encoders than the ones the model was trained on:
         for every modality both sides name, the fingerprints must be equal."""
         bad = {m: (self.encoder_fingerprints[m], fp) for m, fp in fingerprints.items()
                if m in self.encoder_fingerprints and self.encoder_fingerprints[m] != fp}
         if bad:
             lines = "; ".join(f"{m}: model {a}, given {b}" for m, (a, b) in sorted(bad.items()))
             raise ValueError(f"encoder fingerprints differ ({lines}): the model was trained on "
-                             f"vectors from other encoders; re-embed the items with the model's "
+                             f"item features from other encoders; re-embed the items with the model's "
                              f"encoders or retrain")
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:

@@ -77,7 +77,7 @@ class FusionTransformer(nn.Module):
     """``forward(items [B, L], mask [B, L], platform) -> u [B, dim]``, unit length (or 0).
 
     ``platform`` is the name of the platform all tokens come from, or an int64 tensor
-    ``[B, L]`` of indices into ``config.platforms`` for mixed histories. Item vectors come
+    ``[B, L]`` of indices into ``config.platforms`` for mixed histories. Item features come
     from :meth:`set_item_features` (see :class:`~fusion.items.ItemEmbedder`).
     """
 
@@ -127,9 +127,9 @@ class FusionTransformer(nn.Module):
         drop = self.config.modality_dropout
         if isinstance(platform, str):
             index = self.platform_index(platform)
-            emb, has = self.items(platform, torch.where(mask, items, 0), drop)
+            tok, has = self.items(platform, torch.where(mask, items, 0), drop)
             keep = mask & has
-            emb = emb + self.platform_emb.weight[index]
+            tok = tok + self.platform_emb.weight[index]
         else:
             if platform.shape != items.shape:
                 raise ValueError(f"platform indices {tuple(platform.shape)} do not match items "
@@ -137,19 +137,19 @@ class FusionTransformer(nn.Module):
             P = len(self.config.platforms)
             if bool((mask & ((platform < 0) | (platform >= P))).any()):
                 raise ValueError(f"platform indices must be in [0, {P}) (FusionConfig.platforms)")
-            emb, keep = None, torch.zeros_like(mask)
+            tok, keep = None, torch.zeros_like(mask)
             for i, name in enumerate(self.config.platforms):
                 sel = mask & (platform == i)
                 if sel.any():
                     e, has = self.items(name, items[sel], drop)
-                    emb = e.new_zeros(B, L, e.shape[-1]) if emb is None else emb
-                    emb[sel], keep[sel] = e, has
-            if emb is None:
-                emb = self.pos_emb.weight.new_zeros(B, L, self.config.dim)
-            emb = emb + self.platform_emb(platform.clamp(0, P - 1))
+                    tok = e.new_zeros(B, L, e.shape[-1]) if tok is None else tok
+                    tok[sel], keep[sel] = e, has
+            if tok is None:
+                tok = self.pos_emb.weight.new_zeros(B, L, self.config.dim)
+            tok = tok + self.platform_emb(platform.clamp(0, P - 1))
         # position = number of kept items after this one (0 = most recent), capped at max_len-1
         pos = (keep.flip(1).cumsum(1).flip(1) - 1).clamp(0, self.config.max_len - 1)
-        x = emb + self.pos_emb(pos)
+        x = tok + self.pos_emb(pos)
         return torch.where(keep[..., None], x, 0.0), keep
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor,

@@ -10,7 +10,7 @@ needs no encoder, no store and no dataset::
       manifest.json                  format, version, model fingerprint, platforms, indexes
       model/                         the InterestModel as save_pretrained wrote it (copied)
       items/<platform>.json          item ids, row i = item_idx i
-      features/<platform>.safetensors  encoder vectors of the items a history may hold:
+      features/<platform>.safetensors  item features of the items a history may hold:
                                      "x.<modality>" [N, d_m], "present.<modality>" [N] bool,
                                      "present.id" [N] bool (the model's id presence, a copy:
                                      checked equal to the model's on load)
@@ -112,7 +112,7 @@ class Bundle:
     def build(cls, model_dir: str | Path, dataset: CrossPlatformDataset,
               store: EmbeddingStore | None = None, split: str | None = None,
               item_spaces: dict[str, str] | None = None) -> Bundle:
-        """Gather a saved model's serving data: item ids from ``dataset``, encoder vectors
+        """Gather a saved model's serving data: item ids from ``dataset``, item features
         from ``store`` (the encoders the model was trained on) and, for a target the model
         scores in the platform's own item space, that space's file in ``item_spaces``
         (platform -> file, as in training; another file than the model's is refused).
@@ -143,7 +143,7 @@ class Bundle:
                                  f"dataset {dataset.name!r} {len(ids[p])}; build from the training dataset")
         modalities = list(model.fusion.config.modalities)
         if modalities and store is None:
-            raise ValueError(f"the model reads encoder vectors ({', '.join(modalities)}): give the "
+            raise ValueError(f"the model reads item features ({', '.join(modalities)}): give the "
                              f"embedding store it was trained with")
         features = (ItemFeatures.from_store(store, ids, modalities, model.encoder_fingerprints)
                     if modalities else ItemFeatures())
@@ -380,7 +380,7 @@ def _read_item_ids(folder: Path, spec: dict) -> list[str]:
 
 
 def _attach_features(model: InterestModel, platform: str, path: str) -> None:
-    """Give ``model`` the history platform's encoder vectors from the file at ``path``."""
+    """Give ``model`` the history platform's item features from the file at ``path``."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)

@@ -43,8 +43,8 @@ class MethodRun:
     model: object = None  # the InterestModel, for the interest model
 
 
-def content_vectors(features: ItemFeatures, modality: str) -> dict[str, torch.Tensor] | None:
-    """One modality's item vectors per platform, for the content baselines (None if absent)."""
+def content_features(features: ItemFeatures, modality: str) -> dict[str, torch.Tensor] | None:
+    """One modality's item features per platform, for the content baselines (None if absent)."""
     out = {p: per[modality] for p, per in features.vectors.items() if modality in per}
     return out or None
 
@@ -68,7 +68,7 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
                 texts: dict[str, list[str]] | None = None) -> dict[str, MethodRun]:
     """Fit (or load) each method and evaluate it on ``task.test_users``. ``texts``: the
     items' texts per platform (:func:`item_texts`), for the baselines that need text."""
-    vectors = content_vectors(features, content_modality)
+    content = content_features(features, content_modality)
     if BLEND in methods and not set(PARTS) <= set(methods):
         raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}: run them too (--methods)")
     runs: dict[str, MethodRun] = {}
@@ -83,15 +83,15 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             scorer, trials = tune_blend(*(scorers[p] for p in PARTS), task)
             notes = {"trials": trials}
         elif name in BASELINES:
-            if BASELINES[name].needs_vectors and vectors is None:
-                logger.warning("%s skipped: it needs %r item vectors (mmi embed)", name, content_modality)
+            if BASELINES[name].needs_vectors and content is None:
+                logger.warning("%s skipped: it needs %r item features (mmi embed)", name, content_modality)
                 continue
             textless = [p for p in task.platforms if not any(t.strip() for t in (texts or {}).get(p, ()))]
             if BASELINES[name].needs_text and textless:
                 logger.warning("%s skipped: it needs item text, and there is none on %s",
                                name, " or ".join(textless))
                 continue
-            tuned = tune(name, task, vectors, item_texts=texts)
+            tuned = tune(name, task, content, item_texts=texts)
             scorer, notes = tuned.model.score, {"trials": tuned.trials}
         else:
             raise ValueError(f"unknown method {name!r}; methods: {', '.join(all_methods())}")

@@ -1,4 +1,5 @@
-"""Encoder vectors of every platform's items, read from the embedding store in item order,
+"""Item features (the encoders' vectors of every platform's items), read from the embedding
+store in item order,
 and the item spaces platforms bring themselves (a file of item id -> vector): the data a
 model is given at run time, by training and by serving alike (:meth:`ItemFeatures.attach`).
 """
@@ -61,7 +62,7 @@ class ItemFeatures:
                 got, present = vs.lookup(ids)
                 out.vectors[platform][m], out.present[platform][m] = got.vectors, present
         if not out.fingerprints:
-            raise StoreError(f"{store.root}: no item vectors for platforms {sorted(item_ids)}; "
+            raise StoreError(f"{store.root}: no item features for platforms {sorted(item_ids)}; "
                              f"run `mmi embed` first")
         return out
 
@@ -94,8 +95,8 @@ class ItemFeatures:
         self.fingerprints[item_space_key(platform)] = fingerprint
 
     def attach(self, model: InterestModel, platforms: Sequence[str]) -> None:
-        """Give ``model`` the encoder vectors of ``platforms``' items, and each target scored in
-        its own item space those vectors. Which items use their id embedding is the model's
+        """Give ``model`` the item features of ``platforms``' items, and each target scored in
+        its own item space its item vectors. Which items use their id embedding is the model's
         own state (saved with it), never decided here."""
         for p in platforms:
             model.set_item_features(p, self.vectors.get(p, {}), self.present.get(p, {}))

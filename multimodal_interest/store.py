@@ -1,4 +1,4 @@
-"""The item embedding store: vectors per (platform, modality, encoder fingerprint).
+"""The embedding store: item features per (platform, modality, encoder fingerprint).
 
 Layout under the store root::
 

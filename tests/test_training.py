@@ -318,7 +318,7 @@ def within_platform_task(n_users: int = 600, n_clusters: int = 20, per_cluster: 
                          seed: int = 0) -> tuple[ColdStartTask, ItemFeatures]:
     """One platform (the shape of ``CrossPlatformDataset.within_platform``): each user likes
     one cluster of items and has 9 of its items, the first 7 their history; valid and test
-    users' last 2 are hidden. Item vectors are noise: only what items are bought together
+    users' last 2 are hidden. Item features are noise: only what items are bought together
     can teach the model, so an untrained one ranks at random."""
     rng = np.random.default_rng(seed)
     n = n_clusters * per_cluster

@@ -20,7 +20,7 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True, help="platform the users come from")
     p.add_argument("--target", required=True, help="platform to recommend on")
     p.add_argument("--split", default="published", help="saved split to use (see `mmi validate`)")
-    p.add_argument("--store", type=Path, help="embedding store with the items' vectors "
+    p.add_argument("--store", type=Path, help="embedding store with the item features "
                                               "(`mmi embed DATASET --store ...`); none: item ids only")
     p.add_argument("--modalities", help="comma-separated store modalities to use (default: all)")
     p.add_argument("--item-space", action="append", default=[], metavar="PLATFORM=FILE",

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ItemVectors:
-    """Precomputed vectors of one platform's items, aligned with its ``item_idx``."""
+    """Precomputed item features of one platform (one modality's vectors, as an encoder would
+    give them), aligned with its ``item_idx``."""
 
     name: str
     modality: str

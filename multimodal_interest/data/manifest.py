@@ -23,7 +23,7 @@ PLATFORM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 
 @dataclass(frozen=True)
 class VectorSpec:
-    """Precomputed item vectors: an ``.npz`` holding ``item_id`` [N] and ``vectors`` [N, D]."""
+    """Precomputed item features: an ``.npz`` holding ``item_id`` [N] and ``vectors`` [N, D]."""
 
     path: str
     modality: str

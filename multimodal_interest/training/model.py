@@ -1,7 +1,7 @@
 """The model a training run starts from, and the data it is given at run time.
 
-Item features are data, not weights: :func:`attach_features` registers the store's vectors
-with a model, after building or loading it. Which items have a trained id embedding is the
+Item features are data, not weights: :func:`attach_features` registers the store's item
+features with a model, after building or loading it. Which items have a trained id embedding is the
 model's own state: :func:`build_model` sets it from the training split
 (:func:`set_id_presence`) and ``save_pretrained`` keeps it, so a saved model scores alone.
 """
@@ -70,8 +70,8 @@ def freeze_all_but_target_head(model: InterestModel, target: str) -> None:
 
 
 def attach_features(model: InterestModel, task: ColdStartTask, features: ItemFeatures) -> None:
-    """Register both platforms' encoder vectors with ``model`` (and a target scored in its own
-    item space those vectors): :meth:`ItemFeatures.attach`. The model's id presence is its own
+    """Register both platforms' item features with ``model`` (and a target scored in its own
+    item space its item vectors): :meth:`ItemFeatures.attach`. The model's id presence is its own
     and stays as it is."""
     features.attach(model, task.platforms)
 
