@@ -131,3 +131,12 @@ def test_decoding_workers_chosen_for_the_device(monkeypatch):
     assert (auto_workers(torch.device("cpu")), auto_workers(torch.device("cuda"))) == (0, 1)
     monkeypatch.setattr("os.cpu_count", lambda: 32)
     assert (auto_workers(torch.device("cpu")), auto_workers(torch.device("cuda"))) == (8, 8)
+
+
+def test_encoders_import_neither_multimodal_interest_nor_accelerate():
+    import subprocess
+    import sys
+
+    code = ("import sys, encoders; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('multimodal_interest', 'accelerate')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
