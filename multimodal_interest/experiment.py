@@ -83,7 +83,7 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             scorer, trials = tune_blend(*(scorers[p] for p in PARTS), task)
             notes = {"trials": trials}
         elif name in BASELINES:
-            if BASELINES[name].needs_vectors and content is None:
+            if BASELINES[name].needs_features and content is None:
                 logger.warning("%s skipped: it needs %r item features (mmi embed)", name, content_modality)
                 continue
             textless = [p for p in task.platforms if not any(t.strip() for t in (texts or {}).get(p, ()))]

@@ -75,9 +75,9 @@ def test_registry_errors():
     with pytest.raises(RuntimeError, match="fit"):
         create_baseline("popularity").score(np.array([0]))
     task, _ = planted_task(n_users=300)
-    with pytest.raises(ValueError, match=r"content-knn needs item_vectors\['src'\]"):
+    with pytest.raises(ValueError, match=r"content-knn needs item_features\['src'\]"):
         create_baseline("content-knn").fit(task)
-    with pytest.raises(ValueError, match=r"needs item_vectors\['tgt'\] of shape \[200, dim\]; got \(5, 16\)"):
+    with pytest.raises(ValueError, match=r"needs item_features\['tgt'\] of shape \[200, dim\]; got \(5, 16\)"):
         create_baseline("content-knn").fit(task, {"src": torch.zeros(200, 16), "tgt": torch.zeros(5, 16)})
     cls = BASELINES["popularity"]
     with warnings.catch_warnings(record=True) as caught:

@@ -44,7 +44,7 @@ class Baseline:
     name: ClassVar[str]
     Config: ClassVar[type]  # a dataclass
     grid: ClassVar[list[dict]] = [{}]  # configurations tried on the validation users
-    needs_vectors: ClassVar[bool] = False  # fit() needs item_vectors
+    needs_features: ClassVar[bool] = False  # fit() needs item_features
     needs_text: ClassVar[bool] = False  # fit() needs item_texts (kept as self.item_texts)
 
     def __init__(self, config: object | None = None, **options: object) -> None:
@@ -57,16 +57,16 @@ class Baseline:
             raise ValueError(f"{self.name}: {e}; options are {names}") from None
         self.task: ColdStartTask | None = None
 
-    def fit(self, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] | None = None,
+    def fit(self, task: ColdStartTask, item_features: dict[str, torch.Tensor] | None = None,
             item_texts: dict[str, Sequence[str]] | None = None) -> Baseline:
-        """Learn from ``task.train`` (and ``item_vectors``: platform -> ``[n_items, dim]``;
+        """Learn from ``task.train`` (and ``item_features``: platform -> ``[n_items, dim]``;
         ``item_texts``: platform -> ``[n_items]`` strings, row = item_idx)."""
-        if self.needs_vectors:
+        if self.needs_features:
             for p in (task.source, task.target):
-                v = None if item_vectors is None else item_vectors.get(p)
+                v = None if item_features is None else item_features.get(p)
                 if v is None or v.ndim != 2 or v.shape[0] != task.n_items[p]:
                     got = "nothing" if v is None else tuple(v.shape)
-                    raise ValueError(f"{self.name} needs item_vectors[{p!r}] of shape "
+                    raise ValueError(f"{self.name} needs item_features[{p!r}] of shape "
                                      f"[{task.n_items[p]}, dim]; got {got}")
         if self.needs_text:
             for p in task.platforms:
@@ -77,7 +77,7 @@ class Baseline:
                                      f"items; got {got} (a dataset of ids only has no item text)")
         self.item_texts = item_texts
         self.task = task
-        self._fit(task, item_vectors)
+        self._fit(task, item_features)
         return self
 
     def score(self, users: np.ndarray) -> torch.Tensor:
@@ -87,7 +87,7 @@ class Baseline:
         with torch.no_grad():
             return self._score(np.asarray(users, dtype=np.int64))
 
-    def _fit(self, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] | None) -> None:
+    def _fit(self, task: ColdStartTask, item_features: dict[str, torch.Tensor] | None) -> None:
         raise NotImplementedError
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
@@ -131,7 +131,7 @@ class Tuned:
     seconds: float
 
 
-def tune(name: str, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] | None = None,
+def tune(name: str, task: ColdStartTask, item_features: dict[str, torch.Tensor] | None = None,
          grid: list[dict] | None = None, item_texts: dict[str, Sequence[str]] | None = None,
          **fixed: object) -> Tuned:
     """Fit ``name`` with each configuration of its grid (or ``grid``), keep the best on valid."""
@@ -143,7 +143,7 @@ def tune(name: str, task: ColdStartTask, item_vectors: dict[str, torch.Tensor] |
     start = time.perf_counter()
     best, trials = None, []
     for options in grid:
-        model = create_baseline(name, **{**fixed, **options}).fit(task, item_vectors, item_texts)
+        model = create_baseline(name, **{**fixed, **options}).fit(task, item_features, item_texts)
         value = model.valid_score()
         trials.append((options, value))
         logger.debug("%s %s: valid %s %.4f", name, options, SELECT_METRIC, value)

@@ -108,7 +108,7 @@ class BM25KNN(Baseline):
     needs_text = True
     grid = _CANDIDATES[:MAX_GRID]
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         texts = [self.item_texts[p] for p in task.platforms]
         rows = text_vectors([t for part in texts for t in part], self.config)
         n_src = task.n_items[task.source]

@@ -28,7 +28,7 @@ class CMF(Baseline):
     Config = CMFConfig
     grid = [{"lr": lr, "reg": r} for lr in (1e-3, 5e-3) for r in (1e-3, 1e-2)]
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         cfg = self.config
         n_src, n_tgt = task.n_items[task.source], task.n_items[task.target]
         su, si = train_rows(task, task.source)

@@ -98,7 +98,7 @@ class EASE(Baseline):
         if c.solver not in SOLVERS:
             raise ValueError(f"{self.name}: solver must be one of {SOLVERS}; got {c.solver!r}")
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         lam = float(self.config.lam)
         within = task.source == task.target
         self.zero_diag = self.merged or within

@@ -35,7 +35,7 @@ class EMCDR(Baseline):
     Config = EMCDRConfig
     grid = [{"dim": d, "reg": r} for d in (32, 64) for r in (1e-4, 1e-2)]
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         cfg = self.config
         self.src = platform_mf(task, task.source, cfg)
         self.tgt = platform_mf(task, task.target, cfg)

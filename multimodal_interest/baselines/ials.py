@@ -91,7 +91,7 @@ class IALS(Baseline):
     Config = IALSConfig
     grid = _CANDIDATES[:MAX_GRID]
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         from implicit.cpu.als import AlternatingLeastSquares
 
         cfg = self.config

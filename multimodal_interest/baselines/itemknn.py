@@ -121,7 +121,7 @@ class ItemKNN(Baseline):
             raise ValueError(f"{self.name}: power must be > 0 and k a positive integer or None; "
                              f"got power={c.power}, k={c.k}")
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         c = self.config
         both = task.overlap_users()
         s = user_item_matrix(task, task.source, both)  # [U, n_src]

@@ -20,7 +20,7 @@ def target_popularity(task: ColdStartTask) -> torch.Tensor:
 
 
 def mean_source_vectors(task: ColdStartTask, users: np.ndarray, vectors: torch.Tensor) -> torch.Tensor:
-    """``[B, dim]``: the normalised mean of each user's source item vectors.
+    """``[B, dim]``: the normalised mean of each user's source item features.
 
     ``vectors`` ``[n_source, dim]``, normalised; a user without source items gets a zero vector.
     """
@@ -41,7 +41,7 @@ class Popularity(Baseline):
     name = "popularity"
     Config = NoOptions
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         self.pop = target_popularity(task)
 
     def _score(self, users):
@@ -50,15 +50,15 @@ class Popularity(Baseline):
 
 @register_baseline
 class ContentKNN(Baseline):
-    """Zero-shot: cosine between the mean of the user's source item vectors and each target item."""
+    """Zero-shot: cosine between the mean of the user's source item features and each target item's."""
 
     name = "content-knn"
     Config = NoOptions
-    needs_vectors = True
+    needs_features = True
 
-    def _fit(self, task, item_vectors):
-        self.src = F.normalize(item_vectors[task.source].float(), dim=1)
-        self.tgt = F.normalize(item_vectors[task.target].float(), dim=1)
+    def _fit(self, task, item_features):
+        self.src = F.normalize(item_features[task.source].float(), dim=1)
+        self.tgt = F.normalize(item_features[task.target].float(), dim=1)
 
     def _score(self, users):
         return mean_source_vectors(self.task, users, self.src) @ self.tgt.T
@@ -77,8 +77,8 @@ class ContentPop(ContentKNN):
     Config = BlendConfig
     grid = [{"weight": w} for w in (0.3, 1.0, 3.0, 10.0)]
 
-    def _fit(self, task, item_vectors):
-        super()._fit(task, item_vectors)
+    def _fit(self, task, item_features):
+        super()._fit(task, item_features)
         pop = target_popularity(task)
         self.prior = pop / pop.max().clamp(min=1)
 

@@ -55,7 +55,7 @@ class PTUPCDR(Baseline):
     Config = PTUPCDRConfig
     grid = [{"meta_lr": lr, "reg": r} for lr in (1e-3, 5e-3) for r in (1e-4, 1e-2)]
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         cfg = self.config
         self.src = platform_mf(task, task.source, cfg).requires_grad_(False)
         self.tgt = platform_mf(task, task.target, cfg).requires_grad_(False)

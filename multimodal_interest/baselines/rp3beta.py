@@ -54,7 +54,7 @@ class RP3beta(Baseline):
         super().__init__(config, **options)
         check_options(self.name, alpha=(self.config.alpha, 0.0, None), beta=(self.config.beta, 0.0, None))
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         a, b = self.config.alpha, self.config.beta
         both = task.overlap_users()
         s = user_item_matrix(task, task.source, both)  # [U, n_src]

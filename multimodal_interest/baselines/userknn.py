@@ -47,7 +47,7 @@ class UserKNN(Baseline):
             raise ValueError(f"{self.name}: power must be > 0 and k a positive integer or None; "
                              f"got power={c.power}, k={c.k}")
 
-    def _fit(self, task, item_vectors):
+    def _fit(self, task, item_features):
         self.users = task.overlap_users()  # [U] sorted
         s = user_item_matrix(task, task.source, self.users)  # [U, n_src]
         self.neighbours_t = s.T.tocsr()  # [n_src, U]
