@@ -8,8 +8,8 @@ from __future__ import annotations
 from multimodal_interest.baselines import cmf, emcdr, itemknn, popularity, ptupcdr  # noqa: F401
 from multimodal_interest.baselines import bm25knn, ials  # noqa: F401
 from multimodal_interest.baselines import ease, rp3beta, userknn  # noqa: F401
-from multimodal_interest.baselines.base import (BASELINES, Baseline, Tuned, create_baseline,
+from multimodal_interest.baselines.base import (BASELINES, MAX_GRID, Baseline, Tuned, create_baseline,
                                                 list_baselines, register_baseline, tune)
 
-__all__ = ["BASELINES", "Baseline", "Tuned", "create_baseline", "list_baselines",
+__all__ = ["BASELINES", "MAX_GRID", "Baseline", "Tuned", "create_baseline", "list_baselines",
            "register_baseline", "tune"]
