@@ -165,6 +165,20 @@ def test_a_catalog_is_read_by_the_dataset_reader_and_its_errors_name_the_line(tm
     assert [(p.file, p.line) for p in info.value.problems] == [(str(path), 3)]
 
 
+@pytest.mark.parametrize("row", ['i2,"two', 'i2,"two" more'])
+def test_an_unclosed_or_broken_quote_is_refused_at_its_line_not_read_as_one_long_cell(tmp_path, row):
+    """pyarrow reads a quote left open at the end as a cell running to the end of the file:
+    the rows after it would silently become part of one title."""
+    path = tmp_path / "items.csv"
+    path.write_text(f'item_id,title\ni1,"one\nline two"\n{row}\ni3,three\n')
+    with pytest.raises(CatalogError) as info:
+        Catalog.read(path)
+    assert str(info.value).startswith(f"{path} line 4: malformed CSV record: ")
+    path.write_text('item_id,title\ni1,"one\nline two"\ni3,three\n')  # a quoted newline is fine
+    catalog = Catalog.read(path)
+    assert [catalog.item_id(0), catalog.item_id(1)] == ["i1", "i3"] and catalog.text(0) == "one line two"
+
+
 def test_jsonl_catalog_values_stay_as_written(tmp_path):
     """A year with a null below it stays 2001 (not 2001.0); a byte-order mark is no error."""
     path = tmp_path / "items.jsonl"

@@ -28,6 +28,7 @@ ROW_LIMIT = 10  # offending rows listed per check; the rest are counted
 # CSV/TSV bytes pyarrow parses at a time; a record (a quoted cell may hold newlines) must fit
 # in one, so a file up to this size is one block and a 10 MB text cell reads whole.
 BLOCK = 1 << 26
+csv.field_size_limit(max(csv.field_size_limit(), BLOCK))  # a cell may be as long as pyarrow reads
 
 
 @dataclass
@@ -200,6 +201,9 @@ def _to_pandas(table: pa.Table, text_columns: tuple[str, ...]) -> pd.DataFrame:
 def _read_delimited(path: Path, sep: str, shown: str, problems: Problems) -> pd.DataFrame | None:
     try:
         header = next((rec for _, rec in _records(path, sep)), None)
+    except MalformedRecord as bad:
+        _add_malformed(bad, sep, shown, problems)
+        return None
     except UnicodeDecodeError:
         _add_bad_utf8(path, shown, problems)
         return None
@@ -223,16 +227,44 @@ def _read_delimited(path: Path, sep: str, shown: str, problems: Problems) -> pd.
     except pa.ArrowInvalid as exc:
         _locate_delimited_error(path, sep, len(header), shown, problems, exc)
         return None
+    if sep == ",":  # pyarrow takes a quote left open at the end as a cell running to the end
+        try:
+            for _ in _records(path, sep):
+                pass
+        except MalformedRecord as bad:
+            _add_malformed(bad, sep, shown, problems)
+            return None
     return table.to_pandas()
 
 
+def _add_malformed(bad: MalformedRecord, sep: str, shown: str, problems: Problems) -> None:
+    problems.add(shown, f"malformed {'CSV' if sep == ',' else 'TSV'} record: {bad} (a quote opened "
+                        f"and never closed, or text after a closing quote)", line=bad.line)
+
+
+class MalformedRecord(ValueError):
+    """A CSV record that does not parse (a quote opened and never closed, text after a
+    closing quote); ``line``: the physical line where the record starts."""
+
+    def __init__(self, line: int, why: str) -> None:
+        super().__init__(why)
+        self.line = line
+
+
 def _records(path: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
-    """(first physical line, fields) of each non-blank record, header included."""
+    """(first physical line, fields) of each non-blank record, header included; a malformed
+    record raises :class:`MalformedRecord`."""
     quoting = csv.QUOTE_MINIMAL if sep == "," else csv.QUOTE_NONE
     with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=sep, quoting=quoting)
+        reader = csv.reader(f, delimiter=sep, quoting=quoting, strict=True)
         last = 0
-        for rec in reader:
+        while True:
+            try:
+                rec = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise MalformedRecord(last + 1, str(err)) from None
             start, last = last + 1, reader.line_num
             if rec:
                 yield start, rec
@@ -292,8 +324,8 @@ def _locate_delimited_error(path: Path, sep: str, width: int, shown: str, proble
     except UnicodeDecodeError:
         _add_bad_utf8(path, shown, problems)
         return
-    except csv.Error as err:
-        problems.add(shown, f"malformed {'CSV' if sep == ',' else 'TSV'}: {err}")
+    except MalformedRecord as bad:
+        _add_malformed(bad, sep, shown, problems)
         return
     problems.add(shown, f"cannot parse: {exc}")
 
