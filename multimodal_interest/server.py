@@ -5,7 +5,9 @@
     GET  /platforms     the model, the platforms (items, target, history) and each target's
                         index (kind, settings, recorded recall@10)
     GET  /health        liveness, with the model fingerprint
-    GET  /docs          OpenAPI documentation (``/openapi.json``)
+    GET  /docs          OpenAPI documentation (``/openapi.json``; also ``/redoc``), whose
+                        scripts and styles are served from ``/static/docs`` (the files of
+                        the installed ``fastapi-offline`` package): it works offline
 
 Requests are validated by pydantic models (strict types, no unknown fields, bounded sizes:
 :data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`, :data:`MAX_EXPLAIN`); their 422
@@ -23,6 +25,7 @@ starts. ``mmi serve`` binds 127.0.0.1 unless told otherwise.
 """
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 from contextlib import asynccontextmanager
@@ -33,7 +36,9 @@ import faiss
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from multimodal_interest.interest import InterestDocumentError
@@ -44,6 +49,7 @@ MAX_HISTORY = 1000  # items per request; the model uses the most recent max_len 
 MAX_ID_LENGTH = 256
 MAX_EXPLAIN = 10
 MAX_BODY_BYTES = 1 << 20
+DOCS_ASSETS = "/static/docs"  # where the documentation pages' scripts, styles and icon are served
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -94,9 +100,11 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         yield
 
     app = FastAPI(title="multimodal-interest", version="1", lifespan=lifespan,
-                  description="Cross-platform recommendations from a person's history on other platforms.")
+                  description="Cross-platform recommendations from a person's history on other platforms.",
+                  docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    add_offline_docs(app)
 
     def serve(call, *args, **kwargs):
         faiss.omp_set_num_threads(1)  # one thread per request; FAISS's setting is per thread
@@ -125,6 +133,33 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
                      user_id=body.user_id, skip_unknown=body.skip_unknown)
 
     return app
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` with every script, style and icon served from
+    :data:`DOCS_ASSETS`, a read-only mount of the asset folder of the installed
+    ``fastapi-offline`` package, so the pages need no CDN (nor Google Fonts)."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_asset_folder()), name="docs-assets")
+    openapi_url, favicon = app.openapi_url, f"{DOCS_ASSETS}/favicon.png"
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url, title=f"{app.title} - API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=favicon,
+            swagger_ui_parameters={"validatorUrl": None})  # no badge fetched from swagger.io
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=openapi_url, title=f"{app.title} - API",
+                              redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                              redoc_favicon_url=favicon, with_google_fonts=False)
+
+
+def _docs_asset_folder() -> str:
+    """The folder of Swagger UI's and ReDoc's files shipped in the ``fastapi-offline`` wheel."""
+    return str(importlib.resources.files("fastapi_offline") / "static")
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,7 @@ import pathlib
 import re
 import shutil
 
+import anyio
 import numpy as np
 import pytest
 import torch
@@ -519,3 +520,59 @@ def test_a_model_of_a_platforms_own_item_space_is_bundled_with_that_file(world, 
     assert main([*base, "--output", str(tmp_path / "none"), "--item-space", f"b={tmp_path / 'other.npz'}"]) == 2
     assert "item-space:b: model" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+# ---- offline API documentation ----
+
+LINK = re.compile(r"""(?:src|href)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
+URL_IN_CODE = re.compile(r"""["']([^"'\s]*\.(?:js|css|png))["']""")
+ASSET_TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+
+
+def page_assets(html: str) -> set[str]:
+    """Every URL a docs page names: src=/href= attributes and script/style/icon paths in its
+    inline code (where Swagger UI's page puts nothing else)."""
+    return set(LINK.findall(html)) | set(URL_IN_CODE.findall(html))
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_every_asset_from_the_service_itself(client, page):
+    answer = client.get(page)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    html = answer.text
+    assert not re.search(r"https?:|//[a-z0-9]", html, re.IGNORECASE), "an external URL in " + page
+    assets = page_assets(html)
+    assert any(a.endswith(".js") for a in assets), assets
+    for url in assets:
+        assert url.startswith("/static/docs/"), url
+        got = client.get(url)
+        assert got.status_code == 200 and got.content, url
+        assert ASSET_TYPES[pathlib.PurePosixPath(url).suffix] in got.headers["content-type"], url
+    assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/static/docs/%2e%2e/__init__.py", "/static/docs/..%2f__init__.py",
+                                  "/static/docs/%2e%2e/%2e%2e/fastapi/__init__.py", "/static/docs/nothing.js"])
+def test_the_docs_assets_name_no_file_outside_their_folder(client, path):
+    """(The client would resolve a plain ``../`` itself; escaped, it reaches the app.)"""
+    assert client.get("/static/docs/favicon.png").status_code == 200
+    assert client.get(path).status_code == 404
+
+
+def test_a_literal_dot_dot_path_reaching_the_app_is_refused(client):
+    """The ASGI app called directly, with ``..`` in the path no client has normalised."""
+    sent, incoming = [], [{"type": "http.disconnect"}, {"type": "http.request", "body": b""}]
+
+    async def receive():
+        return incoming.pop() if len(incoming) > 1 else incoming[0]
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+             "scheme": "http", "path": "/static/docs/../__init__.py",
+             "raw_path": b"/static/docs/../__init__.py", "root_path": "", "query_string": b"",
+             "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 1),
+             "server": ("testserver", 80)}
+    anyio.run(client.app, scope, receive, send)
+    assert sent[0]["status"] == 404
