@@ -68,14 +68,17 @@ APPROXIMATE = ("ivf", "hnsw")  # index kinds that may miss true top items
 RECALL = "recall@10"
 
 
-def model_fingerprint(folder: str | Path) -> str:
-    """``sha256:<hex>`` of a saved InterestModel (see the module docstring)."""
+def model_fingerprint(folder: str | Path, verified: dict[str, str] | None = None) -> str:
+    """``sha256:<hex>`` of a saved InterestModel (see the module docstring). ``verified``:
+    sha256 of files already checked (path relative to ``folder``), not read again."""
     folder = Path(folder)
     manifest = read_json(folder / MODEL_MANIFEST)
+    verified = verified or {}
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
         if path.is_file() and (path.name.endswith(".safetensors") or path.name == CONFIG_FILE):
-            h.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+            relative = path.relative_to(folder).as_posix()
+            h.update(f"{relative}\0{verified.get(relative) or sha256_file(path)}\n".encode())
     kept = {k: manifest.get(k) for k in ("format", "format_version", "parts", "encoder_fingerprints")}
     h.update(json.dumps(kept, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
@@ -210,7 +213,8 @@ class Bundle:
         manifest = _read_bundle_manifest(folder)
         _verify_files(folder, manifest)
         model_dir = folder / MODEL
-        fingerprint = model_fingerprint(model_dir)
+        fingerprint = model_fingerprint(model_dir, {k.removeprefix(f"{MODEL}/"): v for k, v in manifest[HASHES].items()
+                                                    if k.startswith(f"{MODEL}/")})
         if fingerprint != manifest["model"]["fingerprint"]:
             raise ValueError(f"{model_dir}: the model files do not match the bundle's manifest "
                              f"(fingerprint {fingerprint}, manifest {manifest['model']['fingerprint']}); "

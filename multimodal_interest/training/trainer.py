@@ -200,7 +200,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
                 save_checkpoint(acc, run.checkpoints, state.global_step, objective, optimizer,
                                 state.state_dict(), {RECORD_FILE: record})
         state.seconds += time.perf_counter() - t0
-        _end_epoch(acc, objective, task, partial(validate, acc, valid_loader, user_metric), state, out, config)
+        _end_epoch(acc, objective, task, partial(validate, acc, valid_loader, user_metric), state, run, config)
         save_checkpoint(acc, run.checkpoints, state.global_step, objective, optimizer, state.state_dict(),
                         {RECORD_FILE: record})
 
@@ -240,7 +240,7 @@ def validate(acc, loader, user_metric: UserMetric, model: InterestModel, task: C
 
 
 def _end_epoch(acc, objective, task: ColdStartTask, validate_model: Callable[..., np.ndarray], state: Progress,
-               out: Path, config: TrainConfig) -> None:
+               run: Run, config: TrainConfig) -> None:
     """Validate (``validate_model(model, task)`` -> per-user values, on every process), keep the
     best model, log, and move to the next epoch."""
     model = acc.unwrap_model(objective).model
@@ -253,11 +253,11 @@ def _end_epoch(acc, objective, task: ColdStartTask, validate_model: Callable[...
         state.best, state.best_epoch, state.bad_epochs = score, state.epoch + 1, 0
         state.seconds_to_best = state.seconds
         if acc.is_main_process:
-            Run(out).save_model(model)  # replaced atomically
+            run.save_model(model)  # replaced atomically
     else:
         state.bad_epochs += 1
     if acc.is_main_process:
-        Run(out).save_log(state.history)
+        run.save_log(state.history)
         logger.info("epoch %d: %s", state.epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in row.items()
                                                                  if isinstance(v, float)))
     if config.log_with:
