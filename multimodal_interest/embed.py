@@ -110,26 +110,22 @@ def embed_catalog(catalog: Catalog, store: EmbeddingStore, platform: str,
     if any(e.reads == "text" for e in encoders.values()):
         summary.truncated_texts = len(catalog.truncated)
     if state.is_main_process:
-        path = store.root / platform / ERRORS_FILE
-        atomic_write_bytes(path, "".join(json.dumps(asdict(e)) + "\n" for e in errors).encode())
-        summary.errors_file = str(path)
+        summary.errors_file = write_errors(store, platform, errors)
     return summary
+
+
+def write_errors(store: EmbeddingStore, platform: str, errors: list[RowError]) -> str:
+    """Every skipped item of a job, one JSON object a line; the file's path."""
+    path = store.root / platform / ERRORS_FILE
+    atomic_write_bytes(path, "".join(json.dumps(asdict(e)) + "\n" for e in errors).encode())
+    return str(path)
 
 
 def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: str,
                 encoder: Encoder, state, batch_size: int, shard_size: int, num_workers: int | None,
                 show_progress: bool) -> tuple[ModalityReport, list[RowError]]:
     report = ModalityReport(slot, encoder.registry_name, encoder.fingerprint)
-    checked: list[RowError] = []  # found before encoding; the same in every process
-    inputs: list[tuple[int, object, str]] = []  # (row, encoder input, content hash)
-    for row in catalog.usable:
-        try:
-            got = encoder_input(catalog, row, encoder.reads)
-        except (ValueError, OSError) as e:
-            checked.append(catalog.error(row, slot, str(e)))
-            continue
-        if got is not None:
-            inputs.append((row, *got))
+    inputs, checked = slot_inputs(catalog, slot, encoder.reads)  # the same in every process
     report.items = len(inputs)
     if not inputs:  # this catalog has no such content: leave the store alone
         return report, checked
@@ -149,6 +145,21 @@ def _embed_slot(catalog: Catalog, store: EmbeddingStore, platform: str, slot: st
         failed = _gather(report, failed)
     report.failed = len(checked) + len(failed)
     return report, checked + failed
+
+
+def slot_inputs(catalog: Catalog, slot: str, reads: str) -> tuple[list[tuple[int, object, str]], list[RowError]]:
+    """``[(row, encoder input, content hash)]`` of the catalog's rows with content for an
+    encoder that ``reads`` it, and the rows whose content is there but unusable."""
+    inputs, checked = [], []
+    for row in catalog.usable:
+        try:
+            got = encoder_input(catalog, row, reads)
+        except (ValueError, OSError) as e:
+            checked.append(catalog.error(row, slot, str(e)))
+            continue
+        if got is not None:
+            inputs.append((row, *got))
+    return inputs, checked
 
 
 def _stored_hashes(vectors: VectorSet, state, report: ModalityReport, held: ExitStack) -> dict[str, str]:

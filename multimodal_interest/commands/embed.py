@@ -6,6 +6,7 @@ SOURCE is one catalog file (one platform), or a dataset folder / registered data
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 from pathlib import Path
 
 from multimodal_interest.catalog import Catalog
@@ -35,11 +36,14 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                    help="processes decoding images/audio (default: chosen by the encoder)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--strict", action="store_true", help="exit non-zero if any item was skipped")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process (or an accelerate launch); ray: a pool of encoder "
+                        "actors on Ray (pip install 'multimodal-interest[distributed]'; docs/distributed.md)")
+    p.add_argument("--ray-address", help="ray: the cluster to join (default: a local Ray on this machine)")
+    p.add_argument("--ray-workers", type=int, help="ray: encoder actors (default: one per GPU, else per CPU)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState  # after embed_catalog set it up: the processes' shared state
-
     store = EmbeddingStore(args.store)
     if Path(args.source).is_file():
         fields = args.text_fields.split(",") if args.text_fields else None
@@ -49,12 +53,36 @@ def run(args: argparse.Namespace) -> int:
         dataset = CrossPlatformDataset.load(resolve(args.source))
         platforms = [args.platform] if args.platform else dataset.platforms
         jobs = [(p, Catalog.from_dataset(dataset, p), dataset_encoders(dataset, p)) for p in platforms]
+    with engine_session(args):
+        return _embed(args, store, jobs)
+
+
+def engine_session(args: argparse.Namespace):
+    """One Ray session for the whole command (every platform) with ``--engine ray``."""
+    if args.engine != "ray":
+        return nullcontext()
+    from multimodal_interest.distributed import ray_session
+
+    return ray_session(args.ray_address)
+
+
+def _embed(args: argparse.Namespace, store: EmbeddingStore, jobs: list) -> int:
+    from accelerate import PartialState  # after embed_catalog set it up: the processes' shared state
+
     failed = False
     for platform, catalog, specs in jobs:
         specs = choose(specs, args.encoder, args.modalities)
-        summary = embed_catalog(catalog, store, platform, load_encoders(specs, device=args.device),
-                                batch_size=args.batch_size, shard_size=args.shard_size,
-                                num_workers=args.num_workers, show_progress=args.progress)
+        if args.engine == "ray":
+            from multimodal_interest.distributed import embed_catalog_ray
+
+            summary = embed_catalog_ray(catalog, store, platform, specs, device=args.device,
+                                        batch_size=args.batch_size, shard_size=args.shard_size,
+                                        num_workers=args.num_workers, workers=args.ray_workers,
+                                        address=args.ray_address, show_progress=args.progress)
+        else:
+            summary = embed_catalog(catalog, store, platform, load_encoders(specs, device=args.device),
+                                    batch_size=args.batch_size, shard_size=args.shard_size,
+                                    num_workers=args.num_workers, show_progress=args.progress)
         if PartialState().is_main_process:  # under accelerate launch the others would repeat it
             print(summary.format())
         failed |= bool(summary.errors)
