@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "the model and the baselines on one split: tables, JSON, figures"),
     "export-index": ("export_index", "write a deployment bundle (model, item vectors, FAISS indexes)"),
     "recommend": ("recommend", "recommend items of a platform for a user, history or interest vector"),
+    "recommend-batch": ("recommend_batch", "interest vectors and top-k items for every user of a file (Parquet)"),
     "serve": ("serve", "serve recommendations over HTTP (FastAPI + uvicorn)"),
 }
 

@@ -212,3 +212,52 @@ def _encode(ray, catalog: Catalog, todo: list, vectors: VectorSet, slot: str, sp
         if ids:
             flush()
     return sorted(failed, key=lambda e: e.row)  # catalog order, as the single-process job
+
+
+# ---------------------------------------------------------------------- batch recommendation
+class ScoreActor:
+    """One scoring actor: loads the bundle once (its files checked against its manifest)."""
+
+    def __init__(self, bundle: str, index: str, model: str):
+        from multimodal_interest.recommend import Recommender
+
+        self.rec = Recommender.load(bundle, index)
+        if self.rec.fingerprint != model:
+            raise RuntimeError(f"{bundle} on this Ray node holds model {self.rec.fingerprint}, the "
+                               f"driver's is {model}: every node must see the same bundle")
+
+    def score(self, users: list, settings):
+        from multimodal_interest.commands.recommend_batch import score_users
+
+        return score_users(self.rec, users, settings)
+
+
+def score_on_ray(bundle, chunks, settings, done, address: str | None = None,
+                 workers: int | None = None) -> None:
+    """``done(chunk, table)`` for each of ``chunks`` (streamed), scored by ``workers`` actors
+    (default: one per CPU). At most two chunks per actor are in flight, so the driver holds
+    a bounded number of users whatever the file's size. A killed actor is restarted and its
+    chunk scored again (its result reaches ``done`` once)."""
+    with ray_session(address) as ray:
+        resources = actor_resources(ray, 0.0)
+        workers = workers or default_workers(ray, resources)
+        actor = ray.remote(max_restarts=-1, max_task_retries=-1, **resources)(ScoreActor)
+        pool = [actor.remote(str(bundle), settings.index, settings.model) for _ in range(workers)]
+        pending: dict = {}  # object ref -> chunk
+        free = [a for a in pool for _ in range(2)]
+        busy: dict = {}  # object ref -> actor
+
+        def collect(block: bool) -> None:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=None if block else 0)
+            for ref in ready:
+                done(pending.pop(ref), ray.get(ref))
+                free.append(busy.pop(ref))
+
+        for chunk in chunks:
+            if not free:
+                collect(block=True)
+            a = free.pop()
+            ref = a.score.remote(chunk.users, settings)
+            pending[ref], busy[ref] = chunk, a
+        while pending:
+            collect(block=True)
