@@ -58,6 +58,16 @@ def local_store(art_catalog, tmp_path_factory) -> EmbeddingStore:
     return store
 
 
+def cmdline(process) -> str:
+    """A process's command line ("" once it has exited: a zombie, gone)."""
+    import psutil
+
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return ""
+
+
 def shard_rows(store: EmbeddingStore) -> list[str]:
     """Every row's item id over every shard (duplicates kept)."""
     vs = store.get("art", "text")
@@ -222,7 +232,7 @@ def test_killed_ray_worker_is_retried_every_row_once(ray_session, shared_data, t
         while not killed:
             time.sleep(0.2)
             workers = [p for p in psutil.Process().children(recursive=True)
-                       if "EncodeActor" in " ".join(p.cmdline())]
+                       if "EncodeActor" in cmdline(p)]
             if workers and store.root.exists() and any(store.root.rglob("shard-*")):
                 os.kill(workers[0].pid, signal.SIGKILL)
                 killed.append(len(list(store.root.rglob("shard-*"))))  # shards in when it died
