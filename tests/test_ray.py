@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import ray  # the [distributed] extra, which the README's test command installs
 
 from multimodal_interest.bundle import Bundle
 from multimodal_interest.catalog import Catalog
@@ -29,7 +30,6 @@ from multimodal_interest.store import EmbeddingStore
 
 from serving_world import train_model, write_world
 
-ray = pytest.importorskip("ray", reason="pip install -e '.[distributed]'")
 
 N_ITEMS = 120  # Art titles: a small real catalog
 TEXT = {"text": "sentence-transformer"}
