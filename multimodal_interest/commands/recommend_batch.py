@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from multimodal_interest.data.errors import DatasetError, Problem
+from multimodal_interest.retrieval import KINDS
 from multimodal_interest.store import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, required=True, help="folder of Parquet parts (created; rerun resumes)")
     p.add_argument("--source", help="platform of the item ids when the file has no platform column")
     p.add_argument("-k", "--k", type=int, default=10, help="items per user (default 10)")
-    p.add_argument("--index", default="exact", help="retrieval: exact, flat, ivf, hnsw (default exact)")
+    p.add_argument("--index", default="exact", choices=KINDS, help="retrieval (default exact)")
     p.add_argument("--explain", type=int, default=0, help="history items named per item (default 0: none)")
     p.add_argument("--include-seen", action="store_true", help="allow items the user already has")
     p.add_argument("--skip-unknown", action="store_true", help="leave unknown item ids out instead of "
