@@ -10,6 +10,8 @@ import logging
 import shlex
 import sys
 
+from multimodal_interest.threads import configure_threads
+
 # name -> (module under multimodal_interest.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the whole toolkit end to end on a demo dataset, in a few minutes"),
@@ -47,8 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     if not ns.debug:  # libraries' own progress notes (checkpoint files saved, ...) are noise here
         for name in ("accelerate", "httpx"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    threads = argparse.ArgumentParser(add_help=False)  # every command: before torch loads
+    threads.add_argument("--threads", type=int, help="math threads per process (default: "
+                         "$OMP_NUM_THREADS, else the cores available / the processes launched)")
+    try:
+        configure_threads(threads.parse_known_args(argv[split + 1:])[0].threads)
+    except ValueError as e:
+        print(f"mmi {ns.command}: error: {e}", file=sys.stderr)
+        return 2
     module = importlib.import_module(f"multimodal_interest.commands.{COMMANDS[ns.command][0]}")
-    parser = argparse.ArgumentParser(prog=f"mmi {ns.command}", description=COMMANDS[ns.command][1])
+    parser = argparse.ArgumentParser(prog=f"mmi {ns.command}", description=COMMANDS[ns.command][1],
+                                     parents=[threads])
     module.build_parser(parser)
     args = parser.parse_args(argv[split + 1:])
     args.progress = not ns.quiet
