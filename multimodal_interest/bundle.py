@@ -17,6 +17,9 @@ needs no encoder, no store and no dataset::
       targets/<platform>.safetensors "vectors" [N, D_P] (the model's item_vectors(P)),
                                      "bias" [N], "scale" [1]: score = scale * cos + bias
       index/<platform>.<kind>.faiss  FAISS indexes (flat, ivf, hnsw) over the target items
+      titles/<platform>.json         item titles (row i = item_idx i), for people to read
+      map.safetensors                a 2-D map of a sample of users' interest vectors and
+                                     its projection (:mod:`multimodal_interest.user_map`)
 
 Everything is safetensors or JSON (no pickle); the manifest is written last and the folder
 is renamed into place, so a bundle that exists is whole. The manifest records the sha256 of
@@ -54,6 +57,8 @@ from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRet
                                            TargetItems, recall_at_k)
 from multimodal_interest.run import model_folder
 from multimodal_interest.store import EmbeddingStore
+from multimodal_interest.titles import dataset_titles
+from multimodal_interest.user_map import MIN_USERS, UserMap, sample_vectors
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ REEXPORT = "re-export it with `mmi export-index` (or Bundle.build(...).save(...)
 ID = "id"
 APPROXIMATE = ("ivf", "hnsw")  # index kinds that may miss true top items
 RECALL = "recall@10"
+MAP = "map.safetensors"
+MAP_USERS = 2000  # users sampled for the map at export
 
 
 def model_fingerprint(folder: str | Path, verified: dict[str, str] | None = None) -> str:
@@ -97,6 +104,8 @@ class Bundle:
     info: dict = field(default_factory=dict)  # where it came from: dataset, split, task, created
     folder: Path | None = None  # where it was loaded from
     indexes: list[dict] = field(default_factory=list)  # manifest entries of saved FAISS indexes
+    titles: dict[str, list[str]] = field(default_factory=dict)  # platform -> titles in item_idx order
+    user_map: UserMap | None = None  # where the users of the training data sit (2-D)
     _built: dict = field(default_factory=dict, repr=False)  # (platform, kind) -> index built here
 
     @property
@@ -114,7 +123,7 @@ class Bundle:
     @classmethod
     def build(cls, model_dir: str | Path, dataset: CrossPlatformDataset,
               store: EmbeddingStore | None = None, split: str | None = None,
-              item_spaces: dict[str, str] | None = None) -> Bundle:
+              item_spaces: dict[str, str] | None = None, map_users: int = MAP_USERS) -> Bundle:
         """Gather a saved model's serving data: item ids from ``dataset``, item features
         from ``store`` (the encoders the model was trained on) and, for a target the model
         scores in the platform's own item space, that space's file in ``item_spaces``
@@ -122,7 +131,10 @@ class Bundle:
         Everything else scoring needs (which items use their id embedding, item bias,
         temperature, fingerprints) is in the model folder, ``model_dir`` or a run's: a folder
         copied alone builds the same bundle. ``split`` only labels the bundle (default: the
-        training split the model records); another split than the recorded one is refused."""
+        training split the model records); another split than the recorded one is refused.
+        The bundle also keeps ``dataset``'s item titles and a map of up to ``map_users``
+        random users' interest vectors (from their histories on the model's source
+        platform; 0: no map)."""
         model_dir = model_folder(model_dir)
         model = InterestModel.from_pretrained(model_dir)
         if not model.id_presence_recorded:
@@ -159,7 +171,9 @@ class Bundle:
                                       float(model.spaces[p].scale)) for p in model.targets}
         info = {"dataset": dataset.name, "split": split, "task": f"{source}->{target}",
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        return cls(model, model_dir, model_fingerprint(model_dir), ids, targets, info)
+        titles = {p: t for p in platforms if (t := dataset_titles(dataset, p)) is not None}
+        return cls(model, model_dir, model_fingerprint(model_dir), ids, targets, info, titles=titles,
+                   user_map=_user_map(model, dataset, source, map_users))
 
     # ------------------------------------------------------------------ saving and loading
     def save(self, folder: str | Path, indexes: tuple[str, ...] = ("flat",),
@@ -181,6 +195,9 @@ class Bundle:
             if p in self.history_platforms:
                 spec["features"] = f"features/{p}.safetensors"
                 _save(_feature_tensors(self.model, p), tmp / spec["features"])
+            if p in self.titles:
+                spec["titles"] = f"titles/{p}.json"
+                write_json(tmp / spec["titles"], self.titles[p])
             if p in self.targets:
                 t = self.targets[p]
                 spec["target"] = f"targets/{p}.safetensors"
@@ -193,10 +210,14 @@ class Bundle:
                     index.set_search_params(nprobe, ef_search)
                     entries.append(_save_index(tmp, p, index, t, (queries or {}).get(p)))
             platforms[p] = spec
+        extra = {}
+        if self.user_map is not None:
+            _save(self.user_map.tensors(), tmp / MAP)
+            extra["map"] = {"path": MAP, "source": self.user_map.source, "users": len(self.user_map.points)}
         write_json(tmp / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION,
                                     "model": {"path": MODEL, "fingerprint": self.fingerprint},
                                     "info": self.info, "platforms": platforms, "indexes": entries,
-                                    HASHES: _hash_files(tmp)})
+                                    **extra, HASHES: _hash_files(tmp)})
         old = folder.with_name(folder.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():
@@ -220,16 +241,18 @@ class Bundle:
                              f"(fingerprint {fingerprint}, manifest {manifest['model']['fingerprint']}); "
                              f"{REEXPORT}")
         model = InterestModel.from_pretrained(model_dir, verify=False).eval().requires_grad_(False)
-        ids, targets = {}, {}
+        ids, targets, titles = {}, {}, {}
         for p, spec in manifest["platforms"].items():
             check_name("platform", p)
             ids[p] = _read_item_ids(folder, spec)
+            if "titles" in spec:
+                titles[p] = _read_titles(folder, spec)
             if "features" in spec:
                 _attach_features(model, p, _inside(folder, spec["features"]))
             if "target" in spec:
                 targets[p] = _read_target(model, p, _inside(folder, spec["target"]), len(ids[p]))
         return cls(model, model_dir, fingerprint, ids, targets, manifest.get("info", {}), folder,
-                   manifest.get("indexes", []))
+                   manifest.get("indexes", []), titles, _read_map(folder, manifest, model))
 
     # ------------------------------------------------------------------ retrieval
     def retriever(self, platform: str, kind: str = "exact") -> Retriever:
@@ -359,8 +382,9 @@ def _hash_files(root: Path) -> dict[str, str]:
 def _read_files(folder: Path, manifest: dict) -> list[str]:
     """Every file (relative to ``folder``) that loading and serving the bundle reads."""
     specs = manifest["platforms"].values()
-    files = [spec[key] for spec in specs for key in ("items", "features", "target") if key in spec]
+    files = [spec[key] for spec in specs for key in ("items", "features", "target", "titles") if key in spec]
     files += [e["path"] for e in manifest.get("indexes", [])]
+    files += [manifest["map"]["path"]] if isinstance(manifest.get("map"), dict) and "path" in manifest["map"] else []
     return files + [f"{MODEL}/{f}" for f in saved_files(folder / MODEL)]
 
 
@@ -381,6 +405,45 @@ def _read_item_ids(folder: Path, spec: dict) -> list[str]:
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: item ids repeat ({len(ids) - len(set(ids))} duplicate(s))")
     return ids
+
+
+def _read_titles(folder: Path, spec: dict) -> list[str]:
+    """A platform's item titles: a list of ``n_items`` strings."""
+    path = _inside(folder, spec["titles"])
+    titles = read_json(path)
+    if not isinstance(titles, list) or len(titles) != spec["n_items"] or not all(isinstance(x, str) for x in titles):
+        raise ValueError(f"{path}: expected a list of {spec['n_items']} title strings")
+    return titles
+
+
+def _user_map(model: InterestModel, dataset: CrossPlatformDataset, source: str, n: int) -> UserMap | None:
+    """The map of up to ``n`` users' interest vectors (None: ``n`` is 0, or too few users
+    have an embeddable history on ``source``)."""
+    if n <= 0:
+        return None
+    if source not in model.fusion.config.platforms:
+        source = model.fusion.config.platforms[0]
+    vectors = sample_vectors(model, dataset, source, n)
+    if len(vectors) < MIN_USERS:
+        log.warning("no user map: %d user(s) with an embeddable history on %r", len(vectors), source)
+        return None
+    return UserMap.fit(vectors, source)
+
+
+def _read_map(folder: Path, manifest: dict, model: InterestModel) -> UserMap | None:
+    """The bundle's user map (None: it has none), checked finite and of the model's width."""
+    from safetensors.torch import load_file
+
+    spec = manifest.get("map")
+    if spec is None:
+        return None
+    where = f"{folder / MANIFEST} (map)"
+    if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not isinstance(spec.get("source"), str):
+        raise ValueError(f"{where}: expected {{\"path\": ..., \"source\": ..., \"users\": ...}}; {REEXPORT}")
+    path = _inside(folder, spec["path"])
+    tensors = load_file(path)
+    check_finite(tensors, path)
+    return UserMap.from_tensors(tensors, spec["source"], model.fusion.config.dim, path)
 
 
 def _attach_features(model: InterestModel, platform: str, path: str) -> None:

@@ -1,7 +1,13 @@
 """The HTTP service: a FastAPI app over one :class:`~multimodal_interest.recommend.Recommender`.
 
-    POST /recommend     top-K items of a platform for a history, a user id or an interest document
+    GET  /              a page to try the model in a browser (``multimodal_interest/web/``:
+                        plain HTML, CSS and JavaScript served from ``/static/web``)
+    POST /recommend     top-K items of a platform for a history, a user id or an interest
+                        document, with the titles of every item it names (``titles``)
     POST /users/embed   the portable interest document of a history or user id
+    GET  /items/search  items of a platform whose title holds every word of ``q``
+    GET  /map           a 2-D map of a sample of users' interest vectors (stored in the bundle)
+    POST /users/map     where a history or user id sits on that map
     GET  /platforms     the model, the platforms (items, target, history) and each target's
                         index (kind, settings, recorded recall@10)
     GET  /health        liveness, with the model fingerprint
@@ -11,7 +17,8 @@
 
 Requests are validated by pydantic models (strict types, no unknown fields, bounded sizes:
 :data:`MAX_K`, :data:`MAX_HISTORY`, :data:`MAX_ID_LENGTH`, :data:`MAX_EXPLAIN`); their 422
-lists pydantic's errors (without the quoted input where it holds NaN or an infinity, which
+lists pydantic's errors (a search's ``q`` is at most :data:`MAX_QUERY` characters, its ``k`` at most
+:data:`MAX_RESULTS`) (without the quoted input where it holds NaN or an infinity, which
 Python's JSON reads and strict JSON cannot write; a lone surrogate, which JSON's ``\\ud800``
 escape can carry but UTF-8 cannot, is shown backslash-escaped), so no request body makes the
 error handler itself fail. A request the model cannot serve
@@ -29,11 +36,13 @@ import importlib.resources
 import json
 import os
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
 import faiss
-from fastapi import FastAPI, HTTPException, Request
+import numpy as np
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -43,13 +52,21 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from multimodal_interest.interest import InterestDocumentError
 from multimodal_interest.recommend import Recommendation, Recommender, RequestError
+from multimodal_interest.titles import ItemTitles
 
 MAX_K = 1000
 MAX_HISTORY = 1000  # items per request; the model uses the most recent max_len of them
 MAX_ID_LENGTH = 256
 MAX_EXPLAIN = 10
 MAX_BODY_BYTES = 1 << 20
+MAX_QUERY = 100  # characters of a title search
+MAX_RESULTS = 50  # items a title search answers with
 DOCS_ASSETS = "/static/docs"  # where the documentation pages' scripts, styles and icon are served
+WEB_ASSETS = "/static/web"  # the try-it page's script, style and icon
+PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+NO_MAP = ("this bundle has no user map (exported with --map-users 0, or before maps existed); "
+          "re-export it with `mmi export-index`")
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 ItemId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -89,6 +106,35 @@ class RecommendRequest(Person):
     explain: int = Field(3, ge=0, le=MAX_EXPLAIN, description="history items named per recommended item")
 
 
+@dataclass
+class TitledRecommendation(Recommendation):
+    titles: dict[str, dict[str, str]] = field(default_factory=dict)  # platform -> item id -> title
+
+
+class SearchHit(BaseModel):
+    item_id: str
+    title: str
+
+
+class SearchAnswer(BaseModel):
+    platform: str
+    query: str
+    items: list[SearchHit]
+    matches: int = Field(description="items that match (``items`` holds the first k)")
+
+
+class MapAnswer(BaseModel):
+    source: str = Field(description="the platform whose histories made the sample's vectors")
+    users: int
+    explained_variance: list[float] = Field(description="share of the sample's variance along x and y")
+    points: list[list[float]] = Field(description="[x, y] of each sampled user")
+
+
+class MapPoint(BaseModel):
+    point: list[float] = Field(description="[x, y] on the map of GET /map")
+    items: int = Field(description="history items the interest vector was made of (0: an empty history)")
+
+
 def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
                concurrency: int | None = None) -> FastAPI:
     """The app; ``concurrency`` requests are computed at once (default: the CPU count), in
@@ -105,6 +151,9 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
     add_offline_docs(app)
+    add_page(app)
+    bundle = recommender.bundle
+    titles = ItemTitles(bundle.item_ids, bundle.titles)
 
     def serve(call, *args, **kwargs):
         faiss.omp_set_num_threads(1)  # one thread per request; FAISS's setting is per thread
@@ -121,11 +170,47 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
     def platforms() -> dict[str, Any]:
         return recommender.describe()
 
-    @app.post("/recommend", response_model=Recommendation)
-    def recommend(body: RecommendRequest) -> Recommendation:
-        return serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
-                     source=body.source, user_id=body.user_id, interest=body.interest,
-                     exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
+    @app.post("/recommend", response_model=TitledRecommendation)
+    def recommend(body: RecommendRequest) -> TitledRecommendation:
+        r = serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
+                  source=body.source, user_id=body.user_id, interest=body.interest,
+                  exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
+        named = {(r.platform, x.item_id) for x in r.items} | {(c.platform, c.item_id) for x in r.items
+                                                              for c in x.because}
+        shown: dict[str, dict[str, str]] = {}
+        for p, i in sorted(named):
+            shown.setdefault(p, {})[i] = titles.title(p, i)
+        return TitledRecommendation(**vars(r), titles=shown)
+
+    @app.get("/items/search", response_model=SearchAnswer)
+    def search(platform: Annotated[str, Query(min_length=1, max_length=64)],
+               q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="words of the title")],
+               k: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 10) -> SearchAnswer:
+        if platform not in bundle.item_ids:
+            raise HTTPException(422, _utf8_safe(f"unknown platform {platform!r}; this model knows "
+                                                f"{sorted(bundle.item_ids)}"))
+        hits, matches = titles.search(platform, q, k)
+        return SearchAnswer(platform=platform, query=_utf8_safe(q), matches=matches,
+                            items=[SearchHit(item_id=i, title=t) for i, t in hits])
+
+    @app.get("/map", response_model=MapAnswer)
+    def user_map() -> MapAnswer:
+        m = _map()
+        return MapAnswer(source=m.source, users=len(m.points), explained_variance=m.explained.tolist(),
+                         points=np.round(m.points.astype(np.float64), 4).tolist())
+
+    @app.post("/users/map", response_model=MapPoint)
+    def locate(body: Person) -> MapPoint:
+        m = _map()
+        doc = serve(recommender.export_interest, body.pairs(), source=body.source,
+                    user_id=body.user_id, skip_unknown=body.skip_unknown)
+        return MapPoint(point=m.project(np.array(doc["vector"], dtype=np.float32)).tolist(),
+                        items=doc["history"]["items"])
+
+    def _map():
+        if bundle.user_map is None:
+            raise HTTPException(404, NO_MAP)
+        return bundle.user_map
 
     @app.post("/users/embed")
     def embed(body: Person) -> dict[str, Any]:
@@ -155,6 +240,20 @@ def add_offline_docs(app: FastAPI) -> None:
         return get_redoc_html(openapi_url=openapi_url, title=f"{app.title} - API",
                               redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
                               redoc_favicon_url=favicon, with_google_fonts=False)
+
+
+def add_page(app: FastAPI) -> None:
+    """``/``: the try-it page, with its script and style served from :data:`WEB_ASSETS` (the
+    ``web/`` folder of this package); a Content-Security-Policy lets it load nothing but
+    them and talk to nothing but this service."""
+    folder = importlib.resources.files("multimodal_interest") / "web"
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    app.mount(WEB_ASSETS, StaticFiles(directory=str(folder)), name="web-assets")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": PAGE_POLICY,
+                                           "X-Content-Type-Options": "nosniff"})
 
 
 def _docs_asset_folder() -> str:

@@ -267,6 +267,7 @@ def test_api_round_trip(client, rec):
     r = client.post("/recommend", json=body)
     assert r.status_code == 200
     want, got = json.loads(json.dumps(rec.recommend(HISTORY, source="a", platform="b", k=5).to_dict())), r.json()
+    assert got.pop("titles")["b"].keys() == {x["item_id"] for x in got["items"]}  # the page's (tests/test_web.py)
     assert {k: v for k, v in got.items() if k != "items"} == {k: v for k, v in want.items() if k != "items"}
     for a, b in zip(got["items"], want["items"]):  # the server's threads may round differently
         assert a["item_id"] == b["item_id"] and a["score"] == pytest.approx(b["score"], abs=1e-5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multimodal_interest.bundle import Bundle, probe_queries
+from multimodal_interest.bundle import MAP_USERS, Bundle, probe_queries
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.retrieval import FAISS_KINDS
@@ -37,6 +37,9 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                                                           "higher recall)")
     p.add_argument("--ef-search", type=int, default=128, help="HNSW candidates per query (more: slower, "
                                                               "higher recall)")
+    p.add_argument("--map-users", type=int, default=MAP_USERS,
+                   help=f"users whose interest vectors make the bundle's 2-D map, the one the page of "
+                        f"`mmi serve` shows (default {MAP_USERS}; 0: no map)")
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
@@ -47,17 +50,20 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
-def build_bundle(args: argparse.Namespace) -> tuple[Bundle, CrossPlatformDataset]:
+def build_bundle(args: argparse.Namespace, map_users: int = 0) -> tuple[Bundle, CrossPlatformDataset]:
     if not args.dataset:
         raise ValueError(f"{args.model} is a model, not a bundle: --dataset (and --store) are needed")
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     store = EmbeddingStore(args.store) if args.store else None
-    return Bundle.build(args.model, dataset, store, args.split, parse_item_spaces(args.item_space)), dataset
+    return Bundle.build(args.model, dataset, store, args.split, parse_item_spaces(args.item_space),
+                        map_users), dataset
 
 
 def run(args: argparse.Namespace) -> int:
     kinds = parse_kinds(args.index)
-    bundle, dataset = build_bundle(args)
+    if args.map_users < 0:
+        raise ValueError(f"--map-users {args.map_users}: give 0 (no map) or more users")
+    bundle, dataset = build_bundle(args, args.map_users)
     queries = probe_queries(bundle, dataset) if set(kinds) - {"flat"} else None
     bundle.save(args.output, kinds, queries, args.nprobe, args.ef_search)
     saved = Bundle.load(args.output)
@@ -67,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         role = ", ".join(r for r, yes in (("target", p in saved.targets),
                                           ("history", p in saved.history_platforms)) if yes)
         print(f"  {p}: {len(ids)} items ({role})")
+    if saved.user_map is not None:
+        m = saved.user_map
+        print(f"  map: {len(m.points)} users' interest vectors ({m.source} histories), "
+              f"PCA explains {m.explained.sum():.0%} of their variance")
     for e in saved.indexes:
         recall = f", recall@10 {e['recall@10']:.4f} on {e['recall_queries']} user queries" if "recall@10" in e else ""
         print(f"  index {e['path']}: {e['kind']} {e['params'] or ''}{recall}")
