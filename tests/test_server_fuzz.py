@@ -1,11 +1,12 @@
-"""No request body makes the HTTP service answer 500: property-based requests (hypothesis)
-over every endpoint's schema -- random JSON values in each field, strings with lone
+"""No request makes the HTTP service answer 500: property-based requests (hypothesis)
+over every endpoint's schema (bodies, and the title search's query parameters) -- random JSON values in each field, strings with lone
 surrogates and control characters, huge integers, NaN and infinities, deep nesting, wrong
 types, unknown fields, bytes that are not JSON -- each answered below 500 with strict UTF-8
 JSON. Deterministic (derandomized, no example database) and bounded in time."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote_from_bytes
 
 import pytest
 from fastapi.testclient import TestClient
@@ -138,8 +139,44 @@ def test_embed_never_answers_500(served, body):
     check(client.post("/users/embed", content=encode(body), headers={"content-type": "application/json"}), body)
 
 
+@FUZZ
+@given(body=st.one_of(near_valid({"skip_unknown": st.booleans()}), _fields(PERSON), JSON, RAW))
+def test_locating_a_person_on_the_map_never_answers_500(served, body):
+    client, _ = served
+    check(client.post("/users/map", content=encode(body), headers={"content-type": "application/json"}), body)
+
+
+def query_string(params: list[tuple[str, object]]) -> str:
+    """Query parameters as a client may send them: any string percent-encoded from its bytes
+    (a lone surrogate as its raw bytes, which are not UTF-8), any other JSON value written out."""
+    def encoded(value) -> str:
+        text = value if isinstance(value, str) else json.dumps(value, allow_nan=True)
+        return quote_from_bytes(text.encode("utf-8", "surrogatepass"), safe="")
+    return "&".join(f"{encoded(k)}={encoded(v)}" for k, v in params)
+
+
+SEARCH_NEAR = st.fixed_dictionaries({"platform": PLATFORM, "q": st.one_of(KNOWN, st.sampled_from(["item", "item a1"]), TEXT)},
+                                    optional={"k": st.one_of(st.integers(1, 50), st.integers(-2, 60))})
+SEARCH_ANY = st.dictionaries(st.sampled_from(["platform", "q", "k", "x"]), st.one_of(TEXT, NUMBER, JSON), max_size=4)
+
+
+@FUZZ
+@given(params=st.one_of(SEARCH_NEAR, SEARCH_ANY), repeat=st.booleans())
+def test_title_search_never_answers_500(served, params, repeat):
+    """Any query parameters (missing, repeated, any bytes, any length) to GET /items/search:
+    below 500, strict JSON; a search that gets through answers at most k items."""
+    client, _ = served
+    items = list(params.items())
+    r = client.get("/items/search?" + query_string(items + (items if repeat else [])))
+    check(r, params)
+    if r.status_code == 200:
+        answer = r.json()
+        assert len(answer["items"]) <= min(int(params.get("k", 10)), answer["matches"])
+
+
 @settings(FUZZ, max_examples=40)
-@given(path=st.sampled_from(["/health", "/platforms", "/recommend", "/users/embed", "/nowhere"]),
+@given(path=st.sampled_from(["/health", "/platforms", "/recommend", "/users/embed", "/nowhere", "/", "/map",
+                             "/users/map", "/items/search", "/static/web/app.js"]),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]), body=st.one_of(RAW, JSON), query=TEXT)
 def test_any_method_and_path_never_answers_500(served, path, method, body, query):
     client, _ = served

@@ -152,8 +152,8 @@ function drawRecommendations(r) {
     el("td", { className: "title" }, titleOf(r.platform, item.item_id), el("span", { className: "id" }, item.item_id)),
     el("td", { className: "num score" }, item.score.toFixed(2)),
     el("td", { className: "because" }, ...(item.because.length ? item.because.map((c) => el("span", {
-      className: "chip", title: `score drop if left out: ${c.contribution.toFixed(3)}` },
-      titleOf(c.platform, c.item_id), el("small", {}, `+${c.contribution.toFixed(2)}`)))
+      className: "chip", title: `${titleOf(c.platform, c.item_id)}\nscore drop if left out: ${c.contribution.toFixed(3)}` },
+      el("span", { className: "label" }, titleOf(c.platform, c.item_id)), el("small", {}, `+${c.contribution.toFixed(2)}`)))
       : [el("span", { className: "none" }, r.fallback ? "popularity" : "—")]))));
   $("recs").tBodies[0].replaceChildren(...rows);
   $("recs").hidden = false;
