@@ -8,6 +8,7 @@ per-user results (JSON), tables (Markdown) and figures (PNG), and returns them a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
+
+from fusion.files import sha256_file
 
 from multimodal_interest.baselines import BASELINES, MAX_GRID, list_baselines, tune
 from multimodal_interest.blend import BLEND, PARTS, tune_blend
@@ -65,15 +69,45 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
                 output_dir: Path, train_config: TrainConfig | None = None,
                 run_dir: Path | None = None, content_modality: str = "text",
                 sampled: bool = False, progress: bool = True,
-                texts: dict[str, list[str]] | None = None) -> dict[str, MethodRun]:
+                texts: dict[str, list[str]] | None = None,
+                tuning_budget: int = MAX_GRID) -> dict[str, MethodRun]:
     """Fit (or load) each method and evaluate it on ``task.test_users``. ``texts``: the
-    items' texts per platform (:func:`item_texts`), for the baselines that need text."""
+    items' texts per platform (:func:`item_texts`), for the baselines that need text;
+    ``tuning_budget``: configurations each baseline tries (its grid's first ones).
+
+    Each method's results are saved in ``output_dir`` as soon as it finishes
+    (:class:`MethodState`); run again on the same folder, a method saved with the same
+    fingerprint (task data and split, method, settings, item features) is read back, not
+    computed again.
+    """
+    if not 1 <= tuning_budget <= MAX_GRID:
+        raise ValueError(f"--tuning-budget must be 1..{MAX_GRID} (the largest grid), got {tuning_budget}")
     content = content_features(features, content_modality)
     if BLEND in methods and not set(PARTS) <= set(methods):
         raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}: run them too (--methods)")
+    order = sorted(methods, key=lambda n: n == BLEND)  # the blend after its parts
+    common = {"task": task_fingerprint(task), "sampled": sampled}
+    baseline = {"tuning_budget": tuning_budget, "texts": _digest(texts),
+                "content": [content_modality, features.fingerprints.get(content_modality)]}
+    learned = {"config": (train_config or TrainConfig()).flat(), "run": str(run_dir),
+               "features": features.fingerprints}
+    prints = {name: _digest({**common, "method": name, **(learned if name == MODEL else baseline)})
+              for name in order if name != BLEND}
+    prints[BLEND] = _digest([prints.get(p) for p in PARTS])
+    saved = {name: state for name in order
+             if (state := MethodState.load(output_dir, task, name, prints[name])) is not None}
+    if BLEND in methods and BLEND not in saved:  # the blend needs its parts' scorers
+        for part in PARTS:
+            saved.pop(part, None)
     runs: dict[str, MethodRun] = {}
     scorers: dict[str, Callable[[np.ndarray], torch.Tensor]] = {}
-    for name in sorted(methods, key=lambda n: n == BLEND):  # the blend after its parts
+    for i, name in enumerate(order, 1):
+        if name in saved:
+            runs[name] = saved[name].method_run(task, features)
+            logger.info("[%d/%d] %s: done in an earlier run (same fingerprint %s), read from %s",
+                        i, len(order), name, prints[name][:12], saved[name].path)
+            continue
+        logger.info("[%d/%d] %s: fitting", i, len(order), name)
         start = time.perf_counter()
         model = None
         if name == MODEL:
@@ -91,7 +125,7 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
                 logger.warning("%s skipped: it needs item text, and there is none on %s",
                                name, " or ".join(textless))
                 continue
-            tuned = tune(name, task, content, item_texts=texts)
+            tuned = tune(name, task, content, grid=BASELINES[name].grid[:tuning_budget], item_texts=texts)
             scorer = tuned.model.score
             notes = {"trials": [{**options, "valid_ndcg10": value} for options, value in tuned.trials]}
         else:
@@ -100,8 +134,77 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
         fitted = time.perf_counter() - start
         result = evaluate(scorer, task, task.test_users, ks=(10, 50), sampled=sampled)
         runs[name] = MethodRun(result, fitted, notes, model)
-        logger.info("%s: test NDCG@10 %.4f (%.0fs)", name, result.values["ndcg@10"].mean(), fitted)
+        MethodState.save(output_dir, task, name, prints[name], runs[name])
+        logger.info("[%d/%d] %s: test NDCG@10 %.4f (%.0fs), saved", i, len(order), name,
+                    result.values["ndcg@10"].mean(), fitted)
     return runs
+
+
+def task_fingerprint(task: ColdStartTask) -> str:
+    """sha256 of what a method sees of ``task``: its label, items, users and interactions."""
+    h = hashlib.sha256(json.dumps([task.label, task.n_items, task.n_users]).encode())
+    for users in (task.valid_users, task.test_users):
+        h.update(np.ascontiguousarray(users, dtype=np.int64).tobytes())
+    for frame in (task.train, task.holdout):
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class MethodState:
+    """One finished method of a task, saved in the output folder: its per-user results
+    (``<source>-<target>.<method>.users.json``) and ``<source>-<target>.<method>.done.json``
+    (fingerprint, seconds, notes, the results file's sha256), written after the results."""
+
+    path: Path  # the .done.json
+    doc: dict
+
+    @staticmethod
+    def paths(output_dir: Path, task: ColdStartTask, name: str) -> tuple[Path, Path]:
+        stem = f"{task.source}-{task.target}.{name}"
+        return output_dir / f"{stem}.users.json", output_dir / f"{stem}.done.json"
+
+    @classmethod
+    def save(cls, output_dir: Path, task: ColdStartTask, name: str, fingerprint: str,
+             run: MethodRun) -> None:
+        users, done = cls.paths(output_dir, task, name)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        run.result.to_json(users)
+        doc = {"method": name, "fingerprint": fingerprint, "seconds": run.seconds,
+               "notes": _jsonable(run.notes), "users_sha256": sha256_file(users),
+               "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        atomic_write_bytes(done, json.dumps(doc, indent=1).encode())
+
+    @classmethod
+    def load(cls, output_dir: Path, task: ColdStartTask, name: str, fingerprint: str) -> MethodState | None:
+        """The saved state if it has ``fingerprint`` and its results file is intact; else None
+        (the method is computed again; a damaged or different one is said so)."""
+        users, done = cls.paths(output_dir, task, name)
+        if not done.is_file():
+            return None
+        try:
+            doc = json.loads(done.read_text())
+        except (OSError, ValueError):
+            logger.warning("%s: unreadable; %s is computed again", done, name)
+            return None
+        if doc.get("fingerprint") != fingerprint:
+            logger.info("%s: saved with other data or settings; computed again", name)
+            return None
+        if not users.is_file() or sha256_file(users) != doc.get("users_sha256"):
+            logger.warning("%s: %s is missing or damaged; %s is computed again", done, users.name, name)
+            return None
+        return cls(done, doc)
+
+    def method_run(self, task: ColdStartTask, features: ItemFeatures) -> MethodRun:
+        users = self.path.with_name(self.path.name.removesuffix(".done.json") + ".users.json")
+        notes, model = self.doc["notes"], None
+        if self.doc["method"] == MODEL and notes.get("run"):
+            model = load_run(Path(notes["run"]), task, features)  # for the interest map
+        return MethodRun(EvalResult.from_json(users), float(self.doc["seconds"]), notes, model)
 
 
 def all_methods() -> list[str]:
@@ -170,6 +273,7 @@ class Report:
     path: Path  # the Markdown report
     json_path: Path  # the report's data (summaries, notes)
     figures: list[Path] = field(default_factory=list)
+    tuning_budget: int = MAX_GRID  # configurations each baseline could try
 
     def summary(self) -> str:
         made = f"Made {self.made}" + (f" by `{self.command}`" if self.command else "") + "."
@@ -178,7 +282,7 @@ class Report:
     def markdown(self) -> str:
         times = ", ".join(f"{n} {s:.0f}s" for n, s in self.seconds.items())
         lines = [self.summary(), "NDCG@10 by source history length:", "", self.by_history.markdown(), "",
-                 f"Tuning: every baseline (and the blend) picks the best of at most {MAX_GRID} configurations "
+                 f"Tuning: every baseline (and the blend) picks the best of at most {self.tuning_budget} configurations "
                  f"by NDCG@10 on the validation users, the same budget for each; the interest model stops "
                  f"early on the same users.", "", self.tuning.markdown(), "",
                  f"Time to fit (tuning or training included): {times}", ""]
@@ -186,7 +290,8 @@ class Report:
 
 
 def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Path,
-                 interest_map: dict[str, np.ndarray] | None = None, command: str | None = None) -> Report:
+                 interest_map: dict[str, np.ndarray] | None = None, command: str | None = None,
+                 tuning_budget: int = MAX_GRID) -> Report:
     """``<dir>/<source>-<target>.json|.md`` and PNG figures; returns the :class:`Report`.
 
     Every metric is shown with its 95% interval over users; the last column is the paired
@@ -204,7 +309,7 @@ def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Pa
         command, compare_table(results, metrics, reference=reference,
                                with_ci=("ndcg@10", *[m for m in metrics if m != "ndcg@10"])),
         bucket_table(results), tuning_table(runs), {n: r.seconds for n, r in runs.items()},
-        output_dir / f"{stem}.md", output_dir / f"{stem}.json")
+        output_dir / f"{stem}.md", output_dir / f"{stem}.json", tuning_budget=tuning_budget)
     _write_data(report, task, runs, reference)
     report.figures = _plot(results, interest_map, output_dir, stem, task.label)
     atomic_write_bytes(report.path, report.markdown().encode())

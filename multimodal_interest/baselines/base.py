@@ -142,11 +142,13 @@ def tune(name: str, task: ColdStartTask, item_features: dict[str, torch.Tensor] 
         raise ValueError(f"{name}: grid of {len(grid)} > the budget of {MAX_GRID}")
     start = time.perf_counter()
     best, trials = None, []
-    for options in grid:
+    for i, options in enumerate(grid, 1):
+        logger.info("%s: setting %d/%d %s", name, i, len(grid), options or "defaults")
         model = create_baseline(name, **{**fixed, **options}).fit(task, item_features, item_texts)
         value = model.valid_score()
         trials.append((options, value))
-        logger.debug("%s %s: valid %s %.4f", name, options, SELECT_METRIC, value)
+        logger.info("%s: setting %d/%d: valid %s %.4f (%.0fs so far)", name, i, len(grid),
+                    SELECT_METRIC, value, time.perf_counter() - start)
         if best is None or value > best[1]:
             best = (model, value)
     return Tuned(best[0], trials, time.perf_counter() - start)

@@ -4,6 +4,7 @@ early stopping on validation NDCG@10 (checked every ``every`` epochs; training s
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from multimodal_interest.baselines.base import Baseline
+
+logger = logging.getLogger(__name__)
 
 PATIENCE = 3
 
@@ -64,6 +67,7 @@ class EarlyStopping:
         value = self.model.valid_score()
         self.module.train()
         self.history.append(value)
+        logger.info("%s: epoch %d: valid NDCG@10 %.4f", self.model.name, epoch + 1, value)
         if value > self.best:
             self.best, self.best_state, self.bad = value, copy.deepcopy(self.module.state_dict()), 0
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from multimodal_interest.baselines import MAX_GRID
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, item_texts,
@@ -35,7 +36,13 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TrainConfig (YAML/JSON) for the interest model")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--sampled", action="store_true", help="also rank against 999 sampled negatives")
-    p.add_argument("--output", type=Path, required=True, help="folder for results, figures and runs")
+    p.add_argument("--tuning-budget", type=int, default=MAX_GRID, metavar="N",
+                   help=f"configurations each baseline tries on the validation users, the first N "
+                        f"of its grid (1..{MAX_GRID}, default {MAX_GRID})")
+    p.add_argument("--output", type=Path, required=True,
+                   help="folder for results, figures and runs; each method's results are saved as "
+                        "it finishes, and a rerun on the folder skips the methods already done "
+                        "with the same split, data and settings")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
                                             parse_item_spaces(args.item_space))
         runs = run_methods(task, methods, features, args.output, config, args.model,
                            args.content_modality, args.sampled, args.progress,
-                           texts=item_texts(dataset, task.platforms))
+                           texts=item_texts(dataset, task.platforms), tuning_budget=args.tuning_budget)
         model = runs[MODEL].model if MODEL in runs else None
         report = write_report(task, runs, args.output,
                               interest_map_vectors(model, task) if model is not None else None,
-                              command=args.command_line)
+                              command=args.command_line, tuning_budget=args.tuning_budget)
         print(report.summary())
         print(f"full report: {report.path}")
     return 0

@@ -1,11 +1,16 @@
-"""``mmi split DATASET``: save user-wise cold-start splits (all standard ones by default)."""
+"""``mmi split DATASET``: save user-wise cold-start splits (all standard ones by default), or
+one split of given users (``--valid-users`` / ``--test-users``)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import pandas as pd
 
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
-from multimodal_interest.data.splits import RATIOS, SEEDS, VALID_RATIO, random_split, save_split
+from multimodal_interest.data.splits import (RATIOS, SEEDS, VALID_RATIO, given_split, random_split,
+                                             save_split)
 
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -18,15 +23,28 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--valid-ratio", type=float, default=VALID_RATIO,
                         help="share of overlapping users held out as valid users "
                              "(default: %(default)s)")
+    given = parser.add_argument_group("a split of given users (instead of random ones)")
+    given.add_argument("--valid-users", type=Path, metavar="FILE",
+                       help="the valid users: .txt of one user id per line, or a table with "
+                            "user_id and an optional target (a platform or '*')")
+    given.add_argument("--test-users", type=Path, metavar="FILE", help="the test users, as above")
+    given.add_argument("--name", default="given", help="the given split's name (default: given)")
 
 
 def run(args: argparse.Namespace) -> int:
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
-    for ratio in args.ratio:
-        for seed in args.seed:
-            split = random_split(dataset, ratio, seed, args.valid_ratio)
-            path = save_split(dataset.root, split)
-            counts = split.counts()
-            print(f"{path}: {counts['test']} test, {counts['valid']} valid of "
-                  f"{split.meta['overlapping_users']} overlapping users")
+    if args.valid_users or args.test_users:
+        lists = {role: path for role, path in (("valid", args.valid_users), ("test", args.test_users))
+                 if path is not None}
+        splits = [given_split(args.name, lists, pd.Index(dataset.user_ids, dtype="str"),
+                              dataset.platforms)]
+    else:
+        splits = [random_split(dataset, ratio, seed, args.valid_ratio)
+                  for ratio in args.ratio for seed in args.seed]
+    for split in splits:
+        path = save_split(dataset.root, split)
+        counts = split.counts()
+        among = (f" of {split.meta['overlapping_users']} overlapping users"
+                 if "overlapping_users" in split.meta else "")
+        print(f"{path}: {counts['test']} test, {counts['valid']} valid users{among}")
     return 0

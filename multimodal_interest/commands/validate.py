@@ -25,14 +25,29 @@ def run(args: argparse.Namespace) -> int:
         return validate_catalog(Path(args.dataset))
     try:
         dataset = CrossPlatformDataset.load(resolve(args.dataset))
-        for name in dataset.splits():
-            dataset.split(name)
+        splits = {name: dataset.split(name) for name in dataset.splits()}
     except DatasetError as exc:  # every problem, not just the first 40 of the message
         print("\n".join([exc.headline] + [f"  {p}" for p in exc.problems]))
         return 1
     stats = dataset.stats()
-    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
+    stats["split users"] = {name: split_users(dataset, split) for name, split in splits.items()}
+    print(json.dumps(stats, indent=2) if args.json else
+          format_stats(stats) + "\n\n" + format_split_users(stats["split users"]))
     return 0
+
+
+def split_users(dataset: CrossPlatformDataset, split) -> dict[str, int]:
+    """How many users a split holds: valid, test (each counted once), and training users
+    (every other user of the dataset)."""
+    counts = split.counts()
+    listed = split.users["user_id"].nunique()
+    return {"train": dataset.n_users - listed, **counts}
+
+
+def format_split_users(counts: dict[str, dict[str, int]]) -> str:
+    lines = ["| split | train users | valid users | test users |", "|---|---|---|---|"]
+    lines += [f"| {name} | {c['train']:,} | {c['valid']:,} | {c['test']:,} |" for name, c in counts.items()]
+    return "\n".join(lines)
 
 
 def validate_catalog(path: Path) -> int:

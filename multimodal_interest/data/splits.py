@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from multimodal_interest.data.errors import DatasetError, Problems
-from multimodal_interest.data.tables import read_table, write_table
+from multimodal_interest.data.tables import ROW_LIMIT, read_table, write_table
 
 ROLES = ("valid", "test")
 ANY = "*"
@@ -73,6 +73,67 @@ def random_split(dataset, ratio: float, seed: int, valid_ratio: float = VALID_RA
             "on every target platform"}
     return Split(split_name(ratio, seed), users.sort_values(["role", "user_id"], ignore_index=True),
                  meta)
+
+
+def read_user_list(path: Path, role: str, users: pd.Index, platforms: list[str],
+                   problems: Problems) -> pd.DataFrame:
+    """``user_id, role, target`` of the users listed in ``path`` as ``role`` users.
+
+    ``path``: a ``.txt`` of one user id per line, or a table (CSV, TSV, Parquet, JSONL) with
+    a ``user_id`` (or ``user``) column and an optional ``target`` column (a platform or
+    ``*``; ``*`` when absent). Unknown users, roles and targets are problems at their line.
+    """
+    empty = pd.DataFrame(columns=["user_id", "role", "target"], dtype="str")
+    if role not in ROLES:
+        problems.add(str(path), f"unknown role {role!r} for a user list (expected "
+                                f"{' or '.join(ROLES)}, e.g. test=test_users.txt)")
+        return empty
+    if path.suffix == ".txt":
+        if not path.is_file():
+            problems.add(str(path), "file not found")
+            return empty
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+        for line, user in rows:
+            if user not in users:
+                problems.add(str(path), f"user {user!r} is not in the interactions", line=line)
+        ids = pd.Series([u for _, u in rows], dtype="str")
+        targets = pd.Series([ANY] * len(ids), dtype="str")
+    else:
+        table = read_table(path, str(path), problems, ("user", "user_id", "target"))
+        if table is None:
+            return empty
+        if "user" in table.frame.columns and "user_id" not in table.frame.columns:
+            table.frame = table.frame.rename(columns={"user": "user_id"})
+        if not table.require(problems, "user_id"):
+            return empty
+        ids = table.text("user_id", problems)
+        table.flag(problems, (users.get_indexer(ids) < 0) & (ids != "").to_numpy(), "user_id",
+                   "user {value} is not in the interactions", ids)
+        targets = (table.text("target", problems) if "target" in table.frame.columns
+                   else pd.Series([ANY] * len(ids), dtype="str"))
+        table.flag(problems, ~targets.isin([*platforms, ANY]).to_numpy(), "target",
+                   f"unknown target {{value}} (expected one of {', '.join(platforms)} or '*')",
+                   targets)
+    return pd.DataFrame({"user_id": ids.to_numpy(), "role": role, "target": targets.to_numpy()})
+
+
+def given_split(name: str, lists: dict[str, Path], users: pd.Index, platforms: list[str]) -> Split:
+    """The split ``name`` of the users listed per role (:func:`read_user_list`) among
+    ``users`` (ids) of ``platforms``; raises ``DatasetError`` naming every bad line."""
+    problems = Problems()
+    parts = [read_user_list(Path(p), role, users, platforms, problems) for role, p in lists.items()]
+    problems.raise_if_any(f"split {name!r}")
+    chosen = pd.concat(parts, ignore_index=True)
+    clash = chosen.duplicated(["user_id", "target"], keep=False) | (
+        chosen["user_id"].duplicated(keep=False) & (chosen["target"] == ANY))
+    for user in pd.unique(chosen.loc[clash, "user_id"])[:ROW_LIMIT]:
+        where = ", ".join(str(lists[r]) for r in pd.unique(chosen.loc[chosen["user_id"] == user, "role"]))
+        problems.add(where, f"user {user!r} is listed more than once for the same target")
+    problems.raise_if_any(f"split {name!r}")
+    meta = {"kind": "given", "from": {role: str(p) for role, p in lists.items()}}
+    meta |= {role: int(chosen.loc[chosen["role"] == role, "user_id"].nunique()) for role in ROLES}
+    return Split(name, chosen.sort_values(["role", "user_id"], ignore_index=True), meta)
 
 
 def list_splits(root: Path) -> list[str]:

@@ -42,6 +42,8 @@ class DatasetDraft:
     user_links: pd.DataFrame | None = None  # platform, user_id, person_id
     splits: list[Split] = field(default_factory=list)
     report: dict[str, int] = field(default_factory=dict)  # what was read, kept and dropped
+    media: dict[str, Path] = field(default_factory=dict)  # dataset-relative path -> file to copy
+    notes: list[str] = field(default_factory=list)  # what the import decided, for its user
 
 
 def write_dataset(draft: DatasetDraft, dst: str | Path, standard_splits: bool = True) -> Path:
@@ -57,6 +59,9 @@ def write_dataset(draft: DatasetDraft, dst: str | Path, standard_splits: bool = 
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True)
     try:
+        for rel, source in draft.media.items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, tmp / rel)
         platforms = {name: _write_platform(tmp, name, p) for name, p in draft.platforms.items()}
         write_table(draft.interactions, tmp / "interactions.parquet")
         links = None
