@@ -242,7 +242,12 @@ def interest_map_vectors(model, task: ColdStartTask, n: int = 400, seed: int = 0
         h = task.histories(platform, users, max_len=model.fusion.config.max_len)
         with torch.inference_mode():
             u = model.eval().encode_users(h.items, h.mask, platform).cpu().numpy()
-        out[f"users seen on {platform}"] = u[np.linalg.norm(u, axis=1) > 0]
+        u = u[np.linalg.norm(u, axis=1) > 0]  # empty histories (e.g. no known item) have none
+        if len(u):
+            out[f"users seen on {platform}"] = u
+    if sum(map(len, out.values())) < 3:
+        logger.warning("no interest map: fewer than 3 users with an interest vector")
+        return {}
     return out
 
 

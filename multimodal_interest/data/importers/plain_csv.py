@@ -86,7 +86,8 @@ def import_plain_csv(src: Path, name: str | None = None, items: dict[str, Path] 
         notes.append(f"{src.name}: column(s) {', '.join(kept)} kept as they are")
     problems.raise_if_any(context)
 
-    names = list(pd.unique(interactions["platform"]))
+    seen = pd.unique(interactions["platform"])  # platforms: --items order, then first seen
+    names = [p for p in (items or {}) if p in seen] + [p for p in seen if p not in (items or {})]
     platforms, media = _platforms(names, items or {}, table, interactions, problems, notes)
     splits = []
     if split_column:
