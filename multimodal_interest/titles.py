@@ -48,7 +48,7 @@ class ItemTitles:
         ``query`` (case-insensitive), or whose id is ``query``; and how many items match.
         Best first: the id itself, then titles equal to the query, starting with it, holding
         it as one phrase, then holding its words; shorter titles first within each. Cost:
-        one pass over the platform's titles (about 10 ms per 100,000 items)."""
+        one pass over the platform's titles per search."""
         phrase = " ".join(query.casefold().split())
         words = phrase.split()
         folded = self._folded[platform]
