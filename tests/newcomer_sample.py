@@ -27,15 +27,16 @@ def _users(path: Path, n: int) -> list[tuple[str, list[int]]]:
 
 
 def write_sample(shared_data: Path, folder: Path, n_train: int = 120, n_valid: int = 30,
-                 n_test: int = 30, seed: int = 0) -> dict[str, Path]:
-    """Write ``interactions.csv``, ``items_art.csv`` and ``items_office.csv`` into ``folder``."""
+                 n_test: int = 30, seed: int = 0, max_items: int | None = None) -> dict[str, Path]:
+    """Write ``interactions.csv``, ``items_art.csv`` and ``items_office.csv`` into ``folder``
+    (``max_items``: each user's first items only)."""
     src = shared_data / "amazon_art_office"
     names = pd.read_csv(src / "seq_format/userlist.txt", sep="\t", header=None, dtype=str)[0]
     rows = []
     for role, file, n in (("train", "traindata_new.txt", n_train), ("valid", "validdata_new.txt", n_valid),
                           ("test", "testdata_new.txt", n_test)):
         for uid, items in _users(src / "seq_format" / file, n):
-            for position, item in enumerate(items):
+            for position, item in enumerate(items[:max_items]):
                 rows.append((names[int(uid)], "art" if item < ART_ITEMS else "office", str(item),
                              position, role))
     inter = pd.DataFrame(rows, columns=["user", "platform", "item", "position", "split"])
