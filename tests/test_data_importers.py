@@ -180,3 +180,76 @@ def test_cli_import_reports_a_bad_option(tmp_path: Path, shared_data: Path, caps
                  str(tmp_path / "x"), "--genres", "Rock", "Pop"]) == 2
     assert "unexpected keyword argument 'genres'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _own_data(tmp_path: Path, **changes) -> dict[str, Path]:
+    """Interactions in shuffled rows (position gives the order) and an items table per platform."""
+    inter = pd.DataFrame({"user": ["a", "b", "a", "c", "a", "b", "c", "d", "d"],
+                          "platform": ["art", "art", "office", "art", "art", "office", "office", "art", "office"],
+                          "item": ["a2", "a1", "o1", "a1", "a1", "o2", "o1", "a2", "o2"],
+                          "position": [2, 0, 1, 0, 0, 1, 1, 0, 1],
+                          "split": ["train", "train", "train", "test", "train", "train", "test", "valid", "valid"],
+                          "store": ["x"] * 9})
+    for column, value in changes.items():
+        inter[column] = value
+    files = {"interactions": tmp_path / "inter.csv", "art": tmp_path / "art.csv", "office": tmp_path / "office.tsv"}
+    inter.to_csv(files["interactions"], index=False)
+    pd.DataFrame({"item": ["a1", "a2"], "title": ["red paint", "brush"]}).to_csv(files["art"], index=False)
+    pd.DataFrame({"item_id": ["o1", "o2"], "title": ["stapler", "pen"], "brand": ["x", "y"]}).to_csv(
+        files["office"], sep="\t", index=False)
+    return files
+
+
+def _import_own(files: dict[str, Path], dst: Path, *extra: str) -> int:
+    return main(["import", "csv", str(files["interactions"]), str(dst), "--items", f"art={files['art']}",
+                 "--items", f"office={files['office']}", *extra])
+
+
+def test_own_data_items_position_and_given_split(tmp_path: Path, capsys) -> None:
+    files = _own_data(tmp_path)
+    assert _import_own(files, tmp_path / "ds", "--split-column", "split") == 0
+    out = capsys.readouterr().out
+    assert "column(s) split, store kept as they are" in out
+    assert "platform office: 2 items" in out and "text column(s) title, brand" in out
+    ds = CrossPlatformDataset.load(tmp_path / "ds")
+    assert ds.platforms == ["art", "office"]  # --items order
+    assert ds.text_fields("office") == ("title", "brand")
+    assert ds.items["art"]["title"].tolist() == ["red paint", "brush"]
+    a = ds.interactions[ds.interactions["user_id"] == "a"]
+    assert a["item_id"].tolist() == ["a1", "o1", "a2"]  # by position, not by row
+    split = ds.split("given").users
+    assert split.sort_values("user_id").values.tolist() == [["c", "test", "*"], ["d", "valid", "*"]]
+    assert "| given | 2 | 1 | 1 |" in (main(["validate", str(tmp_path / "ds")]), capsys.readouterr().out)[1]
+
+
+def test_own_data_errors_name_file_line_and_column(tmp_path: Path, capsys) -> None:
+    split = ["train", "train", "train", "test", "train", "train", "valid", "valid", "valid"]
+    files = _own_data(tmp_path, split=split)
+    bad_item = pd.read_csv(files["interactions"], dtype=str)
+    bad_item.loc[4, "item"] = "a9"
+    bad_item.loc[5, "split"] = "held-out"
+    bad_item.to_csv(files["interactions"], index=False)
+    assert _import_own(files, tmp_path / "ds", "--split-column", "split") == 2
+    err = capsys.readouterr().err
+    assert f"{files['interactions']}:6: column 'item_id': item 'a9' is not in the items table of platform 'art'" in err
+    assert f"{files['interactions']}:7: column 'split': unknown split value 'held-out'" in err
+    assert not (tmp_path / "ds").exists()
+    files = _own_data(tmp_path, split=split)  # c: test on art, valid on office
+    assert _import_own(files, tmp_path / "ds", "--split-column", "split") == 2
+    assert "column 'split': user's rows say both valid and test" in capsys.readouterr().err
+
+
+def test_own_data_split_from_user_lists_and_mmi_split(tmp_path: Path, capsys) -> None:
+    files = _own_data(tmp_path)
+    (tmp_path / "test.txt").write_text("c\n")
+    pd.DataFrame({"user_id": ["d"], "target": ["office"]}).to_csv(tmp_path / "valid.csv", index=False)
+    assert _import_own(files, tmp_path / "ds", "--split-users", f"test={tmp_path / 'test.txt'}",
+                       "--split-users", f"valid={tmp_path / 'valid.csv'}") == 0
+    ds = CrossPlatformDataset.load(tmp_path / "ds")
+    assert ds.split("given").users.values.tolist() == [["c", "test", "*"], ["d", "valid", "office"]]
+    (tmp_path / "more.txt").write_text("a\nnobody\n")
+    assert main(["split", str(tmp_path / "ds"), "--test-users", str(tmp_path / "more.txt"), "--name", "mine"]) == 2
+    assert f"{tmp_path / 'more.txt'}:2: user 'nobody' is not in the interactions" in capsys.readouterr().err
+    (tmp_path / "more.txt").write_text("a\nb\n")
+    assert main(["split", str(tmp_path / "ds"), "--test-users", str(tmp_path / "more.txt"), "--name", "mine"]) == 0
+    assert ds.split("mine").counts() == {"valid": 0, "test": 2}
