@@ -142,8 +142,8 @@ def test_the_page_finds_adds_recommends_explains_and_maps(server, driver, tmp_pa
     wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true", "the page")
     assert driver.find_element(By.ID, "source").get_attribute("value") == "a"
     assert driver.find_element(By.ID, "target").get_attribute("value") == "b"
-    n_users = len(driver.find_elements(By.CSS_SELECTOR, "#map circle.user"))
-    assert n_users == httpx.get(f"{base}/map").json()["users"]
+    drawn = len(driver.find_elements(By.CSS_SELECTOR, "#map circle.user"))  # the middle 98% on each axis
+    assert 0.9 * httpx.get(f"{base}/map").json()["users"] <= drawn <= httpx.get(f"{base}/map").json()["users"]
 
     def find_and_add(query: str, title: str) -> None:
         box = driver.find_element(By.ID, "query")

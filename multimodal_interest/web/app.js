@@ -186,13 +186,15 @@ async function locate(history) {
 function drawMap() {
   const map = state.map;
   const W = 480, H = 320, pad = 24;
-  const all = state.you ? map.points.concat([state.you]) : map.points;
-  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
-  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  // The view spans the middle 98% of the users on each axis (and you): a few far-out users
+  // would otherwise squeeze everyone else into a corner. Those outside it are not drawn.
+  const [x0, x1] = extent(map.points.map((p) => p[0]), state.you && state.you[0]);
+  const [y0, y1] = extent(map.points.map((p) => p[1]), state.you && state.you[1]);
   const sx = (x) => pad + ((x - x0) / ((x1 - x0) || 1)) * (W - 2 * pad);
   const sy = (y) => H - pad - ((y - y0) / ((y1 - y0) || 1)) * (H - 2 * pad);
+  const inside = map.points.filter(([x, y]) => x >= x0 && x <= x1 && y >= y0 && y <= y1);
   const nodes = [svg("rect", { x: 0, y: 0, width: W, height: H, class: "frame" })];
-  for (const [x, y] of map.points) nodes.push(svg("circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 2.2, class: "user" }));
+  for (const [x, y] of inside) nodes.push(svg("circle", { cx: sx(x).toFixed(1), cy: sy(y).toFixed(1), r: 2.2, class: "user" }));
   if (state.you) {
     const [x, y] = state.you;
     const cx = sx(x), cy = sy(y);
@@ -206,9 +208,21 @@ function drawMap() {
   nodes.push(svg("text", { x: W - 8, y: H - 8, class: "axis", "text-anchor": "end" }, `PC1 (${ex} of variance) →`));
   nodes.push(svg("text", { x: 10, y: 16, class: "axis" }, `↑ PC2 (${ey})`));
   $("map").replaceChildren(...nodes);
+  const off = map.points.length - inside.length;
   $("map-caption").textContent = `${map.users.toLocaleString("en")} users of the training data, each from their ` +
-    `${map.source} history, projected onto the first two principal components of their interest vectors.` +
+    `${map.source} history, projected onto the first two principal components of their interest vectors` +
+    (off ? ` (${off} far-out one${off === 1 ? "" : "s"} beyond the edges).` : ".") +
     (state.you ? " The blue point is you." : " Ask for recommendations to see where you sit.");
+}
+
+function extent(values, you) {
+  const sorted = values.slice().sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
+  let [lo, hi] = sorted.length ? [at(0.01), at(0.99)] : [0, 1];
+  const margin = 0.08 * ((hi - lo) || 1);
+  [lo, hi] = [lo - margin, hi + margin];
+  if (you !== undefined && you !== null) [lo, hi] = [Math.min(lo, you), Math.max(hi, you)];
+  return [lo, hi];
 }
 
 // ------------------------------------------------------------------ start
