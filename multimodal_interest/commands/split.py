@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     for split in splits:
         path = save_split(dataset.root, split)
         counts = split.counts()
-        among = (f" of {split.meta['overlapping_users']} overlapping users"
-                 if "overlapping_users" in split.meta else "")
-        print(f"{path}: {counts['test']} test, {counts['valid']} valid users{among}")
+        among = (f"of {split.meta['overlapping_users']} overlapping users"
+                 if "overlapping_users" in split.meta else "users")
+        print(f"{path}: {counts['test']} test, {counts['valid']} valid {among}")
     return 0
