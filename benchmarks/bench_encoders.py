@@ -6,12 +6,17 @@
 * image: ``create_encoder("efficientnet-lite0").encode(paths)`` (decoding included) vs the
   bare timm network on already decoded, normalised tensors;
 * audio: ``create_encoder("crepe").encode(paths)`` (reading, resampling, framing included)
-  vs the bare CREPE network on already computed frames.
+  vs the bare CREPE network on already computed frames; also the toolkit as it was before
+  the resampling filter was cached (rebuilt for every clip), same run.
+
+``num_workers``: ``0`` loads every batch in the calling thread (what the toolkit did on
+this 2-CPU machine before), ``auto`` is the default (here: one thread loading the next
+batch while the network runs), ``N`` decoding processes.
 
 Runs are interleaved (reference, toolkit, then toolkit, reference, ...) and the median of each is
 reported with the ratio toolkit / reference (goal: >= 0.95). Prints a Markdown table.
 
-    PYTHONPATH=. python benchmarks/bench_encoders.py [--texts 256] [--rounds 8]
+    PYTHONPATH=. python benchmarks/bench_encoders.py [--texts 256] [--rounds 8] [--parts image crepe-tiny]
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+from unittest import mock
 
 import numpy as np
 import torch
@@ -30,11 +36,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import encoders.audio  # noqa: E402
 from encoders import create_encoder  # noqa: E402
 from encoders.audio import CREPE_RATE, crepe_frames, read_audio  # noqa: E402
 from encoders.text import combine_text_fields  # noqa: E402
 
 DATA = Path(os.environ.get("MMI_SHARED_DATA", REPO.parent / "shared" / "data"))
+PARTS = ["text", "image", "crepe-tiny", "crepe-full"]
 
 
 def interleaved(fns: dict[object, Callable[[int], object]], rounds: int) -> dict[object, tuple[float, float]]:
@@ -54,6 +62,17 @@ def interleaved(fns: dict[object, Callable[[int], object]], rounds: int) -> dict
     ref = times[names[0]]
     return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(ref, v)))
             for k, v in times.items()}
+
+
+def _workers(label: str) -> int | None:
+    return None if label == "auto" else int(label)
+
+
+def _uncached_resampler(orig_rate: int, new_rate: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The resampling before the filter was cached (``torchaudio.functional.resample``)."""
+    import torchaudio.functional
+
+    return lambda wave: torchaudio.functional.resample(wave, orig_rate, new_rate)
 
 
 def bench_text(n: int, batch: int, rounds: int) -> list[tuple]:
@@ -86,15 +105,16 @@ def bench_image(n: int, batch: int, rounds: int, workers: list[int]) -> list[tup
 
     fns: dict[object, Callable[[int], object]] = {"ref": ref}
     for w in workers:
-        fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=w)
+        fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=_workers(w))
     t = interleaved(fns, rounds)
     return [("image", "efficientnet-lite0 (5 real photos, cycled)", "bare timm net, decoded tensors",
              n, batch, n / t["ref"][0], n / t[w][0], t[w][1], w) for w in workers]
 
 
-def bench_audio(capacity: str, batch: int, rounds: int, workers: list[int]) -> list[tuple]:
+def bench_audio(capacity: str, n: int, batch: int, rounds: int, workers: list[int]) -> list[tuple]:
     audio = DATA / "media_samples" / "audio"
-    paths = sorted(str(p) for p in audio.iterdir() if p.is_file() and p.suffix != ".md")
+    files = sorted(str(p) for p in audio.iterdir() if p.is_file() and p.suffix != ".md")
+    paths = [files[i % len(files)] for i in range(n)]
     enc = create_encoder("crepe", capacity=capacity, device="cpu").eval()
     frames = [crepe_frames(read_audio(p, CREPE_RATE), enc.hop) for p in paths]
 
@@ -105,12 +125,17 @@ def bench_audio(capacity: str, batch: int, rounds: int, workers: list[int]) -> l
                 emb = torch.cat([enc.net.embed(c).flatten(1) for c in torch.cat(group).split(512)])
                 torch.stack([e.mean(0) for e in emb.split([len(f) for f in group])])
 
-    fns: dict[object, Callable[[int], object]] = {"ref": ref}
+    def before(_: int) -> None:  # serial, the resampling filter rebuilt for every clip
+        with mock.patch.object(encoders.audio, "resampler", _uncached_resampler):
+            enc.encode(paths, batch_size=batch, num_workers=0)
+
+    fns: dict[object, Callable[[int], object]] = {"ref": ref, "0, filter per clip (before)": before}
     for w in workers:
-        fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=w)
+        fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=_workers(w))
     t = interleaved(fns, rounds)
+    workers = list(fns)[1:]
     seconds = sum(len(f) for f in frames) * enc.hop / CREPE_RATE
-    return [("audio", f"crepe {capacity} ({len(paths)} real clips, {seconds:.0f} s)",
+    return [("audio", f"crepe {capacity} ({len(files)} real clips cycled, {seconds:.0f} s)",
              "bare CREPE net, framed clips", len(paths), batch, len(paths) / t["ref"][0],
              len(paths) / t[w][0], t[w][1], w) for w in workers]
 
@@ -120,16 +145,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts", type=int, default=256, help="texts per round")
     ap.add_argument("--images", type=int, default=128, help="images per call")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--clips", type=int, default=32, help="audio clips per call (8 files, cycled)")
+    ap.add_argument("--audio-batch", type=int, default=8, help="clips per audio batch")
     ap.add_argument("--rounds", type=int, default=8, help="rounds for text (half for image, tiny CREPE)")
-    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="num_workers to try")
+    ap.add_argument("--workers", nargs="+", default=["0", "auto"],
+                    help="num_workers to try: 0 (all in the calling thread), auto (the "
+                         "default: here one prefetch thread), N worker processes")
+    ap.add_argument("--parts", nargs="+", default=PARTS, choices=PARTS, help="what to measure")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = bench_text(args.texts, args.batch_size, args.rounds)
-    rows += bench_image(args.images, args.batch_size, max(2, args.rounds // 2), args.workers)
-    rows += bench_audio("tiny", args.batch_size, max(2, args.rounds // 2), args.workers)
-    rows += bench_audio("full", args.batch_size, 2, args.workers)
+    rows = bench_text(args.texts, args.batch_size, args.rounds) if "text" in args.parts else []
+    if "image" in args.parts:
+        rows += bench_image(args.images, args.batch_size, max(2, args.rounds // 2), args.workers)
+    if "crepe-tiny" in args.parts:
+        rows += bench_audio("tiny", args.clips, args.audio_batch, max(2, args.rounds // 2), args.workers)
+    if "crepe-full" in args.parts:
+        rows += bench_audio("full", args.clips, args.audio_batch, 2, args.workers)
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs, device cpu, float32; ratio = median over rounds of "
           f"reference time / toolkit time\n")

@@ -4,10 +4,10 @@ Input: an audio file path (``str`` or ``os.PathLike``; WAV, FLAC, OGG/Vorbis, MP
 else libsndfile reads) or a ``(waveform, sample_rate)`` tuple, the waveform a numpy array
 or tensor shaped ``[samples]`` or ``[channels, samples]`` (floats in [-1, 1]). A list of
 them is a batch. Files are read with ``soundfile``, channels averaged to mono and
-resampled with ``torchaudio.functional.resample`` to the model's rate. A missing, corrupt
-or empty clip is a bad input (``encode`` raises :class:`~encoders.base.EncoderInputError`
-naming it, ``encode_with_errors`` records why). Pass ``num_workers`` to ``encode`` to
-decode in worker processes.
+resampled with ``torchaudio``'s sinc resampler (:func:`resampler`) to the model's rate. A
+missing, corrupt or empty clip is a bad input (``encode`` raises
+:class:`~encoders.base.EncoderInputError` naming it, ``encode_with_errors`` records why).
+Pass ``num_workers`` to ``encode`` to decode in worker processes.
 
 Registered names:
 
@@ -26,6 +26,7 @@ Registered names:
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -71,11 +72,17 @@ def read_audio(item: Any, sample_rate: int) -> torch.Tensor:
     if not isinstance(rate, (int, float, np.integer)) or rate <= 0 or rate != int(rate):
         raise ValueError(f"sample rate must be a positive whole number, got {rate!r}")
     out = torch.from_numpy(np.ascontiguousarray(wave))
-    if rate != sample_rate:
-        import torchaudio.functional
+    return resampler(int(rate), sample_rate)(out) if rate != sample_rate else out
 
-        out = torchaudio.functional.resample(out, int(rate), sample_rate)
-    return out
+
+@functools.lru_cache(maxsize=32)
+def resampler(orig_rate: int, new_rate: int) -> nn.Module:
+    """``torchaudio``'s windowed-sinc resampler from ``orig_rate`` to ``new_rate``, its
+    filter built once per pair of rates (``torchaudio.functional.resample`` builds it on
+    every call: for 44.1 -> 16 kHz that took longer than reading and framing a clip)."""
+    import torchaudio.transforms
+
+    return torchaudio.transforms.Resample(orig_rate, new_rate)
 
 
 # --------------------------------------------------------------------------------------- CREPE

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
@@ -228,8 +229,9 @@ class Encoder(nn.Module):
         ``convert_to_tensor``, a torch tensor. ``normalize_embeddings`` gives unit length.
         ``num_workers > 0`` decodes inputs in that many DataLoader worker processes; ``None``
         lets the encoder choose (image and audio files over several batches:
-        :func:`auto_workers`; otherwise none). A bad input raises :class:`EncoderInputError`
-        naming it.
+        :func:`auto_workers`, or, where that is none, one thread loading the next batch
+        while the network runs; otherwise none). ``0``: everything in the calling thread.
+        A bad input raises :class:`EncoderInputError` naming it.
         """
         single = not isinstance(inputs, (list, np.ndarray)) and not _is_series(inputs)
         items = [inputs] if single else list(inputs)
@@ -291,16 +293,29 @@ class Encoder(nn.Module):
     def _batches(self, items: list[Any], batches: list[list[int]],
                  num_workers: int | None) -> Iterable[tuple[list[int], dict[int, str], Any]]:
         data = _BatchLoader(self, items, batches)
+        auto = num_workers is None and self.parallel_decode and len(batches) > 1
         if num_workers is None:
-            num_workers = auto_workers(self._target_device) if self.parallel_decode and len(batches) > 1 else 0
+            num_workers = auto_workers(self._target_device) if auto else 0
         if num_workers <= 0:
-            return (data[b] for b in range(len(data)))
+            return _prefetched(data) if auto else (data[b] for b in range(len(data)))
         return torch.utils.data.DataLoader(data, batch_size=None, shuffle=False,
                                            num_workers=num_workers,
                                            pin_memory=self._target_device.type == "cuda")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+
+
+def _prefetched(data: _BatchLoader) -> Iterable[tuple[list[int], dict[int, str], Any]]:
+    """``data``'s batches in order, each loaded in a background thread while the caller
+    runs the network on the one before (decoding and resampling release the GIL)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="encoder-prefetch") as pool:
+        ahead = pool.submit(data.__getitem__, 0)
+        for b in range(1, len(data) + 1):
+            batch = ahead.result()
+            if b < len(data):
+                ahead = pool.submit(data.__getitem__, b)
+            yield batch
 
 
 def _is_series(x: Any) -> bool:

@@ -1,0 +1,241 @@
+"""The prepared GPU check: encoders and fusion training in fp32 vs bf16, and the GPU tests.
+
+One run writes one Markdown table (``--out``, written to a temporary file and renamed):
+
+* encoder throughput, fp32 and bf16 (``torch.autocast``), items/s with preprocessing
+  included (``Encoder.encode``), for MiniLM (``sentence-transformer``), the decoder LLM
+  (``llm-text``; "not available" when this checkout has no such encoder) and
+  EfficientNet-Lite0 (the five real photos of ``media_samples``, cycled); for text, the
+  achieved TFLOP/s (2 x linear-layer weights x real tokens: attention scores left out,
+  small for titles) and its share of the GPU's dense bf16 peak; the cosine of the bf16
+  vectors to the fp32 ones;
+* fusion training (``training.train``, the public API) on the synthetic world of
+  ``tests/synthetic.py``: steps/s in fp32 and with ``mixed_precision="bf16"``, and the
+  per-epoch training loss of both (they match when no epoch differs by more than 5%);
+* the tests marked ``gpu`` (``pytest -m gpu``): how many passed, failed, skipped.
+
+``--device cpu`` runs it all on the CPU (CUDA hidden); ``--tiny`` shrinks every size so a
+CPU run takes seconds (the default test does that). On one H200 the full run is sized to
+finish in well under 8 minutes.
+
+    bash benchmarks/gpu.sh                       # on the GPU machine
+    bash benchmarks/gpu.sh --device cpu --tiny   # anywhere, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMI_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' data sheets.
+BF16_PEAK = {"H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0,
+             "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--tiny", action="store_true", help="CI-sized: a few items and steps")
+    ap.add_argument("--out", default="gpu-bench.md", help="the Markdown table")
+    ap.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: "
+                                                      "looked up by its name)")
+    ap.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
+    return ap.parse_args(argv)
+
+
+def sizes(tiny: bool) -> dict[str, int]:
+    if tiny:
+        return dict(texts=32, text_batch=16, llm_texts=8, llm_batch=4, images=8, image_batch=4,
+                    users=300, epochs=2, steps=6, rounds=1)
+    return dict(texts=16384, text_batch=512, llm_texts=4096, llm_batch=128, images=2048,
+                image_batch=128, users=20000, epochs=3, steps=200, rounds=3)
+
+
+def texts(n: int) -> list[str]:
+    """``n`` real item texts: Amazon Arts titles + attributes (cycled past 18,639)."""
+    import pandas as pd
+
+    from encoders.text import combine_text_fields
+
+    items = pd.read_csv(DATA / "amazon_art_office" / "item_listA_F.csv", dtype=str,
+                        keep_default_na=False, nrows=min(n, 18639))
+    got = [combine_text_fields(r, ["item_title", "item_attribute"]) for r in items.to_dict("records")]
+    got = [t for t in got if t]
+    return [got[i % len(got)] for i in range(n)]
+
+
+def images(n: int) -> list[str]:
+    files = sorted(str(p) for p in (DATA / "media_samples" / "images").iterdir())
+    return [files[i % len(files)] for i in range(n)]
+
+
+def linear_weights(enc) -> int:
+    """Weights of the linear layers a forward pass multiplies by (an LM head left out)."""
+    import torch
+
+    return sum(m.weight.numel() for name, m in enc.named_modules()
+               if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
+
+
+def real_tokens(enc, items: list[str], batch: int) -> int | None:
+    total = 0
+    for s in range(0, len(items), batch):
+        b = enc.collate(items[s:s + batch])
+        if not isinstance(b, Mapping) or "attention_mask" not in b:
+            return None
+        total += int(b["attention_mask"].sum())
+    return total
+
+
+def timed_encode(enc, items: list, batch: int, device: str, bf16: bool, rounds: int):
+    """(best seconds of ``rounds`` calls after a warm-up, the vectors)."""
+    import torch
+
+    def run():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            return enc.encode(items, batch_size=batch, device=device, show_progress_bar=False)
+
+    run()
+    best, out = float("inf"), None
+    for _ in range(rounds):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = run()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_encoder(label: str, name: str, items: list, batch: int, device: str, rounds: int,
+                  peak: float | None, kwargs: dict | None = None) -> list[str]:
+    import numpy as np
+
+    from encoders import create_encoder, list_encoders
+
+    if name not in list_encoders():
+        return [label, "not available", "not available", "", f"no encoder {name!r} registered in this checkout"]
+    enc = create_encoder(name, device=device, **(kwargs or {}))
+    t32, v32 = timed_encode(enc, items, batch, device, False, rounds)
+    t16, v16 = timed_encode(enc, items, batch, device, True, rounds)
+    cos = (v32 * v16).sum(1) / np.linalg.norm(v32, axis=1) / np.linalg.norm(v16, axis=1)
+    notes = [f"{len(items)} items, batch {batch}", f"cosine bf16 vs fp32 {cos.mean():.5f} (min {cos.min():.5f})"]
+    if enc.modality == "text":
+        tokens = real_tokens(enc, items, batch)
+        if tokens:
+            flops = 2 * linear_weights(enc) * tokens
+            for tag, t in (("fp32", t32), ("bf16", t16)):
+                tf = flops / t / 1e12
+                share = f" = {100 * tf / peak:.1f}% of the {peak:.0f} TFLOP/s bf16 peak" if peak else ""
+                notes.append(f"{tag} {tf:.2f} TFLOP/s{share}")
+    n = len(items)
+    return [label, f"{n / t32:.1f} items/s", f"{n / t16:.1f} items/s", f"{t32 / t16:.2f}", "; ".join(notes)]
+
+
+def bench_training(s: dict[str, int], device: str, work: Path) -> list[str]:
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import synthetic_task
+
+    from multimodal_interest.training import TrainConfig, train
+
+    task, features = synthetic_task(n_users=s["users"], n_items=(s["users"] // 4, s["users"] // 5),
+                                    width=384 if not s["users"] < 1000 else 16)
+    runs = {}
+    for precision in ("no", "bf16"):
+        config = TrainConfig(dim=128 if s["users"] >= 1000 else 32, n_layers=1, batch_size=256 if
+                             s["users"] >= 1000 else 64, epochs=s["epochs"], patience=s["epochs"],
+                             min_epoch_steps=s["steps"], dropout=0.0, modality_dropout=0.0,
+                             mixed_precision=precision, seed=0)
+        result = train(task, features, config, work / precision, resume=False, progress_bar=False)
+        last = result.history[-1]
+        runs[precision] = (last["step"] / last["seconds"], [row["loss"] for row in result.history])
+    (f32, l32), (f16, l16) = runs["no"], runs["bf16"]
+    worst = max(abs(a - b) / abs(a) for a, b in zip(l32, l16))
+    verdict = "match" if worst <= 0.05 else "DIFFER"
+    curve = lambda losses: ", ".join(f"{v:.3f}" for v in losses)  # noqa: E731
+    return ["fusion training (synthetic world)", f"{f32:.1f} steps/s", f"{f16:.1f} steps/s", f"{f16 / f32:.2f}",
+            f"{s['users']} users, {s['epochs']} epochs of {s['steps']}+ steps; "
+            f"loss per epoch fp32 [{curve(l32)}], bf16 [{curve(l16)}]: max difference "
+            f"{100 * worst:.1f}%, {verdict}"]
+
+
+def gpu_tests(device: str) -> list[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    t = time.perf_counter()
+    files = [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").glob("test_*.py"))
+             if "mark.gpu" in p.read_text()]  # collecting only these keeps the run short
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+                           *files], cwd=REPO, env=env, capture_output=True, text=True)
+    tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error|errors)", tail)}
+    status = "ok" if proc.returncode in (0, 5) and not counts.get("failed") else f"exit {proc.returncode}"
+    return ["tests marked gpu (pytest -m gpu)", "", "", "",
+            f"{tail.strip('= ')} in {time.perf_counter() - t:.0f} s ({status}; CUDA "
+            f"{'hidden' if device == 'cpu' else 'visible'})"]
+
+
+def device_line(device: str) -> tuple[str, float | None]:
+    import torch
+
+    if device == "cpu":
+        return f"CPU ({os.cpu_count()} cores), torch {torch.__version__}", None
+    name = torch.cuda.get_device_name(0)
+    peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
+    return f"{name}, torch {torch.__version__}, CUDA {torch.version.cuda}", peak
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before torch starts: training runs on the CPU too
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(REPO))
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("gpu_bench: no CUDA device here; use --device cpu (with --tiny for a quick run)", file=sys.stderr)
+        return 2
+    s = sizes(args.tiny)
+    where, peak = device_line(args.device)
+    peak = args.peak_tflops or peak
+    start = time.perf_counter()
+    rows = [
+        bench_encoder("MiniLM-L6 (sentence-transformer)", "sentence-transformer", texts(s["texts"]),
+                      s["text_batch"], args.device, s["rounds"], peak),
+        bench_encoder("SmolLM2-135M (llm-text)", "llm-text", texts(s["llm_texts"]), s["llm_batch"],
+                      args.device, s["rounds"], peak),
+        bench_encoder("EfficientNet-Lite0", "efficientnet-lite0", images(s["images"]), s["image_batch"],
+                      args.device, s["rounds"], peak),
+    ]
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-") as work:
+        rows.append(bench_training(s, args.device, Path(work)))
+    if not args.skip_tests:
+        rows.append(gpu_tests(args.device))
+    command = "bash benchmarks/gpu.sh " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [f"`{command.strip()}` on {where}, {datetime.date.today()}, "
+             f"{time.perf_counter() - start:.0f} s{' (--tiny sizes)' if args.tiny else ''}", "",
+             "| what | fp32 | bf16 | bf16 / fp32 | notes |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    text = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
