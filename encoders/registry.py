@@ -64,4 +64,4 @@ def create_encoder(name: str, **kwargs: Any) -> Encoder:
 
 def _import_builtin() -> None:
     """Import the modules that hold the built-in encoders (they register on import)."""
-    from encoders import audio, image, precomputed, text  # noqa: F401
+    from encoders import audio, image, llm, mpnet, precomputed, text  # noqa: F401
