@@ -155,3 +155,28 @@ def test_fitted_whitening_round_trip_and_checks(tiny_folder, tmp_path):
         create_encoder("llm-text", model=tiny_folder, whitening=path, pooling="mean", device="cpu")
     with pytest.raises(ValueError, match="whitening='none'"):
         fit_whitening(white, texts, tmp_path / "again.safetensors")
+
+
+def test_fit_whitening_command(tiny_folder, tmp_path, capsys):
+    from encoders.llm import main
+
+    (tmp_path / "titles.txt").write_text("red pen\n\nblue marker\ngreen paint\nwhite paper\nblack ink\n")
+    out = tmp_path / "w.safetensors"
+    assert main(["fit-whitening", "--texts", str(tmp_path / "titles.txt"), "--out", str(out),
+                 "--model", str(tiny_folder), "--pooling", "mean", "--device", "cpu"]) == 0
+    assert "whitening of 5 texts (mean pooling)" in capsys.readouterr().out
+    enc = create_encoder("llm-text", model=tiny_folder, pooling="mean", whitening=out, device="cpu")
+    assert enc.encode(["red pen", "black ink"]).shape == (2, 32)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_shipped_whitening_matches_the_packaged_model(smol, pooling):
+    from safetensors import safe_open
+
+    from encoders.llm import WHITENING_DIR
+
+    with safe_open(str(WHITENING_DIR / f"smollm2-135m-{pooling}.safetensors"), framework="pt") as f:
+        meta = f.metadata()
+        assert f.get_slice("transform").get_shape() == [576, 576]
+    assert meta["model_sha256"] == smol.model_digest and meta["pooling"] == pooling
+    assert meta["prefix"] == "" and meta["texts"] == "2048"
