@@ -90,12 +90,15 @@ def knn_subset(n_users: int, n_candidates: int) -> dict[str, dict]:
     return out
 
 
-def ndcg10(ranks: np.ndarray) -> float:
-    """Mean NDCG@10 of one relevant item per query at 0-based ``ranks``."""
-    return float(np.where(ranks < 10, 1.0 / np.log2(ranks + 2), 0.0).mean())
+def with_ci(ranks: np.ndarray, rounds: int = 2000) -> str:
+    """NDCG@10 and its 95% bootstrap interval over users."""
+    gains = np.where(ranks < 10, 1.0 / np.log2(ranks + 2), 0.0)
+    boot = np.random.default_rng(0).choice(gains, (rounds, len(gains))).mean(1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return f"{gains.mean():.4f} [{lo:.4f}, {hi:.4f}]"
 
 
-def content_knn(vectors: np.ndarray, row: dict[int, int], task: dict) -> float:
+def content_knn(vectors: np.ndarray, row: dict[int, int], task: dict) -> np.ndarray:
     """Rank the candidates by cosine to the normalised mean of the user's source item vectors."""
     v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     cand = np.array([row[i] for i in task["candidates"]])
@@ -105,7 +108,7 @@ def content_knn(vectors: np.ndarray, row: dict[int, int], task: dict) -> float:
         q = v[[row[i] for i in hist]].mean(0)
         scores = v[cand] @ (q / np.linalg.norm(q))
         ranks.append(int((scores > scores[pos[target]]).sum()))
-    return ndcg10(np.array(ranks))
+    return np.array(ranks)  # 0-based rank of each user's target among the candidates
 
 
 def encode_cached(label: str, texts: list[str], folder: Path, batch: int) -> tuple[np.ndarray, float]:
@@ -158,10 +161,10 @@ def knn(store_root: Path, n_users: int, n_candidates: int, batch: int, labels: l
             mean, transform = shipped_whitening(ENCODERS[label][1]["pooling"])
             variants = [(label + " (raw states)", vec), (label + " (whitened)", (vec - mean) @ transform)]
         for name, v in variants:
-            scores = {k: content_knn(v, row, t) for k, t in tasks.items()}
-            results.append([name, *(f"{x:.4f}" for x in scores.values()), f"{rate:.1f}"])
+            scores = {k: with_ci(content_knn(v, row, t)) for k, t in tasks.items()}
+            results.append([name, *scores.values(), f"{rate:.1f}"])
             print(results[-1], flush=True)
-    header = ["encoder", *(f"content-kNN NDCG@10 {k}" for k in tasks), "items/s (encoding this subset)"]
+    header = ["encoder", *(f"content-kNN NDCG@10 {k} [95%]" for k in tasks), "items/s (encoding this subset)"]
     table = markdown_table(header, results)
     (store_root / "knn.md").write_text(f"{datetime.date.today()}, {machine()}\n\n{table}\n")
     print(table)
