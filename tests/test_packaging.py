@@ -36,7 +36,8 @@ def normalise(name: str) -> str:
 
 def test_every_imported_distribution_is_declared():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    declared = {normalise(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in project["dependencies"]}
+    extras = [d for group in project.get("optional-dependencies", {}).values() for d in group]
+    declared = {normalise(re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0]) for d in [*project["dependencies"], *extras]}
     owners = md.packages_distributions()
     missing = {}
     for package in PACKAGES:
