@@ -103,8 +103,7 @@ def read_user_list(path: Path, role: str, users: pd.Index, platforms: list[str],
         table = read_table(path, str(path), problems, ("user", "user_id", "target"))
         if table is None:
             return empty
-        if "user" in table.frame.columns and "user_id" not in table.frame.columns:
-            table.frame = table.frame.rename(columns={"user": "user_id"})
+        table.alias("user", "user_id")
         if not table.require(problems, "user_id"):
             return empty
         ids = table.text("user_id", problems)

@@ -65,6 +65,11 @@ class Table:
                          column=column)
         return len(rows)
 
+    def alias(self, short: str, column: str) -> None:
+        """Read column ``short`` as ``column`` (``user`` as ``user_id``) when only it is given."""
+        if short in self.frame.columns and column not in self.frame.columns:
+            self.frame = self.frame.rename(columns={short: column})
+
     def require(self, problems: Problems, *columns: str) -> bool:
         """True when every column is present; else one problem per missing column."""
         missing = [c for c in columns if c not in self.frame.columns]

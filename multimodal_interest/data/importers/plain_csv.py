@@ -164,8 +164,7 @@ def _items_table(platform: str, path: Path, problems: Problems,
     table = read_table(path, str(path), problems, ("item", "item_id"))
     if table is None:
         return None
-    if "item" in table.frame.columns and "item_id" not in table.frame.columns:
-        table.frame = table.frame.rename(columns={"item": "item_id"})
+    table.alias("item", "item_id")
     if not table.require(problems, "item_id"):
         return None
     frame = table.frame.copy()
