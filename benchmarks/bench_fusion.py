@@ -81,7 +81,7 @@ def build(args: argparse.Namespace, image: bool, device: torch.device):
     g = torch.Generator().manual_seed(0)
     n_src = args.items
     modalities = {"text": 384, "image": 1280} if image else {"text": 384}
-    fusion = FusionConfig(modalities, ["src", "tgt"], id_items={"tgt": args.items}, dim=128, n_layers=2,
+    fusion = FusionConfig(modalities, ["src", "tgt"], id_items={"tgt": args.items}, kind="transformer", dim=128, n_layers=2,
                           n_heads=4, pooling="attention")
     model = InterestModel(InterestConfig(fusion, {"tgt": TargetConfig(args.items)})).to(device)
     src = {m: torch.randn(n_src, d, generator=g).to(device) for m, d in modalities.items()}

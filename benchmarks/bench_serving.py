@@ -63,7 +63,7 @@ def clustered(n: int, centres: torch.Tensor, noise: float, seed: int) -> torch.T
 def make_bundle(folder: Path, n_items: int) -> tuple[Bundle, torch.Tensor]:
     """A model of the measured size (random weights) a -> b, and ``n_items`` synthetic b items."""
     torch.manual_seed(0)
-    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], dim=DIM, max_len=HISTORY,
+    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], kind="transformer", dim=DIM, max_len=HISTORY,
                           n_layers=2, pooling="attention")  # as measured in BENCHMARKS.md
     model = InterestModel(InterestConfig(fusion, {"b": TargetConfig(n_items)}), {"text": "synthetic"})
     model.save_pretrained(folder / "model")

@@ -153,7 +153,7 @@ def bench_training(s: dict[str, int], device: str, work: Path) -> list[str]:
                                     width=384 if not s["users"] < 1000 else 16)
     runs = {}
     for precision in ("no", "bf16"):
-        config = TrainConfig(dim=128 if s["users"] >= 1000 else 32, n_layers=1, batch_size=256 if
+        config = TrainConfig(kind="transformer", dim=128 if s["users"] >= 1000 else 32, n_layers=1, batch_size=256 if
                              s["users"] >= 1000 else 64, epochs=s["epochs"], patience=s["epochs"],
                              min_epoch_steps=s["steps"], dropout=0.0, modality_dropout=0.0,
                              mixed_precision=precision, seed=0)

@@ -18,9 +18,10 @@ from fusion.adapters import (Adapter, create_adapter, get_adapter_class, list_ad
 from fusion.config import FusionConfig, FusionSettings, HeadSettings, InterestConfig, ModelSettings, TargetConfig
 from fusion.files import sha256_file
 from fusion.items import ItemEmbedder, ItemSpace, logits
+from fusion.linear import LinearFusion
 from fusion.model import InterestModel
 from fusion.transformer import FusionTransformer
 
 __all__ = ["Adapter", "FusionConfig", "FusionSettings", "FusionTransformer", "HeadSettings", "InterestConfig",
-           "InterestModel", "ItemEmbedder", "ItemSpace", "ModelSettings", "TargetConfig", "create_adapter",
+           "InterestModel", "ItemEmbedder", "ItemSpace", "LinearFusion", "ModelSettings", "TargetConfig", "create_adapter",
            "get_adapter_class", "list_adapters", "load_adapter", "logits", "register_adapter", "sha256_file"]

@@ -28,8 +28,10 @@ from torch import nn
 C = TypeVar("C")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-SPACES = ("content", "external")
+SPACES = ("content", "external", "learned")
 POOLINGS = ("attention", "mean")
+KINDS = ("linear", "transformer")  # FusionSettings.kind: which fusion module turns histories into interests
+DEFAULT_DIMS = {"linear": 1024, "transformer": 128}  # FusionSettings.dim left None: the width of each kind
 
 
 def check_name(kind: str, name: str) -> str:
@@ -100,11 +102,24 @@ class FusionSettings(_Dict):
     embeddings (counting back from the most recent item; older items share the last one),
     ``dropout`` in the blocks and ``modality_dropout`` of whole modality vectors in training,
     ``n_experts`` > 1 makes each modality's projection UniSRec's whitened mixture of experts,
-    ``pooling`` of the history into one vector: ``"mean"`` or ``"attention"``. The defaults
-    are those of the trained model of BENCHMARKS.md.
+    ``pooling`` of the history into one vector: ``"mean"`` or ``"attention"``.
+
+    ``kind`` picks the fusion module: ``"linear"``
+    (:class:`~fusion.linear.LinearFusion`: pooled per-item tables and whitened projections,
+    fitted in closed form by :mod:`multimodal_interest.training.closed_form`; it reads
+    ``dim``, ``max_len`` and the data's fields, no transformer setting) or ``"transformer"``
+    (:class:`~fusion.transformer.FusionTransformer`, trained by gradient). The linear model
+    is the default: it wins on the datasets of BENCHMARKS.md, where the transformer does not.
+    A config saved before ``kind`` existed is a transformer's (its manifest says so).
+
+    ``dim`` is the interest vector's width; None (the default) means :data:`DEFAULT_DIMS` of
+    the kind: 128 for the transformer; for the linear model at most 1024, the closed-form fit
+    keeping ``min(1024, target items, fit users)`` directions (a lower width loses accuracy on
+    small, id-only data: BENCHMARKS.md).
     """
 
-    dim: int = 128
+    kind: str = "linear"
+    dim: int | None = None
     n_layers: int = 1
     n_heads: int = 4
     max_len: int = 50
@@ -114,7 +129,8 @@ class FusionSettings(_Dict):
     pooling: str = "mean"
 
     def __post_init__(self) -> None:
-        if self.dim < 1 or self.n_layers < 0 or self.n_heads < 1 or self.dim % self.n_heads:
+        if (self.dim is not None and (self.dim < 1 or self.dim % self.n_heads)) or self.n_layers < 0 \
+                or self.n_heads < 1:
             raise ValueError(f"dim ({self.dim}) must be a positive multiple of n_heads "
                              f"({self.n_heads}) and n_layers ({self.n_layers}) >= 0")
         if self.max_len < 1 or self.n_experts < 1:
@@ -123,6 +139,8 @@ class FusionSettings(_Dict):
             raise ValueError("dropout and modality_dropout must be in [0, 1)")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
 
 
 @dataclass
@@ -158,6 +176,8 @@ class FusionConfig(FusionSettings):
         if not self.modalities and not self.id_items:
             raise ValueError("no way to embed items: give modalities, id_items or both")
         super().__post_init__()
+        if self.dim is None:
+            self.dim = DEFAULT_DIMS[self.kind]
 
 
 @dataclass(kw_only=True)
@@ -187,7 +207,10 @@ class TargetConfig(HeadSettings):
     fusion model's projections (+ id embedding) and ``item_adapter`` into the shared space,
     so a new platform needs only its catalog. ``space="external"``: the platform brings its
     own item vectors of width ``external_dim`` (:meth:`~fusion.model.InterestModel.set_item_vectors`).
-    Either way ``adapter`` (with ``adapter_kwargs``) maps the interest vector into that space.
+    ``space="learned"``: each item has its own learned vector of the fusion width, saved with
+    the head and scored by dot product, not cosine (its length carries the item's prior: the
+    closed-form fit's item factors). Either way ``adapter`` (with ``adapter_kwargs``) maps the
+    interest vector into that space.
     """
 
     n_items: int
@@ -206,8 +229,8 @@ class TargetConfig(HeadSettings):
             raise ValueError("external_dim is required for space='external' and only for it")
         if self.external_dim is not None and self.external_dim < 1:
             raise ValueError(f"external_dim must be >= 1, got {self.external_dim}")
-        if self.space == "external" and (self.item_adapter != "identity" or self.item_adapter_kwargs):
-            raise ValueError("an external space has no item adapter: its vectors are used as given")
+        if self.space != "content" and (self.item_adapter != "identity" or self.item_adapter_kwargs):
+            raise ValueError(f"an {self.space} space has no item adapter: its vectors are used as given")
         super().__post_init__()
 
 

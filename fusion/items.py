@@ -234,14 +234,19 @@ class ItemSpace(nn.Module):
     ``scale = 1 / temperature`` (learned in log space when ``learn_temperature``, capped at
     100); ``bias [n_items]`` is the learned popularity prior (zeros at the start). An
     external space also holds the platform's item vectors ``[n_items, external_dim]``
-    (non-persistent, given with :meth:`set_vectors`).
+    (non-persistent, given with :meth:`set_vectors`); a learned space its own learned item
+    vectors ``learned [n_items, dim]`` (a parameter, saved with the head).
     """
 
     SAVED_KEYS = ("n_items", "space", "external_dim", "item_bias", "temperature", "learn_temperature")
 
-    def __init__(self, platform: str, config: TargetConfig):
+    def __init__(self, platform: str, config: TargetConfig, dim: int | None = None):
         super().__init__()
         self.platform, self.config = platform, config
+        if config.space == "learned":
+            if dim is None:
+                raise ValueError(f"platform {platform!r}: a learned space needs the fusion width (dim)")
+            self.learned = nn.Parameter(torch.zeros(config.n_items, dim))
         self.bias = nn.Parameter(torch.zeros(config.n_items)) if config.item_bias else None
         log_scale = torch.tensor(math.log(1.0 / config.temperature))
         if config.learn_temperature:
@@ -263,6 +268,13 @@ class ItemSpace(nn.Module):
         v = _check_vectors(where, vectors, cfg.external_dim, cfg.n_items)  # type: ignore[arg-type]
         _check_finite(where, v)
         self.vectors = v.to(device=self.log_scale.device, dtype=self.log_scale.dtype)
+
+    def own_vectors(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """The platform's item vectors of an external or learned space, as they are scored:
+        ``[n_items, d_P]`` (or ``[..., d_P]`` for ``idx``)."""
+        if self.config.space == "learned":
+            return self.learned if idx is None else self.learned[idx]
+        return self.external(idx)
 
     def external(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """External item vectors ``[n_items, d_P]`` (or ``[..., d_P]`` for ``idx``)."""

@@ -1,10 +1,15 @@
-"""InterestModel: the fusion transformer plus one named head per target platform.
+"""InterestModel: a fusion module (linear or transformer) plus one named head per target platform.
 
     u  = fusion(history)                          [B, D]    platform-agnostic, unit length
     q  = normalize(adapters[P](u))                [B, D_P]  the query in P's item space
     v  = normalize(item_adapters[P](items(P)))    [N_P, D]  content space (shared projections)
        | normalize(P's own item vectors)          [N_P, D_P] external space
+       | P's learned item vectors                 [N_P, D]  learned space (length = prior)
     logits = scale_P * q @ v.T + bias_P           [B, N_P]
+
+The fusion is a :class:`~fusion.linear.LinearFusion` (pooled item tables and projections,
+fitted in closed form) or a :class:`~fusion.transformer.FusionTransformer`, as
+``FusionConfig.kind`` says; the manifest records its type.
 
 Heads are routes named by platform (``nn.ModuleDict``s, as sentence-transformers' Router).
 ``save_pretrained`` writes one folder per part (config.json + model.safetensors) and a
@@ -50,6 +55,7 @@ from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConf
                            check_name, from_dict, load_weights, read_config, read_json, read_manifest,
                            write_json)
 from fusion.items import ID_PRESENT, ItemSpace
+from fusion.linear import LinearFusion
 from fusion.transformer import FusionTransformer
 
 MANIFEST = "manifest.json"
@@ -58,8 +64,10 @@ FORMAT_VERSION = 1
 TYPE = "InterestModel"  # manifest key "type": the class that loads the folder
 HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file save_pretrained wrote
 # what each manifest part's "role" holds; an adapter's "type" is a name in fusion.adapters' registry
-PART_CLASSES: dict[str, type[nn.Module]] = {"fusion": FusionTransformer, "item_space": ItemSpace,
-                                            "adapter": Adapter, "item_adapter": Adapter}
+FUSIONS: dict[str, type[nn.Module]] = {"linear": LinearFusion, "transformer": FusionTransformer}  # by kind
+PART_CLASSES: dict[str, tuple[type[nn.Module], ...]] = {
+    "fusion": tuple(FUSIONS.values()), "item_space": (ItemSpace,), "adapter": (Adapter,),
+    "item_adapter": (Adapter,)}
 
 
 class InterestModel(nn.Module):
@@ -69,7 +77,7 @@ class InterestModel(nn.Module):
     def __init__(self, config: InterestConfig, encoder_fingerprints: dict[str, str] | None = None,
                  info: dict[str, Any] | None = None):
         super().__init__()
-        self.fusion = FusionTransformer(config.fusion)
+        self.fusion = FUSIONS[config.fusion.kind](config.fusion)
         self.adapters = nn.ModuleDict()
         self.item_adapters = nn.ModuleDict()
         self.spaces = nn.ModuleDict()
@@ -88,7 +96,7 @@ class InterestModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.fusion.pos_emb.weight.device
+        return next(self.fusion.parameters()).device
 
     def add_target(self, platform: str, config: TargetConfig) -> None:
         """Add (or replace) the head of target ``platform``: e.g. a new platform scored
@@ -110,7 +118,7 @@ class InterestModel(nn.Module):
             config = replace(config, item_adapter_kwargs=_kwargs(item_adapter.get_config()))
         elif platform in self.item_adapters:
             del self.item_adapters[platform]
-        self.spaces[platform] = ItemSpace(platform, config)
+        self.spaces[platform] = ItemSpace(platform, config, D)
         for heads in (self.adapters, self.item_adapters, self.spaces):
             if platform in heads:
                 heads[platform].to(self.device)
@@ -173,11 +181,14 @@ class InterestModel(nn.Module):
         return torch.where((u != 0).any(-1, keepdim=True), q, 0.0)
 
     def item_vectors(self, platform: str, item_idx: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit item vectors ``[N_P, D_P]`` of target ``platform`` (or ``[..., D_P]`` for
-        ``item_idx [...]``). Content items with nothing to embed get 0."""
+        """Item vectors ``[N_P, D_P]`` of target ``platform`` (or ``[..., D_P]`` for
+        ``item_idx [...]``): unit length (content items with nothing to embed get 0), but a
+        learned space's, whose length is part of the score."""
         space = self._space(platform)
         if item_idx is not None:
             item_idx = item_idx.to(self.device)
+        if space.config.space == "learned":
+            return space.own_vectors(item_idx)
         if space.config.space == "external":
             return F.normalize(space.external(item_idx), dim=-1)
         e, has = self.fusion.items(platform, item_idx)
@@ -264,7 +275,7 @@ class InterestModel(nn.Module):
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
                    if p["role"] == "item_space"}
-        model = cls(InterestConfig(read_config(FusionConfig, fusion), targets),
+        model = cls(InterestConfig(_fusion_config(fusion, parts), targets),
                     manifest.get("encoder_fingerprints"), manifest.get("info"))
         if encoder_fingerprints is not None:
             model.check_fingerprints(encoder_fingerprints)
@@ -290,14 +301,25 @@ def part_class(part: dict[str, Any], manifest: Path) -> type[nn.Module]:
     if role not in PART_CLASSES:
         raise ValueError(f"{manifest}: part {part.get('name')!r} has role {role!r}; known roles: "
                          f"{', '.join(PART_CLASSES)}")
-    base = PART_CLASSES[role]
-    known = list_adapters() if base is Adapter else [base.__name__]
+    classes = PART_CLASSES[role]
+    adapter = classes == (Adapter,)
+    known = list_adapters() if adapter else [c.__name__ for c in classes]
     if name not in known:
-        hint = " (a custom adapter must be registered with register_adapter before loading)" \
-            if base is Adapter else ""
+        hint = " (a custom adapter must be registered with register_adapter before loading)" if adapter else ""
         raise ValueError(f"{manifest}: part {part.get('name')!r} has type {name!r}, which this version "
                          f"cannot load; known {role} types: {', '.join(known)}{hint}")
-    return get_adapter_class(name) if base is Adapter else base
+    return get_adapter_class(name) if adapter else next(c for c in classes if c.__name__ == name)
+
+
+def _fusion_config(folder: Path, parts: list[dict]) -> FusionConfig:
+    """The fusion's config; a file saved before ``kind`` was recorded is the transformer's."""
+    path = folder / CONFIG_FILE
+    d = dict(read_json(path))
+    saved = next(p["type"] for p in parts if p["role"] == "fusion")
+    kind = next(k for k, c in FUSIONS.items() if c.__name__ == saved)
+    if d.setdefault("kind", kind) != kind:
+        raise ValueError(f"{path}: kind {d['kind']!r}, but the manifest records a {saved}")
+    return from_dict(FusionConfig, d, str(path))
 
 
 def _forget_unsaved_id_presence(model: InterestModel, weights: Path) -> None:

@@ -238,6 +238,8 @@ def interest_map_vectors(model, task: ColdStartTask, n: int = 400, seed: int = 0
     rng = np.random.default_rng(seed)
     out = {}
     for platform, pool in ((task.source, task.test_users), (task.target, task.overlap_users())):
+        if platform not in getattr(model.fusion, "history_platforms", [platform]):
+            continue  # a linear model reads histories of the platforms it was fitted on only
         users = rng.choice(pool, size=min(n, len(pool)), replace=False)
         h = task.histories(platform, users, max_len=model.fusion.config.max_len)
         with torch.inference_mode():

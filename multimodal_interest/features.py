@@ -29,12 +29,17 @@ class ItemFeatures:
     ``item_spaces[platform]`` ``[N_P, D_P]``: a target platform's own item vectors (from its
     recommender, any width), scored as an external space (:meth:`add_item_space`); their
     fingerprint is ``fingerprints["item-space:<platform>"]``.
+
+    ``texts[platform]``: each item's text (``""`` where it has none), for the closed-form fit's
+    lexical features (:mod:`multimodal_interest.training.closed_form`, which bakes them into
+    the model: a saved model never needs them).
     """
 
     vectors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     present: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
     item_spaces: dict[str, torch.Tensor] = field(default_factory=dict)
+    texts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -78,6 +83,7 @@ class ItemFeatures:
         names = [m.strip() for m in modalities.split(",")] if modalities else None
         out = cls() if store is None else cls.from_store(EmbeddingStore(store), ids, names)
         out.read_item_spaces(item_spaces or {}, ids)
+        out.texts = {p: item_texts(dataset, p) for p in platforms if dataset.manifest.platforms[p].text}
         return out
 
     def read_item_spaces(self, item_spaces: dict[str, str], item_ids: dict[str, Sequence[str]]) -> None:
@@ -99,6 +105,8 @@ class ItemFeatures:
         its own item space its item vectors. Which items use their id embedding is the model's
         own state (saved with it), never decided here."""
         for p in platforms:
+            if not self.vectors.get(p) and p not in model.fusion.config.id_items:
+                continue  # nothing to register (a linear model's id-only target: its own item space)
             model.set_item_features(p, self.vectors.get(p, {}), self.present.get(p, {}))
         for p in model.targets:
             own = self.item_spaces.get(p)
@@ -111,6 +119,21 @@ class ItemFeatures:
             elif own is not None:
                 raise ValueError(f"item vectors were given for {p!r}, but the model scores {p!r} from "
                                  f"item content; train a model with them to use them")
+
+
+def item_texts(dataset, platform: str) -> list[str]:
+    """Each item's text in item_idx order, combined as the text encoders read it; ``""`` for
+    an item whose text is unusable."""
+    from multimodal_interest.catalog import Catalog
+
+    catalog = Catalog.from_dataset(dataset, platform)
+    out = []
+    for row in range(len(dataset.items[platform])):
+        try:
+            out.append(catalog.text(row))
+        except ValueError:
+            out.append("")
+    return out
 
 
 def parse_item_spaces(values: Sequence[str]) -> dict[str, str]:

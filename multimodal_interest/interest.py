@@ -1,6 +1,6 @@
 """The portable interest vector: a person's interests as a small JSON document.
 
-A user's interest vector ``u`` (``[D]``, unit length; 0 for an empty history) is
+A user's interest vector ``u`` (``[D]``, unit length; 0 for a transformer's empty history) is
 platform-agnostic: any target head of the same model maps it into its item space. Exported
 as this document, it lets a person carry their interests to another platform (another
 deployment of the same model) without handing over their history::

@@ -22,8 +22,10 @@ the target items of the history (and, for a user id, the user's target items) ar
 recommended.
 
 **Fallback**: when nothing carries interest (an empty history, none of it embeddable, a zero
-interest vector) the items are ranked by the learned item bias alone, the model's
-popularity prior; ``fallback`` is then ``"popularity"`` (and ``index`` ``"bias"``).
+interest vector) ``fallback`` is ``"popularity"`` and the items are ranked by the model's
+popularity prior: a linear model's interest of an empty history is the population's
+(:mod:`fusion.linear`), scored as any interest; a transformer's is 0, and the items are
+ranked by the learned item bias alone (``index`` ``"bias"``).
 
 **Explanations** (leave-one-out): for each recommended item, the history items whose removal
 would lower its score most, with that drop (``contribution``, in logit units). The history
@@ -303,12 +305,13 @@ class Recommender:
             exclude = h.seen.get(platform, exclude)
         with torch.inference_mode():
             q = self.model.query(u[None], platform)
+        fallback = POPULARITY if h is not None and h.report.used == 0 else None
         if not bool((u != 0).any()):
             scores, idx = _popular(items, k, exclude)
             fallback = POPULARITY
-        else:
+        else:  # a linear model's empty history is the population's interest: its prior
             scores, idx = self.retrievers[platform].search(q, k, [exclude])
-            scores, idx, fallback = scores[0], idx[0], None
+            scores, idx = scores[0], idx[0]
         keep = idx >= 0
         scores, idx = scores[keep], idx[keep]
         because = (self._explain(h, q[0], platform, idx, explain)
@@ -316,7 +319,7 @@ class Recommender:
         ids = self.bundle.item_ids[platform]
         out = [RecommendedItem(ids[i], float(s), b) for i, s, b in zip(idx.tolist(), scores.tolist(), because)]
         return Recommendation(platform, out, fallback, h.report if h is not None else None,
-                              self.fingerprint, self.index if fallback is None else "bias")
+                              self.fingerprint, self.index if bool((u != 0).any()) else "bias")
 
     def _explain(self, h: _History, q: torch.Tensor, platform: str, rec: torch.Tensor,
                  top: int) -> list[list[Contribution]]:

@@ -39,6 +39,9 @@ class _Config(Protocol):
     @classmethod
     def from_file(cls: type[C], path: str | Path) -> C: ...
 
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any], where: str) -> C: ...
+
     def save(self, path: str | Path) -> None: ...
 
 
@@ -86,7 +89,10 @@ class Run:
         """The resolved configuration, read as ``cls`` (e.g. TrainConfig)."""
         if not self.config_file.is_file():
             raise FileNotFoundError(f"{self.config_file}: missing; give the folder `mmi train --output` wrote")
-        return cls.from_file(self.config_file)
+        saved = json.loads(self.config_file.read_text())
+        if isinstance(saved, dict) and "kind" not in saved and "kind" not in saved.get("model", {}):
+            saved["kind"] = "transformer"  # saved before the linear model existed: a transformer's
+        return cls.from_dict(saved, str(self.config_file))
 
     def save_task(self, identity: dict[str, str]) -> None:
         """``identity``: dataset, split, source, target."""

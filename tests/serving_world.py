@@ -27,7 +27,7 @@ platforms:
   b: {items: items/b.csv, text: [title]}
 """
 NEW_ITEMS = 5  # items of b that no one has: never seen in training, ranked by content alone
-SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, max_len=8,
+SMALL = dict(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, max_len=8,
              item_ids=True, min_epoch_steps=1)
 
 

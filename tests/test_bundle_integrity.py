@@ -197,13 +197,16 @@ def export(run: Path, world, out: Path) -> int:
 
 def test_an_infinite_weight_in_a_run_is_refused_by_export_index(run, world, tmp_path, capsys):
     """The probe's case: +inf in fusion/model.safetensors (a valid file, its hash re-recorded)."""
+    poisoned = []
+
     def poison(t):
-        t["pos_emb.weight"][0, 0] = float("inf")
+        poisoned.append(next(k for k, v in sorted(t.items()) if v.is_floating_point()))
+        t[poisoned[0]].view(-1)[0] = float("inf")
     rewrite(run / "model/fusion/model.safetensors", poison)
     rehash(run / "model", "fusion/model.safetensors")
     assert export(run, world, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    assert "fusion/model.safetensors: tensor 'pos_emb.weight' has 1 non-finite value(s) (+inf)" in err, err
+    assert f"fusion/model.safetensors: tensor '{poisoned[0]}' has 1 non-finite value(s) (+inf)" in err, err
     assert not (tmp_path / "out").exists()
 
 
@@ -235,7 +238,8 @@ def test_a_non_finite_interest_vector_is_an_error_never_an_empty_answer(world):
     from multimodal_interest.server import create_app
 
     rec = Recommender.load(world["bundle"])
-    rec.model.fusion.pos_emb.weight.data.fill_(float("inf"))
+    for weight in rec.model.fusion.parameters():
+        weight.data.fill_(float("inf"))
     with pytest.raises(RuntimeError, match="non-finite interest vector from 5 history item"):
         rec.recommend(HISTORY, source="a", platform="b")
     client = TestClient(create_app(rec), raise_server_exceptions=False)

@@ -22,7 +22,7 @@ from launch import accelerate_launch
 from synthetic import synthetic_task
 from test_training import world  # noqa: F401  (the same synthetic world, built once for this module)
 
-SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.1, min_epoch_steps=1,
+SMALL = dict(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.1, min_epoch_steps=1,
              checkpoint_every=3)
 CONFIG = TrainConfig(**SMALL, epochs=2, patience=2)
 PICKLE_NAMES = ("custom_checkpoint_0.pkl", "random_states_0.pkl")
@@ -189,7 +189,7 @@ SCRIPT = textwrap.dedent("""
     from multimodal_interest.training import TrainConfig, train
     torch.set_num_threads(1)
     task, features = synthetic_task(n_users=600, latent=4)
-    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=96, lr=5e-3, dropout=0.1,
+    config = TrainConfig(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=96, lr=5e-3, dropout=0.1,
                          min_epoch_steps=1, checkpoint_every=3, grad_accum=2, epochs=int(sys.argv[2]),
                          patience=int(sys.argv[2]))
     result = train(task, features, config, sys.argv[1], progress_bar=False)

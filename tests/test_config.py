@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fusion.config import FusionConfig, FusionSettings, HeadSettings, ModelSettings, TargetConfig
+from fusion.config import DEFAULT_DIMS, FusionConfig, FusionSettings, HeadSettings, ModelSettings, TargetConfig
 from multimodal_interest.run import Run
 from multimodal_interest.training import TrainConfig, build_model
 from multimodal_interest.training.config import apply_overrides
@@ -16,7 +16,7 @@ from synthetic import synthetic_task
 
 # What the trained default model of BENCHMARKS.md is built with (TrainConfig's values before
 # the model settings moved to fusion/): changing one changes the published results.
-TRAINED_DEFAULTS = {"dim": 128, "n_layers": 1, "n_heads": 4, "max_len": 50, "dropout": 0.1,
+TRAINED_DEFAULTS = {"kind": "linear", "dim": None, "n_layers": 1, "n_heads": 4, "max_len": 50, "dropout": 0.1,
                     "modality_dropout": 0.1, "n_experts": 1, "pooling": "mean", "adapter": "linear",
                     "item_bias": True, "temperature": 0.05, "learn_temperature": True}
 
@@ -55,13 +55,16 @@ def test_the_trained_model_gets_the_one_default_of_each_setting(world):
     model = build_model(task, features, TrainConfig())
     fusion, direct = model.fusion.config, FusionConfig(features.dims, task.platforms)
     for f in dataclasses.fields(FusionSettings):
+        if f.name == "dim":  # None: the kind's width (the closed-form fit may keep fewer directions)
+            assert fusion.dim == direct.dim == DEFAULT_DIMS["linear"] and TRAINED_DEFAULTS["dim"] is None
+            continue
         assert getattr(fusion, f.name) == getattr(direct, f.name) == TRAINED_DEFAULTS[f.name], f.name
     for p in task.platforms:
         head, direct = model.config.targets[p], TargetConfig(task.n_items[p])
         for f in dataclasses.fields(HeadSettings):
             assert getattr(head, f.name) == getattr(direct, f.name) == TRAINED_DEFAULTS[f.name], f.name
     assert ModelSettings().to_dict() == TRAINED_DEFAULTS
-    assert len(model.fusion.blocks) == 1 and model.fusion.pool_score is None  # 1 layer, mean pooling
+    assert type(model.fusion).__name__ == "LinearFusion"
 
 
 def test_model_settings_reach_the_model(world):
@@ -125,18 +128,18 @@ def test_a_run_folder_written_with_flat_settings_still_reads(tmp_path):
     run = Run(tmp_path / "run")
     run.folder.mkdir()
     run.config_file.write_text(json.dumps(OLD_FLAT, indent=2))
-    config = run.config(TrainConfig)
-    assert config.model == ModelSettings(dim=32, n_layers=2, n_heads=2, max_len=8, dropout=0.0,
-                                         pooling="attention", adapter="mlp", learn_temperature=False)
+    config = run.config(TrainConfig)  # saved before the linear model: a transformer's
+    assert config.model == ModelSettings(kind="transformer", dim=32, n_layers=2, n_heads=2, max_len=8,
+                                         dropout=0.0, pooling="attention", adapter="mlp", learn_temperature=False)
     assert (config.item_ids, config.id_min_users, config.lr, config.seed) == (True, 2, 0.005, 7)
-    assert config.flat() == OLD_FLAT
+    assert config.flat() == {**OLD_FLAT, "kind": "transformer"}
 
 
 def test_a_checkpoint_recorded_with_flat_settings_resumes(world, tmp_path):
     """A checkpoint's trained_with.json from the version before holds the settings flat; the
     same training now agrees with it, and a different one is refused naming the setting."""
     task, features = world
-    config = TrainConfig.from_dict(OLD_FLAT)
+    config = TrainConfig.from_dict({**OLD_FLAT, "kind": "transformer"})  # the default was
     old = trained_with(task, features, config)
     old["config"] = {k: v for k, v in OLD_FLAT.items()
                      if k not in ("epochs", "patience", "checkpoint_every", "eval_batch_size", "log_with")}

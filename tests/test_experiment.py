@@ -65,7 +65,7 @@ def test_the_blend_reads_ranks_not_scales():
 
 def test_the_blend_runs_after_its_parts_is_tuned_on_valid_and_is_no_baseline(tmp_path):
     task, features = synthetic_task()
-    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0,
+    config = TrainConfig(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0,
                          min_epoch_steps=1, epochs=2)
     with pytest.raises(ValueError, match="blends interest-model and item-knn: run them too"):
         run_methods(task, [BLEND, "item-knn"], features, tmp_path, config, progress=False)

@@ -21,7 +21,7 @@ def make_model(targets: dict[str, TargetConfig] | None = None, pooling: str = "a
                perturb: bool = True, **fusion_kw) -> InterestModel:
     """Art (text + image, some images missing, item 5 with nothing) -> office (text + ids)."""
     torch.manual_seed(0)
-    fusion = dict(modalities={"text": TEXT, "image": IMAGE}, platforms=["art", "office"],
+    fusion = dict(kind="transformer", modalities={"text": TEXT, "image": IMAGE}, platforms=["art", "office"],
                   id_items={"office": N_OFFICE}, dim=32, n_layers=2, n_heads=4, max_len=8,
                   n_experts=2, pooling=pooling)
     fusion.update(fusion_kw)
@@ -398,14 +398,14 @@ def test_an_unknown_part_type_is_refused_naming_the_file_and_the_known_types(tmp
     next(p for p in manifest["parts"] if p["name"] == "adapters/office")["type"] = "lowrank"
     next(p for p in manifest["parts"] if p["name"] == "fusion")["type"] = "GRU4Rec"
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"part 'fusion' has type 'GRU4Rec'.*known fusion types: FusionTransformer"):
+    with pytest.raises(ValueError, match=r"part 'fusion' has type 'GRU4Rec'.*known fusion types: LinearFusion, FusionTransformer"):
         InterestModel.from_pretrained(tmp_path)
 
 
 # ---------------------------------------------------------------------------- bad input
 def test_config_typos_are_errors():
     good = {"modalities": {"text": 384}, "platforms": ["a"]}
-    assert FusionConfig.from_dict(good).dim == 128
+    assert FusionConfig.from_dict(good).dim == 1024 and FusionConfig.from_dict({**good, "kind": "transformer"}).dim == 128
     with pytest.raises(ValueError, match=r"unknown key\(s\) n_layer; valid keys: modalities"):
         FusionConfig.from_dict({**good, "n_layer": 3})
     with pytest.raises(ValueError, match=r"missing required key\(s\) platforms"):
@@ -480,7 +480,7 @@ def test_id_only_platforms_learn():
     """Amazon id-only pairs: no content, the id embedding alone embeds items."""
     torch.manual_seed(0)
     cfg = InterestConfig(FusionConfig({}, ["game", "video"], id_items={"game": 50, "video": 30},
-                                      dim=16, n_layers=1, n_heads=2, dropout=0.0, pooling="attention"),
+                                      kind="transformer", dim=16, n_layers=1, n_heads=2, dropout=0.0, pooling="attention"),
                          {"video": TargetConfig(30)})
     model = InterestModel(cfg)
     items = torch.randint(0, 50, (64, 6))
@@ -514,7 +514,7 @@ def test_overfits_a_task_with_real_signal():
 
     cfg = InterestConfig(
         FusionConfig({"text": 16, "image": 8}, ["src", "tgt"], id_items={"src": n_src, "tgt": n_tgt},
-                     dim=32, n_layers=2, n_heads=2, dropout=0.0, modality_dropout=0.0, n_experts=2,
+                     kind="transformer", dim=32, n_layers=2, n_heads=2, dropout=0.0, modality_dropout=0.0, n_experts=2,
                      pooling="attention"),
         {"tgt": TargetConfig(n_tgt, adapter="mlp", adapter_kwargs={"hidden": 64}, item_adapter="linear")})
     model = InterestModel(cfg)

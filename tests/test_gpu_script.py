@@ -60,7 +60,7 @@ def test_bf16_training_on_gpu_follows_fp32(tmp_path):
     task, features = synthetic_task(n_users=600, latent=4)
     losses = {}
     for precision in ("no", "bf16"):
-        config = TrainConfig(dim=32, n_heads=2, batch_size=64, lr=5e-3, epochs=2, patience=2,
+        config = TrainConfig(kind="transformer", dim=32, n_heads=2, batch_size=64, lr=5e-3, epochs=2, patience=2,
                              min_epoch_steps=20, dropout=0.0, modality_dropout=0.0, mixed_precision=precision)
         result = train(task, features, config, tmp_path / precision, progress_bar=False)
         losses[precision] = [row["loss"] for row in result.history]

@@ -25,7 +25,7 @@ from multimodal_interest.training.objective import Objective, multi_positive_sof
 from launch import accelerate_launch
 from synthetic import synthetic_task
 
-SMALL = dict(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)
+SMALL = dict(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.0, min_epoch_steps=1)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ SCRIPT = textwrap.dedent("""
     from multimodal_interest.training import TrainConfig, train
     torch.set_num_threads(1)
     task, features = synthetic_task(n_users=600, latent=4)
-    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=96, lr=5e-3, dropout=0.0,
+    config = TrainConfig(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=96, lr=5e-3, dropout=0.0,
                          modality_dropout=0.0, within_weight=0.0, epochs=2, patience=2, min_epoch_steps=1)
     result = train(task, features, config, sys.argv[1], progress_bar=False)
     from accelerate import PartialState
@@ -178,7 +178,7 @@ VALIDATE_AND_TRAIN = textwrap.dedent("""
     from multimodal_interest.training.trainer import validate, validation_loader
     torch.set_num_threads(1)
     task, features = synthetic_task(n_users=600, latent=4)
-    config = TrainConfig(dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.1,
+    config = TrainConfig(kind="transformer", dim=32, n_heads=2, n_layers=1, batch_size=64, lr=5e-3, dropout=0.1,
                          min_epoch_steps=1, epochs=4, patience=4)
     torch.manual_seed(0)
     model = build_model(task, features, config)  # the same weights in every process
@@ -421,7 +421,7 @@ def test_a_short_run_on_the_demo_dataset_beats_the_untrained_model(shared_data, 
 
     dataset = CrossPlatformDataset.load(get_dataset("movielens-100k", root=tmp_path, from_dir=shared_data))
     task = dataset.cold_start("comedy", "drama", "cold20_seed900")
-    config = TrainConfig(dim=32, n_heads=2, epochs=5, patience=5, min_epoch_steps=1, batch_size=128,
+    config = TrainConfig(kind="transformer", dim=32, n_heads=2, epochs=5, patience=5, min_epoch_steps=1, batch_size=128,
                          lr=3e-3, item_ids=True)
     torch.manual_seed(0)
     before = valid_ndcg10(build_model(task, ItemFeatures(), config), task, task.valid_users)

@@ -99,9 +99,10 @@ _ABSENT = object()
 
 
 def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint recorded before the linear model existed trained a transformer."""
     return {**record.get("task", {}),
             **{f"{m} encoder": fp for m, fp in record.get("encoders", {}).items()},
-            **record.get("config", {})}
+            "kind": "transformer", **record.get("config", {})}
 
 
 def _show(d: dict[str, Any], key: str) -> str:

@@ -112,7 +112,10 @@ class TrainResult:
 def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir: str | Path,
           user_metric: UserMetric | None = None, accelerator=None, resume: bool = True,
           progress_bar: bool = True, init: InterestModel | None = None) -> TrainResult:
-    """Train on ``task`` and return the best model on its validation users.
+    """Train on ``task`` and return the best model on its validation users. A linear model
+    (``config.model.kind``, the default) is fitted in closed form
+    (:func:`~multimodal_interest.training.closed_form.train_linear`; the gradient settings
+    below do not apply to it); a transformer is trained by gradient, as follows.
 
     ``user_metric``: the model-selection score of each validation user, averaged over them
     (default: NDCG@10, scoring ``config.eval_batch_size`` users at a time). ``init``: start
@@ -123,6 +126,14 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
     resumes from its last checkpoint (``resume``), and refuses one trained otherwise;
     ``resume=False`` deletes the folder's checkpoints and starts afresh.
     """
+    if config.model.kind == "linear":
+        from multimodal_interest.training.closed_form import train_linear
+
+        if init is not None or features.item_spaces:
+            what = "start from a given model" if init is not None else "score a platform's own item space"
+            raise ValueError(f"the linear model is fitted in closed form, from scratch, in its own item "
+                             f"space; to {what}, train the transformer (--set kind=transformer)")
+        return train_linear(task, features, config, output_dir, resume)
     from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin, set_seed
     from tqdm.auto import tqdm

@@ -1,0 +1,124 @@
+"""The linear fusion: a user's history -> one interest vector, as a sum of pooled blocks.
+
+    u_raw = sum_{j kept} T_p[item_j] / sqrt(n)          item tables, root-n pooled
+          + sum_m mean_{j with m} proj_m(x_m[item_j])    each modality, mean pooled
+          + c                                            the population's interest
+    u     = normalize(u_raw)                             [B, D]
+
+``T_p [N_p, D]`` is one table per history platform (``FusionConfig.id_items``): each item's
+collaborative (id) and lexical (tf-idf tokens of its text) parts, added into one row by the
+closed-form fit; ``proj_m`` a whitened linear map of modality ``m``'s item features
+(:class:`~fusion.adapters.MoEAdapter` with one expert: ``(x - b) W``); ``c`` a constant.
+``n`` counts the kept items: those with a table row in use (the id presence) or a modality.
+Every block is linear in the history's bag of items, so the model is a ridge regression from
+[ids, tokens, features, 1] to target items whose factors are the interest vector and the
+target's learned item vectors (:mod:`multimodal_interest.training.closed_form` fits it).
+
+A history with no kept item gives ``normalize(c)``: the interest of the population, whose
+scores are the fit's prior (popularity shrunk by the fit), or 0 when ``c = 0``.
+Histories are ``items [B, L]`` int64 with ``mask [B, L]`` bool, as for the transformer;
+``platform`` is a name or ``[B, L]`` indices into ``config.platforms``. Padding and order
+never change ``u`` (the blocks are bags); the most recent ``max_len`` items are the callers'.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusion.config import CONFIG_FILE, FusionConfig, save_weights, write_json
+from fusion.items import ItemEmbedder
+
+
+class LinearFusion(nn.Module):
+    """See the module docstring. Parameters: ``items`` (an :class:`~fusion.items.ItemEmbedder`
+    whose id tables are the item tables ``T_p`` and whose projections are ``proj_m``) and
+    ``const [D]``."""
+
+    def __init__(self, config: FusionConfig):
+        super().__init__()
+        if config.n_experts != 1:
+            raise ValueError(f"a linear fusion projects each modality linearly: n_experts must be 1, "
+                             f"got {config.n_experts}")
+        self.config = config
+        self.items = ItemEmbedder(config)
+        for table in self.items.ids.values():
+            nn.init.zeros_(table.weight)
+        self.const = nn.Parameter(torch.zeros(config.dim))
+
+    def set_item_features(self, platform: str, features: dict, present: dict | None = None) -> None:
+        """See :meth:`fusion.items.ItemEmbedder.set_features`."""
+        self.items.set_features(platform, features, present)
+
+    def _platforms(self, items: torch.Tensor, mask: torch.Tensor,
+                   platform: str | torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        """``(name, sel [B, L] bool)`` for each platform of the history's items."""
+        names = self.config.platforms
+        if isinstance(platform, str):
+            if platform not in names:
+                raise ValueError(f"platform {platform!r} cannot appear in histories; histories may come "
+                                 f"from {names} (FusionConfig.platforms)")
+            return [(platform, mask)]
+        if platform.shape != items.shape:
+            raise ValueError(f"platform indices {tuple(platform.shape)} do not match items {tuple(items.shape)}")
+        if bool((mask & ((platform < 0) | (platform >= len(names)))).any()):
+            raise ValueError(f"platform indices must be in [0, {len(names)}) (FusionConfig.platforms)")
+        return [(name, mask & (platform == i)) for i, name in enumerate(names)]
+
+    def pooled(self, items: torch.Tensor, mask: torch.Tensor,
+               platform: str | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(u_raw [B, D], kept [B] int64)``: the unnormalised interest and the number of
+        kept items of each history."""
+        if mask.shape != items.shape or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be bool of shape {tuple(items.shape)}, got {mask.dtype} "
+                             f"{tuple(mask.shape)}")
+        B, D = items.shape[0], self.config.dim
+        rooted = self.const.new_zeros(B, D)
+        dense = {m: (self.const.new_zeros(B, D), self.const.new_zeros(B)) for m in self.config.modalities}
+        kept = torch.zeros(B, dtype=torch.long, device=self.const.device)
+        for name, sel in self._platforms(items, mask, platform):
+            if not bool(sel.any()):
+                continue
+            n = self.items.n_items(name)
+            idx = torch.where(sel, items, 0)
+            if bool(((idx < 0) | (idx >= n)).any()):
+                raise ValueError(f"platform {name!r}: item index out of range [0, {n})")
+            has_any = torch.zeros_like(sel)
+            if name in self.items.ids:
+                use = sel & self._id_present(name)[idx]
+                rooted += (self.items.ids[name].weight[idx] * use[..., None]).sum(1)
+                has_any |= use
+            table = self.items.tables[name] if name in self.items.tables else None
+            for m in table.modalities if table is not None else []:
+                use = sel & table.has(m)[idx]
+                s, c = dense[m]
+                s += (self.items.proj[m](table.x(m)[idx]) * use[..., None]).sum(1)
+                c += use.sum(1)
+                has_any |= use
+            kept += has_any.sum(1)
+        u = rooted / kept.clamp(min=1).sqrt()[:, None] + self.const
+        for s, c in dense.values():
+            u = u + s / c.clamp(min=1)[:, None]
+        return u, kept
+
+    @property
+    def history_platforms(self) -> list[str]:
+        """Platforms whose histories the fit learned from: those with an item table."""
+        return list(self.items.ids)
+
+    def _id_present(self, platform: str) -> torch.Tensor:
+        present = self.items.id_presence(platform)
+        return present if present is not None else torch.ones(
+            self.items.ids[platform].num_embeddings, dtype=torch.bool, device=self.const.device)
+
+    def forward(self, items: torch.Tensor, mask: torch.Tensor, platform: str | torch.Tensor) -> torch.Tensor:
+        """Unit interest vectors ``[B, D]`` (see the module docstring)."""
+        u, _ = self.pooled(items, mask, platform)
+        return F.normalize(u, dim=-1)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        write_json(Path(folder) / CONFIG_FILE, self.config.to_dict())
+        save_weights(self, folder)

@@ -1,0 +1,157 @@
+"""The closed-form linear interest model: what it fits, what validation chooses, and that the
+saved model scores as the fit does."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fusion import InterestModel
+from multimodal_interest.evaluate import evaluate
+from multimodal_interest.training import TrainConfig
+from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, _bags, fit_closed_form,
+                                                      fit_rows)
+from multimodal_interest.training.scoring import ModelScorer
+from tests.synthetic import synthetic_task
+
+
+@pytest.fixture(scope="module")
+def world():
+    return synthetic_task()
+
+
+def raw_scores(model: InterestModel, task, users: np.ndarray) -> torch.Tensor:
+    """``u_raw . V``: the fit's own scores, before the interest vector is made unit length."""
+    h = task.source_histories(users, model.fusion.config.max_len)
+    with torch.no_grad():
+        u, _ = model.fusion.pooled(h.items, h.mask, task.source)
+        return u @ model.spaces[task.target].learned.T
+
+
+def test_the_fit_learns_the_mapping_and_its_model_scores_as_saved(world, tmp_path):
+    task, features = world
+    result = fit_closed_form(task, features, TrainConfig())
+    # full rank (dim 128 >= 100 target items): the saved model is the best fit, to float precision
+    assert result.best.rank == 100 and result.trials[-1] is result.best
+    searched = max(t.valid_ndcg10 for t in result.trials if t.rank is None)
+    assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-3)
+    assert result.best.valid_ndcg10 == pytest.approx(searched, abs=1e-3)
+    popular = np.bincount(task.train.loc[task.train["platform"] == task.target, "item_idx"],
+                          minlength=task.n_items[task.target]).astype(np.float32)
+    pop = evaluate(lambda us: torch.from_numpy(np.tile(popular, (len(us), 1))), task, task.valid_users, ks=(10,))
+    assert result.valid_ndcg10 > pop.values["ndcg@10"].mean() + 0.05
+
+    result.model.save_pretrained(tmp_path / "m")
+    loaded = InterestModel.from_pretrained(tmp_path / "m", encoder_fingerprints=features.fingerprints)
+    features.attach(loaded, task.platforms)
+    users = task.test_users
+    assert torch.equal(ModelScorer(loaded, task)(users), ModelScorer(result.model, task)(users))
+
+
+def test_a_huge_lambda_gives_the_priors_ranking(world):
+    """lam -> inf: alpha -> Y / lam, so the scores are the kernel's co-occurrence prior
+    k(z) Y; with the constant block alone, that is the fit users' popularity."""
+    task, features = world
+    model = fit_closed_form(task, features, TrainConfig(), lam=1e9, weights={CONST: 1.0}).model
+    users, _, y = fit_rows(task, 50, 0)
+    popularity = np.asarray(y.sum(0)).ravel()
+    scores = ModelScorer(model, task)(task.valid_users).numpy()
+    for row in scores:
+        assert np.corrcoef(row, popularity)[0, 1] > 0.999999
+
+    model = fit_closed_form(task, features, TrainConfig(), lam=1e9, weights={IDS: 1.0}).model
+    users, bags, y = fit_rows(task, 50, 0)
+    h = task.source_histories(task.valid_users, 50)
+    valid = _bags(h.items, h.mask, task.n_items[task.source]).toarray()
+    fit = bags.toarray()
+    # the ids block: histories' bags, root-n pooled (every source item here has content, so all are kept)
+    prior = (valid / np.sqrt(valid.sum(1, keepdims=True))) @ (fit / np.sqrt(fit.sum(1, keepdims=True))).T @ y
+    got = raw_scores(model, task, task.valid_users).numpy()
+    np.testing.assert_allclose(got / np.linalg.norm(got, axis=1, keepdims=True),
+                               prior / np.linalg.norm(prior, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_validation_switches_off_a_modality_that_only_adds_noise(world):
+    task, features = world
+    rng = np.random.default_rng(1)
+    noisy = type(features)({p: {**v, "noise": torch.from_numpy(rng.standard_normal((len(v["text"]), 32)).astype(np.float32))}
+                            for p, v in features.vectors.items()},
+                           {p: {**v, "noise": torch.ones(len(v["text"]), dtype=torch.bool)}
+                            for p, v in features.present.items()},
+                           {**features.fingerprints, "noise": "1" * 16})
+    result = fit_closed_form(task, noisy, TrainConfig())
+    assert result.best.weights["noise"] == 0.0 and result.best.weights["text"] > 0
+    assert any(t.weights["noise"] > 0 for t in result.trials)  # it was tried, and lost
+    # switched off, it is out of the model: other noise gives the same scores
+    again = type(noisy)(noisy.vectors | {task.source: {**noisy.vectors[task.source],
+                                                      "noise": torch.randn(task.n_items[task.source], 32)}},
+                        noisy.present, noisy.fingerprints)
+    before = ModelScorer(result.model, task)(task.test_users)
+    again.attach(result.model, task.platforms)
+    assert torch.equal(ModelScorer(result.model, task)(task.test_users), before)
+
+
+def test_the_closed_form_equals_ridge_trained_by_gradient(world):
+    """The primal problem min_W |Z W - Y|^2 + lam |W|^2 over the scaled, weighted features,
+    solved by gradient descent, scores validation users as the saved model does (full rank)."""
+    task, features = world
+    lam, weights = 10.0, {IDS: 1.0, "text": 0.5, CONST: 1.0}
+    model = fit_closed_form(task, features, TrainConfig(), lam=lam, weights=weights).model
+    users, bags, y = fit_rows(task, 50, 0)
+    feat = Featurizer(task, features, bags)
+    fit = feat.rows(users, bags)
+    h = task.source_histories(task.valid_users, 50)
+    valid = feat.rows(task.valid_users, _bags(h.items, h.mask, task.n_items[task.source]))
+
+    def design(rows):  # [R, F]: each block times sqrt(w_b) s_b
+        out = []
+        for b, w in weights.items():
+            z = fit.blocks[b]
+            z2 = float((z.multiply(z).sum() if hasattr(z, "multiply") else (z * z).sum()) / z.shape[0])
+            zb = rows.blocks[b]
+            zb = zb.toarray() if hasattr(zb, "toarray") else zb
+            out.append(zb * np.sqrt(w / z2))
+        return torch.from_numpy(np.concatenate(out, 1))
+
+    zf, zv, target = design(fit), design(valid), torch.from_numpy(y.toarray())
+    w = torch.zeros(zf.shape[1], target.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = ((zf @ w - target) ** 2).sum() + lam * (w ** 2).sum()
+        loss.backward()
+        return loss
+    for _ in range(5):
+        opt.step(closure)
+    primal = (zv @ w).detach()
+    np.testing.assert_allclose(raw_scores(model, task, task.valid_users).double().numpy(), primal.numpy(),
+                               atol=2e-4 * float(primal.abs().max()))
+
+
+def test_a_within_platform_fit_makes_each_fold_of_a_users_items_the_targets_of_the_rest():
+    task, _ = synthetic_task(platforms=("a", "b"), source="a", target="a")
+    users, bags, y = fit_rows(task, 50, 0)
+    mine = task.train[task.train["user_idx"].isin(users) & (task.train["platform"] == "a")]
+    for u in np.unique(users)[:50]:
+        items = set(mine.loc[mine["user_idx"] == u, "item_idx"])
+        rows = np.flatnonzero(users == u)
+        assert 1 < len(rows) <= 5
+        targets = [set(y[r].indices) for r in rows]
+        for r, t in zip(rows, targets):
+            h = set(bags[r].indices)
+            assert h | t == items and not h & t and h and t
+        assert sum(map(len, targets)) == len(set().union(*targets))  # each item a target once at most
+
+
+def test_what_only_the_transformer_does_is_refused_naming_the_setting(world, tmp_path):
+    from multimodal_interest.training import train
+
+    task, features = world
+    own = type(features)(features.vectors, features.present, features.fingerprints)
+    own.add_item_space(task.target, torch.randn(task.n_items[task.target], 8), "f" * 16)
+    with pytest.raises(ValueError, match=r"score a platform's own item space, train the transformer "
+                                         r"\(--set kind=transformer\)"):
+        train(task, own, TrainConfig(), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
