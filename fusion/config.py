@@ -129,10 +129,12 @@ class FusionSettings(_Dict):
     pooling: str = "mean"
 
     def __post_init__(self) -> None:
-        if (self.dim is not None and (self.dim < 1 or self.dim % self.n_heads)) or self.n_layers < 0 \
-                or self.n_heads < 1:
-            raise ValueError(f"dim ({self.dim}) must be a positive multiple of n_heads "
-                             f"({self.n_heads}) and n_layers ({self.n_layers}) >= 0")
+        if self.n_layers < 0 or self.n_heads < 1 or (self.dim is not None and self.dim < 1):
+            raise ValueError(f"dim ({self.dim}) and n_heads ({self.n_heads}) must be >= 1 and n_layers "
+                             f"({self.n_layers}) >= 0")
+        if self.kind == "transformer" and self.dim is not None and self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of n_heads ({self.n_heads}): each head "
+                             f"reads dim / n_heads of the transformer's width")
         if self.max_len < 1 or self.n_experts < 1:
             raise ValueError("max_len and n_experts must be >= 1")
         if not (0 <= self.dropout < 1 and 0 <= self.modality_dropout < 1):

@@ -69,9 +69,8 @@ class LinearFusion(nn.Module):
         return [(name, mask & (platform == i)) for i, name in enumerate(names)]
 
     def pooled(self, items: torch.Tensor, mask: torch.Tensor,
-               platform: str | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(u_raw [B, D], kept [B] int64)``: the unnormalised interest and the number of
-        kept items of each history."""
+               platform: str | torch.Tensor) -> torch.Tensor:
+        """``u_raw [B, D]``: the unnormalised interest (before ``normalize``)."""
         if mask.shape != items.shape or mask.dtype != torch.bool:
             raise ValueError(f"mask must be bool of shape {tuple(items.shape)}, got {mask.dtype} "
                              f"{tuple(mask.shape)}")
@@ -102,7 +101,7 @@ class LinearFusion(nn.Module):
         u = rooted / kept.clamp(min=1).sqrt()[:, None] + self.const
         for s, c in dense.values():
             u = u + s / c.clamp(min=1)[:, None]
-        return u, kept
+        return u
 
     @property
     def history_platforms(self) -> list[str]:
@@ -116,8 +115,7 @@ class LinearFusion(nn.Module):
 
     def forward(self, items: torch.Tensor, mask: torch.Tensor, platform: str | torch.Tensor) -> torch.Tensor:
         """Unit interest vectors ``[B, D]`` (see the module docstring)."""
-        u, _ = self.pooled(items, mask, platform)
-        return F.normalize(u, dim=-1)
+        return F.normalize(self.pooled(items, mask, platform), dim=-1)
 
     def save(self, folder: str | os.PathLike) -> None:
         write_json(Path(folder) / CONFIG_FILE, self.config.to_dict())

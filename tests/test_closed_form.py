@@ -24,14 +24,14 @@ def raw_scores(model: InterestModel, task, users: np.ndarray) -> torch.Tensor:
     """``u_raw . V``: the fit's own scores, before the interest vector is made unit length."""
     h = task.source_histories(users, model.fusion.config.max_len)
     with torch.no_grad():
-        u, _ = model.fusion.pooled(h.items, h.mask, task.source)
+        u = model.fusion.pooled(h.items, h.mask, task.source)
         return u @ model.spaces[task.target].learned.T
 
 
 def test_the_fit_learns_the_mapping_and_its_model_scores_as_saved(world, tmp_path):
     task, features = world
     result = fit_closed_form(task, features, TrainConfig())
-    # full rank (dim 128 >= 100 target items): the saved model is the best fit, to float precision
+    # full rank (dim None: min(1024, 100 target items, fit users)): the saved model is the best fit
     assert result.best.rank == 100 and result.trials[-1] is result.best
     searched = max(t.valid_ndcg10 for t in result.trials if t.rank is None)
     assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-3)
@@ -46,6 +46,12 @@ def test_the_fit_learns_the_mapping_and_its_model_scores_as_saved(world, tmp_pat
     features.attach(loaded, task.platforms)
     users = task.test_users
     assert torch.equal(ModelScorer(loaded, task)(users), ModelScorer(result.model, task)(users))
+
+
+def test_the_width_is_the_fits_rank_whatever_number_it_is():
+    task, features = synthetic_task(n_items=(120, 99))  # 99: no transformer head count divides it
+    model = fit_closed_form(task, features, TrainConfig(), lam=10.0).model
+    assert model.fusion.config.dim == 99 and model.spaces[task.target].learned.shape == (99, 99)
 
 
 def test_a_huge_lambda_gives_the_priors_ranking(world):

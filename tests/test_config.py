@@ -149,3 +149,11 @@ def test_a_checkpoint_recorded_with_flat_settings_resumes(world, tmp_path):
     check_resumable(ckpt, trained_with(task, features, dataclasses.replace(config, epochs=9)))
     with pytest.raises(ValueError, match=r"n_layers 2 \(now 1\)"):
         check_resumable(ckpt, trained_with(task, features, dataclasses.replace(config, n_layers=1)))
+
+
+def test_the_linear_width_is_any_positive_number_the_transformers_a_multiple_of_its_heads():
+    assert FusionSettings(dim=99).dim == 99  # the closed-form fit's rank, whatever it comes to
+    with pytest.raises(ValueError, match=r"dim \(99\) must be a multiple of n_heads \(4\)"):
+        FusionSettings(kind="transformer", dim=99)
+    with pytest.raises(ValueError, match=r"dim \(0\) and n_heads \(4\) must be >= 1"):
+        FusionSettings(dim=0)

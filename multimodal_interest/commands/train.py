@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
             add_platform(init, task, features)
     result = train(task, features, config, args.output, resume=not args.no_resume,
                    progress_bar=args.progress, init=init)
-    print(f"{task.label}: best validation NDCG@10 {result.best_valid_ndcg10:.4f} at epoch "
-          f"{result.best_epoch} of {result.epochs_run} ({result.seconds_to_best:.0f}s to best, "
-          f"{result.seconds:.0f}s in all); model in {Run(args.output).model_dir}")
+    chosen = result.history[-1].get("chosen") if result.history else None
+    if chosen is not None:  # the linear model's closed-form fit: what validation chose
+        weights = ", ".join(f"{k[2:]} {v:g}" for k, v in chosen.items() if k.startswith("w_"))
+        how = f"closed form: lam {chosen['lam']:.3g}, block weights {weights}, width {chosen['rank']}"
+    else:
+        how = f"at epoch {result.best_epoch} of {result.epochs_run} ({result.seconds_to_best:.0f}s to best)"
+    print(f"{task.label}: best validation NDCG@10 {result.best_valid_ndcg10:.4f}, {how}; "
+          f"{result.seconds:.0f}s in all; model in {Run(args.output).model_dir}")
     return 0
