@@ -24,29 +24,22 @@ blend() {  # the interest model + item kNN blend beside its parts (the full amaz
       --methods interest-model,item-knn,popularity,interest-model+item-knn \
       --store "$OUT/amazon/store" --output "$OUT/amazon-blend"
 }
-ablations() {  # the interest model beside the two best baselines: item ids, no within objective, more regularisation
+ablations() {  # the fusion transformer (the default before the linear model) beside the two best baselines
   amazon_store
-  local setting kv sets name
-  for setting in item_ids=true "item_ids=true id_min_users=10" "item_ids=true id_min_users=10 dropout=0.3" \
-                 within_weight=0 dropout=0.3 history_dropout=0.3; do
-    sets=() name=""
-    for kv in $setting; do sets+=(--set "$kv"); name+="${name:++}${kv%%=*}"; done
-    mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,item-knn,popularity \
-        --store "$OUT/amazon/store" "${sets[@]}" --output "$OUT/amazon-$name"
-  done
+  mmi evaluate amazon-art-office --source art --target office --both --methods interest-model,item-knn,popularity \
+      --store "$OUT/amazon/store" --set kind=transformer --output "$OUT/amazon-transformer"
 }
-lastfm() {  # one platform, the authors' labels: the model on tag text, audio, both (same budget each)
+lastfm() {  # one platform, the authors' labels: the model on tag text, audio, both
   mmi fetch lastfm-2k --from-dir "$DATA"
   mmi embed lastfm-2k --store "$OUT/lastfm/store" --modalities minilm_l6,vggish
-  local budget=(--set epochs=8 --set min_epoch_steps=20)
   mmi evaluate lastfm-2k --source lastfm --target lastfm --store "$OUT/lastfm/store" --modalities minilm_l6 \
-      --content-modality minilm_l6 "${budget[@]}" --output "$OUT/lastfm-text"
+      --content-modality minilm_l6 --output "$OUT/lastfm-text"
   for mods in vggish minilm_l6,vggish; do
     mmi evaluate lastfm-2k --source lastfm --target lastfm --store "$OUT/lastfm/store" --modalities "$mods" \
-        --methods interest-model,item-knn "${budget[@]}" --output "$OUT/lastfm-${mods/,/+}"
+        --methods interest-model,item-knn --output "$OUT/lastfm-${mods/,/+}"
   done
 }
-cdrib() {  # ids only: the model learns item id embeddings
+cdrib() {  # ids only: the model's blocks are the source item ids and the constant
   mmi fetch cdrib-game-video --from-dir "$DATA"
   mmi evaluate cdrib-game-video --source game --target video --both --sampled --split cold20_seed900 \
       --methods interest-model,popularity,item-knn,emcdr,ptupcdr,cmf --output "$OUT/cdrib-game-video"

@@ -136,7 +136,7 @@ def test_the_closed_form_equals_ridge_trained_by_gradient(world):
                                atol=2e-4 * float(primal.abs().max()))
 
 
-def test_a_within_platform_fit_makes_each_fold_of_a_users_items_the_targets_of_the_rest():
+def test_a_within_platform_fit_recalls_each_users_whole_set_from_all_but_one_fold():
     task, _ = synthetic_task(platforms=("a", "b"), source="a", target="a")
     users, bags, y = fit_rows(task, 50, 0)
     mine = task.train[task.train["user_idx"].isin(users) & (task.train["platform"] == "a")]
@@ -144,11 +144,12 @@ def test_a_within_platform_fit_makes_each_fold_of_a_users_items_the_targets_of_t
         items = set(mine.loc[mine["user_idx"] == u, "item_idx"])
         rows = np.flatnonzero(users == u)
         assert 1 < len(rows) <= 5
-        targets = [set(y[r].indices) for r in rows]
-        for r, t in zip(rows, targets):
+        left_out = []
+        for r in rows:
             h = set(bags[r].indices)
-            assert h | t == items and not h & t and h and t
-        assert sum(map(len, targets)) == len(set().union(*targets))  # each item a target once at most
+            assert set(y[r].indices) == items and h and h < items  # the targets: all, not just the left-out
+            left_out.append(items - h)
+        assert sum(map(len, left_out)) == len(set().union(*left_out))  # each item left out once at most
 
 
 def test_what_only_the_transformer_does_is_refused_naming_the_setting(world, tmp_path):

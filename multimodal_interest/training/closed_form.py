@@ -5,8 +5,8 @@ validation users.
 A fit user ``r`` brings a history (kept items only: :mod:`fusion.linear`) and target items
 ``y_r`` (0/1 ``[N_t]``). Fit users are the training users with items on both platforms
 (:meth:`~multimodal_interest.data.task.ColdStartTask.overlap_users`); for a within-platform
-task, each training user's items split at random, 80% history and 20% targets. Their
-features, in blocks::
+task, each training user gives 5 rows: their items less a random fifth as the history, all
+of their items as the targets (:func:`fit_rows`). Their features, in blocks::
 
     ids     h_r / sqrt(n_r)                   h_r [N_s] the history's bag of kept items
     tokens  h_r T / sqrt(n_r)                 T [N_s, V] tf-idf of the items' texts
@@ -57,7 +57,7 @@ RANK_LAMBDAS = (1.0, 3.0, 10.0)  # the saved rank-r model's lam: the best full-r
 WEIGHT_STEPS = (4.0, 0.25, 0.0)  # each block's weight tried at these multiples of its current one
 MIN_GAIN = 1e-4  # validation NDCG@10 a change must add to be taken
 MAX_FIT_USERS = 12_000  # more fit users (seeded sample): K is [n, n]
-WITHIN_FOLDS = 5  # within-platform tasks: each fit user's items in this many folds, each fold once the targets
+WITHIN_FOLDS = 5  # within-platform tasks: each fit user's items in this many folds, each left out of one row
 IDS, TOKENS, CONST = "ids", "tokens", "const"
 
 
@@ -178,8 +178,12 @@ def _targets(users: np.ndarray, frame, n_items: int) -> sp.csr_matrix:
 def fit_rows(task: ColdStartTask, max_len: int, seed: int) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
     """``(users [n], history bags [n, N_s], targets [n, N_t])`` of the fit rows (at most
     :data:`MAX_FIT_USERS`, a seeded sample of users), histories cut to their most recent
-    ``max_len``. Within a platform, a user gives :data:`WITHIN_FOLDS` rows: their items in
-    random folds, each fold the targets of the rest (a user's ``users`` entry repeats)."""
+    ``max_len``. Within a platform, a user gives :data:`WITHIN_FOLDS` rows (their ``users``
+    entry repeats): their items in random folds, each row's history all but one fold, its
+    targets all of their items. A target that is in the history is there to be recalled, not
+    to be scored 0 (a history's own items are excluded when ranking): labelled 0, each item
+    would teach "not this item" to its own users' rows, against their co-occurrence.
+    Reconstructing the whole set from a part is a denoising autoencoder's objective."""
     rng = np.random.default_rng(seed)
     users = task.overlap_users()
     folds = 1 if task.source != task.target else WITHIN_FOLDS
@@ -189,19 +193,17 @@ def fit_rows(task: ColdStartTask, max_len: int, seed: int) -> tuple[np.ndarray, 
         h = task.source_histories(users, max_len)
         frame = task.train[(task.train["platform"] == task.target) & task.train["user_idx"].isin(users)]
         return users, _bags(h.items, h.mask, task.n_items[task.source]), _targets(users, frame, task.n_items[task.target])
-    h = task.source_histories(users, None)  # within: split each user's items, then cut the history
+    h = task.source_histories(users, None)  # within: drop a fold of each user's items, then cut the history
     fold = torch.from_numpy(rng.integers(0, folds, tuple(h.items.shape)))
-    n, histories, targets = task.n_items[task.target], [], []
+    n = task.n_items[task.target]
+    histories, useful = [], []
     for f in range(folds):
-        target = (fold == f) & h.mask
-        history = h.mask & ~target
-        keep = history & (history.flip(1).cumsum(1).flip(1) <= max_len)  # the most recent max_len
-        histories.append(_bags(h.items, keep, n))
-        targets.append(_bags(h.items, target, n).sign())
-    nonempty = np.flatnonzero(np.asarray(sp.vstack(histories).sum(1)).ravel() *
-                              np.asarray(sp.vstack(targets).sum(1)).ravel() > 0)
-    return (np.tile(users, folds)[nonempty], sp.csr_matrix(sp.vstack(histories))[nonempty],
-            sp.csr_matrix(sp.vstack(targets))[nonempty])
+        history = h.mask & (fold != f)
+        histories.append(_bags(h.items, history & (history.flip(1).cumsum(1).flip(1) <= max_len), n))
+        useful.append((history.sum(1) > 0) & (history.sum(1) < h.mask.sum(1)))  # a history, something left out
+    keep = np.flatnonzero(torch.cat(useful).numpy())
+    targets = sp.vstack([_bags(h.items, h.mask, n).sign()] * folds)
+    return np.tile(users, folds)[keep], sp.csr_matrix(sp.vstack(histories))[keep], sp.csr_matrix(targets)[keep]
 
 
 def block_kernels(fit: Rows, other: Rows) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, float]]:
