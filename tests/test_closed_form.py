@@ -9,7 +9,7 @@ import torch
 from fusion import InterestModel
 from multimodal_interest.evaluate import evaluate
 from multimodal_interest.training import TrainConfig
-from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, _bags, fit_closed_form,
+from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, Trial, _bags, fit_closed_form,
                                                       fit_rows)
 from multimodal_interest.training.scoring import ModelScorer
 from tests.synthetic import synthetic_task
@@ -33,9 +33,9 @@ def test_the_fit_learns_the_mapping_and_its_model_scores_as_saved(world, tmp_pat
     result = fit_closed_form(task, features, TrainConfig())
     # full rank (dim None: min(1024, 100 target items, fit users)): the saved model is the best fit
     assert result.best.rank == 100 and result.trials[-1] is result.best
-    searched = max(t.valid_ndcg10 for t in result.trials if t.rank is None)
+    searched = [t for t in result.trials if t.rank is None and (t.lam, t.weights) == (result.best.lam, result.best.weights)]
     assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-3)
-    assert result.best.valid_ndcg10 == pytest.approx(searched, abs=1e-3)
+    assert result.best.valid_ndcg10 == pytest.approx(searched[0].valid_ndcg10, abs=1e-3)
     popular = np.bincount(task.train.loc[task.train["platform"] == task.target, "item_idx"],
                           minlength=task.n_items[task.target]).astype(np.float32)
     pop = evaluate(lambda us: torch.from_numpy(np.tile(popular, (len(us), 1))), task, task.valid_users, ks=(10,))
@@ -95,6 +95,15 @@ def test_validation_switches_off_a_modality_that_only_adds_noise(world):
     before = ModelScorer(result.model, task)(task.test_users)
     again.attach(result.model, task.platforms)
     assert torch.equal(ModelScorer(result.model, task)(task.test_users), before)
+
+
+def test_a_step_validation_cannot_tell_from_noise_is_not_taken():
+    rng = np.random.default_rng(0)
+    best = Trial(30.0, {IDS: 1.0}, rng.uniform(0, 1, 400))
+    noisy = Trial(30.0, {IDS: 4.0}, best.users + rng.normal(0.002, 0.1, 400))  # +0.002 mean, se 0.005
+    assert noisy.valid_ndcg10 > best.valid_ndcg10 and not noisy.beats(best)
+    assert Trial(30.0, {IDS: 0.0}, best.users + 0.002).beats(best)  # the same gain for every user
+    assert not Trial(30.0, {IDS: 0.0}, best.users + 5e-5).beats(best)  # below MIN_GAIN
 
 
 def test_the_closed_form_equals_ridge_trained_by_gradient(world):

@@ -16,9 +16,10 @@ of their items as the targets (:func:`fit_rows`). Their features, in blocks::
 Each block is scaled to mean squared norm 1 over the fit users (``s_b``) and weighted
 (``w_b``); the kernel is ``K = sum_b w_b s_b^2 Z_b Z_b^T`` and a user with features ``z``
 scores the target items ``k(z) (K + lam I)^-1 Y``. Validation NDCG@10 picks ``lam`` (grid
-:data:`LAMBDAS`, weights 1), then each block's weight (x4, x1/4 or 0: a block that only adds
+:data:`LAMBDAS`, weights 1), then each block's weight (0, x1/4 or x4: a block that only adds
 noise is switched off; the constant, whose coefficients are the prior an empty history
-gets, is kept), then ``lam`` once more (/3, x3).
+gets, is kept), then ``lam`` once more (/3, x3); a step is taken only when it beats the
+best so far by a standard error of the per-user difference (:meth:`Trial.beats`).
 
 The chosen fit becomes an :class:`~fusion.InterestModel` by reduced-rank regression: ``V``
 ``[N_t, r]`` the top right singular vectors of the fitted scores ``K (K + lam I)^-1 Y``,
@@ -54,8 +55,8 @@ log = logging.getLogger(__name__)
 
 LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # ridge strength, on a kernel of mean diagonal sum(w)
 RANK_LAMBDAS = (1.0, 3.0, 10.0)  # the saved rank-r model's lam: the best full-rank one times these
-WEIGHT_STEPS = (4.0, 0.25, 0.0)  # each block's weight tried at these multiples of its current one
-MIN_GAIN = 1e-4  # validation NDCG@10 a change must add to be taken
+WEIGHT_STEPS = (0.0, 0.25, 4.0)  # each block's weight tried at these multiples of its current one (off first)
+MIN_GAIN = 1e-4  # validation NDCG@10 a change must add to be taken (and a standard error: Trial.beats)
 MAX_FIT_USERS = 12_000  # more fit users (seeded sample): K is [n, n]
 WITHIN_FOLDS = 5  # within-platform tasks: each fit user's items in this many folds, each left out of one row
 IDS, TOKENS, CONST = "ids", "tokens", "const"
@@ -67,8 +68,19 @@ class Trial:
 
     lam: float
     weights: dict[str, float]
-    valid_ndcg10: float
+    users: np.ndarray  # [V] each validation user's NDCG@10
     rank: int | None = None  # of the reduced-rank model scored; None: the full kernel ridge
+
+    @property
+    def valid_ndcg10(self) -> float:
+        return float(self.users.mean())
+
+    def beats(self, other: Trial) -> bool:
+        """Better than ``other`` by more than :data:`MIN_GAIN` and one standard error of the
+        paired per-user difference: a change that validation cannot tell from noise is not
+        taken (with ~400 validation users, greedy steps otherwise fit their noise)."""
+        d = self.users - other.users
+        return float(d.mean()) > max(MIN_GAIN, float(d.std(ddof=1)) / np.sqrt(len(d)))
 
     def row(self) -> dict:
         return {"lam": self.lam, **{f"w_{b}": w for b, w in self.weights.items()}, "rank": self.rank,
@@ -239,7 +251,7 @@ class Validator:
         self.task, self.kff, self.kvf, self.y, self.users = task, kff, kvf, y, valid_users
         self.yt = sp.csr_matrix(y.T.astype(np.float32))
 
-    def __call__(self, lam: float, weights: dict[str, float]) -> float:
+    def __call__(self, lam: float, weights: dict[str, float]) -> np.ndarray:
         k = _combine(self.kff, weights)
         kv = _combine(self.kvf, weights)
         k[np.diag_indices_from(k)] += lam
@@ -247,18 +259,17 @@ class Validator:
         x = torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(kv.T)), chol).numpy()  # [n, V]
         return self.ndcg(np.ascontiguousarray((self.yt @ x).T))  # [V, N_t]
 
-    def factorized(self, alpha: np.ndarray, v: np.ndarray, weights: dict[str, float]) -> float:
+    def factorized(self, alpha: np.ndarray, v: np.ndarray, weights: dict[str, float]) -> np.ndarray:
         """Validation NDCG@10 of the reduced-rank fit ``(alpha, V)`` (:func:`factorize`): the
         model that is saved."""
         return self.ndcg((_combine(self.kvf, weights) @ alpha) @ v.T)
 
-    def ndcg(self, scores: np.ndarray) -> float:
-        """Mean NDCG@10 of the validation users' ``scores [V, N_t]`` (rows in their order)."""
+    def ndcg(self, scores: np.ndarray) -> np.ndarray:
+        """``[V]`` NDCG@10 of each validation user from ``scores [V, N_t]`` (rows in their order)."""
         from multimodal_interest.evaluate import evaluate
 
         scores, row = torch.from_numpy(scores), {int(u): i for i, u in enumerate(self.users)}
-        result = evaluate(lambda us: scores[[row[int(u)] for u in us]], self.task, self.users, ks=(10,))
-        return float(result.values["ndcg@10"].mean())
+        return evaluate(lambda us: scores[[row[int(u)] for u in us]], self.task, self.users, ks=(10,)).values["ndcg@10"]
 
 
 def _combine(blocks: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
@@ -271,8 +282,9 @@ def _combine(blocks: dict[str, np.ndarray], weights: dict[str, float]) -> np.nda
     return np.array(out, dtype=np.float32)
 
 
-def search(validate, blocks: list[str]) -> list[Trial]:
-    """The settings tried, in order (see the module docstring); the best is the max."""
+def search(validate, blocks: list[str]) -> tuple[Trial, list[Trial]]:
+    """``(best, every trial in order)``: the settings tried (see the module docstring), each
+    step taken only when it :meth:`~Trial.beats` the best so far."""
     trials: list[Trial] = []
 
     def trial(lam: float, weights: dict[str, float]) -> Trial:
@@ -292,13 +304,13 @@ def search(validate, blocks: list[str]) -> list[Trial]:
             if b == CONST and step == 0:
                 continue  # the intercept stays: it is the prior an empty history gets
             t = trial(best.lam, w)
-            if t.valid_ndcg10 > best.valid_ndcg10 + MIN_GAIN:
+            if t.beats(best):
                 best = t
     for lam in (best.lam / 3, best.lam * 3):
         t = trial(lam, best.weights)
-        if t.valid_ndcg10 > best.valid_ndcg10 + MIN_GAIN:
+        if t.beats(best):
             best = t
-    return trials
+    return best, trials
 
 
 def factorize(kff: dict, y: sp.csr_matrix, lam: float, weights: dict[str, float],
@@ -384,22 +396,22 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     rank = min(config.model.dim or DEFAULT_DIMS["linear"], y.shape[1], len(users))
     if lam is not None or weights is not None:
         w = {b: 1.0 for b in kff} if weights is None else {b: float(weights.get(b, 0.0)) for b in kff}
-        best = Trial(LAMBDAS[3] if lam is None else lam, w, float("nan"), rank)
+        best = Trial(LAMBDAS[3] if lam is None else lam, w, np.full(1, np.nan), rank)
         trials = [best]
         alpha, v = factorize(kff, y, best.lam, best.weights, rank)
     else:
-        trials = search(validate, list(kff))
-        best = max(trials, key=lambda t: t.valid_ndcg10)
+        searched, trials = search(validate, list(kff))
         # the saved model keeps the fit's top `rank` directions; a larger lam smooths the fit,
         # which a low rank may keep better: lam is chosen again for the model that is saved
-        fits = []
+        chosen = None
         for factor in RANK_LAMBDAS if rank < min(y.shape[1], len(users)) else (1.0,):
-            alpha, v = factorize(kff, y, best.lam * factor, best.weights, rank)
-            t = Trial(best.lam * factor, best.weights, validate.factorized(alpha, v, best.weights), rank)
+            alpha, v = factorize(kff, y, searched.lam * factor, searched.weights, rank)
+            t = Trial(searched.lam * factor, searched.weights, validate.factorized(alpha, v, searched.weights), rank)
             log.info("closed form: lam %g at rank %d: validation NDCG@10 %.4f", t.lam, rank, t.valid_ndcg10)
             trials.append(t)
-            fits.append((t.valid_ndcg10, -len(fits), t, alpha, v))
-        _, _, best, alpha, v = max(fits, key=lambda f: f[:2])
+            if chosen is None or t.beats(chosen[0]):
+                chosen = (t, alpha, v)
+        best, alpha, v = chosen
     model = build_linear_model(task, features, config, feat, fit, scale, best.weights, alpha, v)
     score = valid_ndcg10(model, task, task.valid_users, config.eval_batch_size)
     return FitResult(model, trials, best, score, time.perf_counter() - t0)
