@@ -100,7 +100,7 @@ def test_validation_switches_off_a_modality_that_only_adds_noise(world):
 def test_a_step_validation_cannot_tell_from_noise_is_not_taken():
     rng = np.random.default_rng(0)
     best = Trial(30.0, {IDS: 1.0}, rng.uniform(0, 1, 400))
-    noisy = Trial(30.0, {IDS: 4.0}, best.users + rng.normal(0.002, 0.1, 400))  # +0.002 mean, se 0.005
+    noisy = Trial(30.0, {IDS: 4.0}, best.users + rng.normal(0.001, 0.1, 400))  # +0.001 mean, se 0.005
     assert noisy.valid_ndcg10 > best.valid_ndcg10 and not noisy.beats(best)
     assert Trial(30.0, {IDS: 0.0}, best.users + 0.002).beats(best)  # the same gain for every user
     assert not Trial(30.0, {IDS: 0.0}, best.users + 5e-5).beats(best)  # below MIN_GAIN

@@ -19,7 +19,7 @@ scores the target items ``k(z) (K + lam I)^-1 Y``. Validation NDCG@10 picks ``la
 :data:`LAMBDAS`, weights 1), then each block's weight (0, x1/4 or x4: a block that only adds
 noise is switched off; the constant, whose coefficients are the prior an empty history
 gets, is kept), then ``lam`` once more (/3, x3); a step is taken only when it beats the
-best so far by a standard error of the per-user difference (:meth:`Trial.beats`).
+best so far by half a standard error of the per-user difference (:meth:`Trial.beats`).
 
 The chosen fit becomes an :class:`~fusion.InterestModel` by reduced-rank regression: ``V``
 ``[N_t, r]`` the top right singular vectors of the fitted scores ``K (K + lam I)^-1 Y``,
@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 LAMBDAS = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)  # ridge strength, on a kernel of mean diagonal sum(w)
 RANK_LAMBDAS = (1.0, 3.0, 10.0)  # the saved rank-r model's lam: the best full-rank one times these
 WEIGHT_STEPS = (0.0, 0.25, 4.0)  # each block's weight tried at these multiples of its current one (off first)
-MIN_GAIN = 1e-4  # validation NDCG@10 a change must add to be taken (and a standard error: Trial.beats)
+MIN_GAIN = 1e-4  # validation NDCG@10 a change must add to be taken (and STEP_SE standard errors)
+STEP_SE = 0.5  # Trial.beats: the standard errors of the per-user difference a step must gain (1 lost real gains)
 MAX_FIT_USERS = 12_000  # more fit users (seeded sample): K is [n, n]
 WITHIN_FOLDS = 5  # within-platform tasks: each fit user's items in this many folds, each left out of one row
 IDS, TOKENS, CONST = "ids", "tokens", "const"
@@ -76,11 +77,11 @@ class Trial:
         return float(self.users.mean())
 
     def beats(self, other: Trial) -> bool:
-        """Better than ``other`` by more than :data:`MIN_GAIN` and one standard error of the
-        paired per-user difference: a change that validation cannot tell from noise is not
-        taken (with ~400 validation users, greedy steps otherwise fit their noise)."""
+        """Better than ``other`` by more than :data:`MIN_GAIN` and :data:`STEP_SE` standard
+        errors of the paired per-user difference: a change that validation cannot tell from
+        noise is not taken (with ~400 validation users, greedy steps otherwise fit their noise)."""
         d = self.users - other.users
-        return float(d.mean()) > max(MIN_GAIN, float(d.std(ddof=1)) / np.sqrt(len(d)))
+        return float(d.mean()) > max(MIN_GAIN, STEP_SE * float(d.std(ddof=1)) / np.sqrt(len(d)))
 
     def row(self) -> dict:
         return {"lam": self.lam, **{f"w_{b}": w for b, w in self.weights.items()}, "rank": self.rank,
