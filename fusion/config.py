@@ -109,7 +109,8 @@ class FusionSettings(_Dict):
     fitted in closed form by :mod:`multimodal_interest.training.closed_form`; it reads
     ``dim``, ``max_len`` and the data's fields, no transformer setting) or ``"transformer"``
     (:class:`~fusion.transformer.FusionTransformer`, trained by gradient). The linear model
-    is the default: it wins on the datasets of BENCHMARKS.md, where the transformer does not.
+    is the default: it leads or ties the best baseline on each dataset of BENCHMARKS.md, where
+    the transformer lost.
     A config saved before ``kind`` existed is a transformer's (its manifest says so).
 
     ``dim`` is the interest vector's width; None (the default) means :data:`DEFAULT_DIMS` of
