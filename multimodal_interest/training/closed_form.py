@@ -118,9 +118,9 @@ class Featurizer:
         texts = features.texts.get(p)
         self.tokens = _tfidf([features.texts[q] for q in task.platforms if q in features.texts],
                              texts) if texts is not None else None
-        self.id_present = np.asarray(fit_bags.sum(0)).ravel() > 0  # seen in a fit history
+        seen = np.asarray(fit_bags.sum(0)).ravel() > 0  # in a fit history: the id part is fitted
         tokened = np.diff(self.tokens.indptr) > 0 if self.tokens is not None else np.zeros(n, bool)
-        self.table_present = self.id_present | tokened  # items with a table row (ids or tokens)
+        self.table_present = seen | tokened  # items with a table row (ids or tokens)
         self.kept = self.table_present.copy()  # items a history keeps: a table row or a modality
         for has in self.has.values():
             self.kept |= has
