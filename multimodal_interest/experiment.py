@@ -77,8 +77,8 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
 
     Each method's results are saved in ``output_dir`` as soon as it finishes
     (:class:`MethodState`); run again on the same folder, a method saved with the same
-    fingerprint (task data and split, method, settings, item features) is read back, not
-    computed again.
+    fingerprint (task data and split, method, settings, item features, and the source code
+    that fits and scores it: :func:`code_digest`) is read back, not computed again.
     """
     if not 1 <= tuning_budget <= MAX_GRID:
         raise ValueError(f"--tuning-budget must be 1..{MAX_GRID} (the largest grid), got {tuning_budget}")
@@ -86,11 +86,11 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
     if BLEND in methods and not set(PARTS) <= set(methods):
         raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}: run them too (--methods)")
     order = sorted(methods, key=lambda n: n == BLEND)  # the blend after its parts
-    common = {"task": task_fingerprint(task), "sampled": sampled}
-    baseline = {"tuning_budget": tuning_budget, "texts": _digest(texts),
+    common = {"task": task_fingerprint(task), "sampled": sampled, "code": code_digest("evaluate.py", "metrics.py")}
+    baseline = {"tuning_budget": tuning_budget, "texts": _digest(texts), "code": code_digest("baselines"),
                 "content": [content_modality, features.fingerprints.get(content_modality)]}
     learned = {"config": (train_config or TrainConfig()).flat(), "run": str(run_dir),
-               "features": features.fingerprints}
+               "features": features.fingerprints, "code": code_digest("training", "../fusion")}
     prints = {name: _digest({**common, "method": name, **(learned if name == MODEL else baseline)})
               for name in order if name != BLEND}
     prints[BLEND] = _digest([prints.get(p) for p in PARTS])
@@ -150,6 +150,15 @@ def task_fingerprint(task: ColdStartTask) -> str:
     return h.hexdigest()
 
 
+def code_digest(*parts: str) -> str:
+    """sha256 of the Python sources at ``parts`` (files or folders, relative to this
+    package): a saved result computed by other code is not read back as this code's."""
+    root = Path(__file__).parent
+    paths = [(root / part).resolve() for part in parts]
+    files = sorted(f for p in paths for f in ([p] if p.suffix == ".py" else p.rglob("*.py")))
+    return _digest({f.relative_to(root.parent).as_posix(): sha256_file(f) for f in files})
+
+
 def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -192,7 +201,7 @@ class MethodState:
             logger.warning("%s: unreadable; %s is computed again", done, name)
             return None
         if doc.get("fingerprint") != fingerprint:
-            logger.info("%s: saved with other data or settings; computed again", name)
+            logger.info("%s: saved with other data, settings or code; computed again", name)
             return None
         if not users.is_file() or sha256_file(users) != doc.get("users_sha256"):
             logger.warning("%s: %s is missing or damaged; %s is computed again", done, users.name, name)

@@ -9,8 +9,8 @@ import torch
 from fusion import InterestModel
 from multimodal_interest.evaluate import evaluate
 from multimodal_interest.training import TrainConfig
-from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, Trial, _bags, fit_closed_form,
-                                                      fit_rows)
+from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, Trial, Validator, _bags, _combine,
+                                                      block_kernels, fit_closed_form, fit_rows)
 from multimodal_interest.training.scoring import ModelScorer
 from tests.synthetic import synthetic_task
 
@@ -171,3 +171,29 @@ def test_what_only_the_transformer_does_is_refused_naming_the_setting(world, tmp
                                          r"\(--set kind=transformer\)"):
         train(task, own, TrainConfig(), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("within", [False, True])
+def test_a_fit_user_left_out_is_scored_as_by_a_fit_without_their_rows(within):
+    """The search's leave-user-out scores (all of a user's rows at once: 5 within a platform)
+    equal the scores of a kernel ridge refitted without those rows."""
+    task, features = synthetic_task(n_users=150, platforms=("a", "b"), source="a", target="a" if within else "b")
+    users, bags, y = fit_rows(task, 50, 0)
+    feat = Featurizer(task, features, bags)
+    h = task.source_histories(task.valid_users, 50)
+    kff, kvf, _ = block_kernels(feat.rows(users, bags), feat.rows(task.valid_users, _bags(h.items, h.mask, task.n_items["a"])))
+    validator = Validator(task, kff, kvf, y, task.valid_users, users, bags)
+    lam, weights = 3.0, {b: 1.0 for b in kff}
+    k = _combine(kff, weights).astype(np.float64) + lam * np.eye(len(users))
+    groups = validator.groups[:12]
+    assert (groups >= 0).sum(1).max() == (5 if within else 1)
+    got = validator.left_out_scores(torch.from_numpy(np.linalg.inv(k)), groups).numpy()
+    dense = y.toarray()
+    for g, rows in zip(got, groups):
+        rows = rows[rows >= 0]
+        assert len(set(users[rows])) == 1
+        rest = np.setdiff1d(np.arange(len(users)), rows)
+        refit = k[np.ix_(rows, rest)] @ np.linalg.solve(k[np.ix_(rest, rest)], dense[rest])
+        np.testing.assert_allclose(g[:len(rows)], refit, atol=1e-8)
+    left_out = validator.left_out(torch.from_numpy(np.linalg.inv(k)))
+    assert left_out.shape == (len(validator.groups),) and np.isfinite(left_out).all()

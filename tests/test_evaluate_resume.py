@@ -85,3 +85,23 @@ def test_other_settings_compute_again(dataset: Path, tmp_path: Path, caplog) -> 
     assert main([*args, "--tuning-budget", "2"]) == 0
     assert "item-knn: done in an earlier run" in caplog.text
     assert main([*args, "--tuning-budget", "9"]) == 2  # over the largest grid: refused
+
+
+def test_a_result_of_other_code_computes_again(dataset: Path, tmp_path: Path, caplog, monkeypatch) -> None:
+    """A saved row is keyed by the sources that fit it: after the baselines' code changes,
+    item kNN is fitted again (a stale row read back would describe code that is gone)."""
+    from multimodal_interest import experiment
+
+    args = ["evaluate", str(dataset), "--source", "art", "--target", "office", "--split", "given",
+            "--methods", "item-knn", "--output", str(tmp_path / "results"), "--tuning-budget", "1"]
+    assert experiment.code_digest("baselines") != experiment.code_digest("training")
+    assert main(args) == 0
+    real = experiment.code_digest
+    monkeypatch.setattr(experiment, "code_digest", lambda *parts: real(*parts) + ("x" if "baselines" in parts else ""))
+    caplog.set_level("INFO")
+    assert main(args) == 0
+    assert "item-knn: saved with other data, settings or code; computed again" in caplog.text
+    assert "item-knn: fitting" in caplog.text and "done in an earlier run" not in caplog.text
+    caplog.clear()
+    assert main(args) == 0  # the same code again: read back
+    assert "item-knn: done in an earlier run" in caplog.text

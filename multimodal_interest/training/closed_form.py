@@ -15,11 +15,14 @@ of their items as the targets (:func:`fit_rows`). Their features, in blocks::
 
 Each block is scaled to mean squared norm 1 over the fit users (``s_b``) and weighted
 (``w_b``); the kernel is ``K = sum_b w_b s_b^2 Z_b Z_b^T`` and a user with features ``z``
-scores the target items ``k(z) (K + lam I)^-1 Y``. Validation NDCG@10 picks ``lam`` (grid
-:data:`LAMBDAS`, weights 1), then each block's weight (0, x1/4 or x4: a block that only adds
-noise is switched off; the constant, whose coefficients are the prior an empty history
-gets, is kept), then ``lam`` once more (/3, x3); a step is taken only when it beats the
-best so far by half a standard error of the per-user difference (:meth:`Trial.beats`).
+scores the target items ``k(z) (K + lam I)^-1 Y``. Each setting is scored by NDCG@10 on the
+run's validation users and, from the same factorization, on every fit user left out of the
+fit (all of a user's rows at once: the leave-group-out identity of ridge, :class:`Validator`),
+so the search sees thousands of held-out users, not a few hundred. That score picks ``lam``
+(grid :data:`LAMBDAS`, weights 1), then each block's weight (0, x1/4 or x4: a block that only
+adds noise is switched off; the constant, whose coefficients are the prior an empty history
+gets, is kept), then ``lam`` once more (/3, x3); a step is taken only when it beats the best
+so far by half a standard error of the per-user difference (:meth:`Trial.beats`).
 
 The chosen fit becomes an :class:`~fusion.InterestModel` by reduced-rank regression: ``V``
 ``[N_t, r]`` the top right singular vectors of the fitted scores ``K (K + lam I)^-1 Y``,
@@ -65,27 +68,37 @@ IDS, TOKENS, CONST = "ids", "tokens", "const"
 
 @dataclass
 class Trial:
-    """One setting tried on validation."""
+    """One setting tried: NDCG@10 of each validation user and, for the search's settings, of
+    each fit user left out of the fit."""
 
     lam: float
     weights: dict[str, float]
     users: np.ndarray  # [V] each validation user's NDCG@10
     rank: int | None = None  # of the reduced-rank model scored; None: the full kernel ridge
+    left_out: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [U] each fit user's, left out
 
     @property
     def valid_ndcg10(self) -> float:
         return float(self.users.mean())
 
+    @property
+    def held_out(self) -> np.ndarray:
+        """``[V + U]`` every held-out user's NDCG@10: what the search compares."""
+        return np.concatenate([self.users, self.left_out])
+
     def beats(self, other: Trial) -> bool:
         """Better than ``other`` by more than :data:`MIN_GAIN` and :data:`STEP_SE` standard
-        errors of the paired per-user difference: a change that validation cannot tell from
-        noise is not taken (with ~400 validation users, greedy steps otherwise fit their noise)."""
-        d = self.users - other.users
+        errors of the paired per-user difference: a change that held-out users cannot tell from
+        noise is not taken (greedy steps otherwise fit their noise)."""
+        d = self.held_out - other.held_out
         return float(d.mean()) > max(MIN_GAIN, STEP_SE * float(d.std(ddof=1)) / np.sqrt(len(d)))
 
     def row(self) -> dict:
-        return {"lam": self.lam, **{f"w_{b}": w for b, w in self.weights.items()}, "rank": self.rank,
-                "valid_ndcg10": round(self.valid_ndcg10, 6)}
+        row = {"lam": self.lam, **{f"w_{b}": w for b, w in self.weights.items()}, "rank": self.rank,
+               "valid_ndcg10": round(self.valid_ndcg10, 6)}
+        if len(self.left_out):
+            row["left_out_ndcg10"] = round(float(self.left_out.mean()), 6)
+        return row
 
 
 @dataclass
@@ -246,19 +259,66 @@ def _gram(a: sp.csr_matrix, b: sp.csr_matrix, chunk: int = 2048) -> np.ndarray:
 
 
 class Validator:
-    """Validation NDCG@10 of kernel ridge at ``(lam, weights)``: one Cholesky of ``[n, n]``."""
+    """Scores ``(lam, weights)`` from one inverse ``G = (K + lam I)^-1`` ``[n, n]``: NDCG@10 of
+    the validation users, and of each fit user with all of their rows left out of the fit. For
+    ridge, the scores of rows ``I`` fitted without them are ``Y_I - (G_II)^-1 (G Y)_I``, so
+    leaving each user out costs one ``[s, s]`` solve, not a refit. Within a platform a fit
+    row's items to recall are those its history left out (its history's items are not
+    ranked, as for a validation user); across platforms, all of its target items."""
 
-    def __init__(self, task: ColdStartTask, kff: dict, kvf: dict, y: sp.csr_matrix, valid_users: np.ndarray):
+    def __init__(self, task: ColdStartTask, kff: dict, kvf: dict, y: sp.csr_matrix, valid_users: np.ndarray,
+                 fit_users: np.ndarray, fit_bags: sp.csr_matrix):
         self.task, self.kff, self.kvf, self.y, self.users = task, kff, kvf, y, valid_users
         self.yt = sp.csr_matrix(y.T.astype(np.float32))
+        within = task.source == task.target
+        self.seen = sp.csr_matrix(fit_bags.sign()) if within else None
+        held = sp.csr_matrix(y - y.multiply(self.seen) if within else y)
+        held.eliminate_zeros()
+        self.held = held
+        has = np.diff(held.indptr) > 0
+        _, group, counts = np.unique(fit_users, return_inverse=True, return_counts=True)
+        order = np.argsort(group, kind="stable")
+        idx = np.full((len(counts), counts.max()), -1)  # [U, s] each fit user's rows, -1 padded
+        idx[group[order], np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)] = order
+        scored = np.zeros(len(counts), bool)  # users with something to recall in some row
+        np.logical_or.at(scored, group, has)
+        self.groups = idx[scored]
 
-    def __call__(self, lam: float, weights: dict[str, float]) -> np.ndarray:
+    def __call__(self, lam: float, weights: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """``(validation users' NDCG@10 [V], fit users' left-out NDCG@10 [U])``."""
         k = _combine(self.kff, weights)
-        kv = _combine(self.kvf, weights)
         k[np.diag_indices_from(k)] += lam
-        chol = torch.linalg.cholesky(torch.from_numpy(k))
-        x = torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(kv.T)), chol).numpy()  # [n, V]
-        return self.ndcg(np.ascontiguousarray((self.yt @ x).T))  # [V, N_t]
+        g = torch.cholesky_inverse(torch.linalg.cholesky(torch.from_numpy(k)))
+        x = (g @ torch.from_numpy(np.ascontiguousarray(_combine(self.kvf, weights).T))).numpy()  # [n, V]
+        return self.ndcg(np.ascontiguousarray((self.yt @ x).T)), self.left_out(g)  # [V, N_t] scores
+
+    def left_out(self, g: torch.Tensor) -> np.ndarray:
+        """``[U]`` each fit user's NDCG@10 (mean over their rows with items to recall) from
+        ``G`` ``[n, n]``, with the user's rows left out of the fit."""
+        n_t, s = self.y.shape[1], self.groups.shape[1]
+        chunk = max(1, (1 << 23) // (s * n_t))
+        out = []
+        for lo in range(0, len(self.groups), chunk):
+            idx = self.groups[lo:lo + chunk]
+            rows = np.maximum(idx, 0).reshape(-1)
+            seen = self.seen[rows] if self.seen is not None else None
+            ndcg = _ndcg10(self.left_out_scores(g, idx).reshape(len(rows), n_t), self.held[rows], seen)
+            ndcg = ndcg.reshape(idx.shape)
+            ndcg[idx < 0] = np.nan
+            out.append(np.nanmean(ndcg, 1))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def left_out_scores(self, g: torch.Tensor, groups: np.ndarray) -> torch.Tensor:
+        """``[c, s, N_t]`` the scores of each group's rows (``groups`` ``[c, s]`` row indices,
+        -1 padded; padded rows' scores are meaningless) by the fit without that group's rows."""
+        idx = torch.from_numpy(groups)
+        (c, s), real, safe = idx.shape, idx >= 0, idx.clamp(min=0)
+        block = torch.where(real[:, :, None] & real[:, None, :], g[safe[:, :, None], safe[:, None, :]],
+                            torch.eye(s, dtype=g.dtype))  # [c, s, s]: padded rows are decoupled
+        rows = safe.reshape(-1).numpy()
+        gy = torch.from_numpy(np.ascontiguousarray((self.yt @ g[rows].numpy().T).T)).reshape(c, s, -1)
+        y = torch.from_numpy(self.y[rows].toarray()).to(g.dtype).reshape(c, s, -1)
+        return y - torch.linalg.solve(block, gy.to(g.dtype))
 
     def factorized(self, alpha: np.ndarray, v: np.ndarray, weights: dict[str, float]) -> np.ndarray:
         """Validation NDCG@10 of the reduced-rank fit ``(alpha, V)`` (:func:`factorize`): the
@@ -271,6 +331,21 @@ class Validator:
 
         scores, row = torch.from_numpy(scores), {int(u): i for i, u in enumerate(self.users)}
         return evaluate(lambda us: scores[[row[int(u)] for u in us]], self.task, self.users, ks=(10,)).values["ndcg@10"]
+
+
+def _ndcg10(scores: torch.Tensor, truth: sp.csr_matrix, seen: sp.csr_matrix | None) -> np.ndarray:
+    """``[R]`` NDCG@10 of each row of ``scores`` ``[R, N]`` against the items of ``truth``
+    ``[R, N]``, the items of ``seen`` not ranked; NaN for a row with no truth."""
+    if seen is not None and seen.nnz:
+        coo = seen.tocoo()
+        scores[torch.from_numpy(coo.row), torch.from_numpy(coo.col)] = -torch.inf
+    k = min(10, scores.shape[1])
+    top = torch.topk(scores, k, dim=1).indices
+    relevant = torch.from_numpy(truth.toarray() > 0)
+    discounts = 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64))
+    ideal = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(discounts, 0)])
+    dcg = relevant.gather(1, top).double() @ discounts
+    return (dcg / ideal[relevant.sum(1).clamp(max=k)]).numpy()  # 0 / 0: NaN
 
 
 def _combine(blocks: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
@@ -292,13 +367,15 @@ def search(validate, blocks: list[str]) -> tuple[Trial, list[Trial]]:
         for t in trials:
             if t.lam == lam and t.weights == weights:
                 return t
-        t = Trial(lam, dict(weights), validate(lam, weights))
+        valid, left_out = validate(lam, weights)
+        t = Trial(lam, dict(weights), valid, left_out=left_out)
         trials.append(t)
-        log.info("closed form: lam %g, weights %s: validation NDCG@10 %.4f", lam, weights, t.valid_ndcg10)
+        log.info("closed form: lam %g, weights %s: NDCG@10 validation %.4f, fit users left out %.4f",
+                 lam, weights, t.valid_ndcg10, float(left_out.mean()) if len(left_out) else float("nan"))
         return t
 
     ones = {b: 1.0 for b in blocks}
-    best = max((trial(lam, ones) for lam in LAMBDAS), key=lambda t: t.valid_ndcg10)
+    best = max((trial(lam, ones) for lam in LAMBDAS), key=lambda t: float(t.held_out.mean()))
     for b in blocks:
         for step in WEIGHT_STEPS:
             w = dict(best.weights, **{b: best.weights[b] * step})
@@ -393,7 +470,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     kff, kvf, scale = block_kernels(fit, valid)
     log.info("closed form: %d fit users, %d validation users, blocks %s", len(users), len(task.valid_users),
              {b: fit.blocks[b].shape[1] for b in kff})
-    validate = Validator(task, kff, kvf, y, task.valid_users)
+    validate = Validator(task, kff, kvf, y, task.valid_users, users, bags)
     rank = min(config.model.dim or DEFAULT_DIMS["linear"], y.shape[1], len(users))
     if lam is not None or weights is not None:
         w = {b: 1.0 for b in kff} if weights is None else {b: float(weights.get(b, 0.0)) for b in kff}
@@ -407,7 +484,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
         chosen = None
         for factor in RANK_LAMBDAS if rank < min(y.shape[1], len(users)) else (1.0,):
             alpha, v = factorize(kff, y, searched.lam * factor, searched.weights, rank)
-            t = Trial(searched.lam * factor, searched.weights, validate.factorized(alpha, v, searched.weights), rank)
+            t = Trial(searched.lam * factor, searched.weights, validate.factorized(alpha, v, searched.weights), rank=rank)
             log.info("closed form: lam %g at rank %d: validation NDCG@10 %.4f", t.lam, rank, t.valid_ndcg10)
             trials.append(t)
             if chosen is None or t.beats(chosen[0]):
