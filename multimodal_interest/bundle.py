@@ -228,8 +228,6 @@ class Bundle:
     @classmethod
     def load(cls, folder: str | Path) -> Bundle:
         """Load a bundle written by :meth:`save`; everything it holds is checked."""
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         manifest = _read_bundle_manifest(folder)
         _verify_files(folder, manifest)
@@ -430,10 +428,20 @@ def _user_map(model: InterestModel, dataset: CrossPlatformDataset, source: str, 
     return UserMap.fit(vectors, source)
 
 
-def _read_map(folder: Path, manifest: dict, model: InterestModel) -> UserMap | None:
-    """The bundle's user map (None: it has none), checked finite and of the model's width."""
+def _read_tensors(path: str) -> dict[str, torch.Tensor]:
+    """The finite tensors of the safetensors file at ``path``, each copied into memory of its
+    own: ``load_file`` returns views at the file's byte offsets, and BLAS rounds a product of
+    misaligned memory differently, so a loaded bundle would not score bit-identically to the
+    one that was saved."""
     from safetensors.torch import load_file
 
+    tensors = {k: v.clone() for k, v in load_file(path).items()}
+    check_finite(tensors, path)
+    return tensors
+
+
+def _read_map(folder: Path, manifest: dict, model: InterestModel) -> UserMap | None:
+    """The bundle's user map (None: it has none), checked finite and of the model's width."""
     spec = manifest.get("map")
     if spec is None:
         return None
@@ -441,18 +449,12 @@ def _read_map(folder: Path, manifest: dict, model: InterestModel) -> UserMap | N
     if not isinstance(spec, dict) or not isinstance(spec.get("path"), str) or not isinstance(spec.get("source"), str):
         raise ValueError(f"{where}: expected {{\"path\": ..., \"source\": ..., \"users\": ...}}; {REEXPORT}")
     path = _inside(folder, spec["path"])
-    tensors = load_file(path)
-    check_finite(tensors, path)
-    return UserMap.from_tensors(tensors, spec["source"], model.fusion.config.dim, path)
+    return UserMap.from_tensors(_read_tensors(path), spec["source"], model.fusion.config.dim, path)
 
 
 def _attach_features(model: InterestModel, platform: str, path: str) -> None:
     """Give ``model`` the history platform's item features from the file at ``path``."""
-    from safetensors.torch import load_file
-
-    tensors = load_file(path)
-    check_finite(tensors, path)
-    vectors, present = _split_features(tensors)
+    vectors, present = _split_features(_read_tensors(path))
     ids = present.pop(ID, None)  # a copy of the model's own id presence: must agree with it
     mine = model.id_presence(platform)
     if (ids is None) != (mine is None) or (ids is not None and not torch.equal(ids.cpu(), mine.cpu())):
@@ -467,13 +469,10 @@ def _attach_features(model: InterestModel, platform: str, path: str) -> None:
 def _read_target(model: InterestModel, platform: str, path: str, n_items: int) -> TargetItems:
     """What scoring ``platform`` needs, from the file at ``path``: finite vectors ``[N, D_P]``
     of the model's query width, bias ``[N]`` and scale."""
-    from safetensors.torch import load_file
-
-    t = load_file(path)
+    t = _read_tensors(path)
     missing = {"vectors", "bias", "scale"} - set(t)
     if missing:
         raise ValueError(f"{path}: no tensor(s) {sorted(missing)}")
-    check_finite(t, path)
     try:
         items = TargetItems(t["vectors"].float(), t["bias"].float(), float(t["scale"].reshape(-1)[0]))
     except (ValueError, IndexError) as e:
