@@ -4,7 +4,9 @@
   on the same real item texts (Amazon Arts titles + attributes), same model object, batch
   size and device;
 * image: ``create_encoder("efficientnet-lite0").encode(paths)`` (decoding included) vs the
-  bare timm network on already decoded, normalised tensors;
+  bare timm network on already decoded, normalised tensors, and vs the bare network with the
+  same preprocessing done the plain way (PIL + torchvision transforms, serially: decoding
+  included in both, the issue's bar);
 * audio: ``create_encoder("crepe").encode(paths)`` (reading, resampling, framing included)
   vs the bare CREPE network on already computed frames; also the toolkit as it was before
   the resampling filter was cached (rebuilt for every clip), same run.
@@ -45,11 +47,9 @@ DATA = Path(os.environ.get("MMI_SHARED_DATA", REPO.parent / "shared" / "data"))
 PARTS = ["text", "image", "crepe-tiny", "crepe-full"]
 
 
-def interleaved(fns: dict[object, Callable[[int], object]], rounds: int) -> dict[object, tuple[float, float]]:
+def interleaved(fns: dict[object, Callable[[int], object]], rounds: int) -> dict[object, list[float]]:
     """Run every function once per round (round r gets argument r), in an order that rotates
-    between rounds, after one warm-up. The first function is the reference. Returns, per
-    function, (median seconds per call, median over rounds of reference time / its time):
-    the ratio compares runs made moments apart, so load from other processes mostly cancels."""
+    between rounds, after one warm-up; each function's seconds per round."""
     names = list(fns)
     for fn in fns.values():
         fn(0)
@@ -59,7 +59,14 @@ def interleaved(fns: dict[object, Callable[[int], object]], rounds: int) -> dict
             t = time.perf_counter()
             fns[name](r)
             times[name].append(time.perf_counter() - t)
-    ref = times[names[0]]
+    return times
+
+
+def against(times: dict[object, list[float]], reference: object) -> dict[object, tuple[float, float]]:
+    """Per function, (median seconds per call, median over rounds of ``reference``'s time / its
+    time): the ratio compares runs made moments apart, so load from other processes mostly
+    cancels."""
+    ref = times[reference]
     return {k: (statistics.median(v), statistics.median(a / b for a, b in zip(ref, v)))
             for k, v in times.items()}
 
@@ -86,29 +93,51 @@ def bench_text(n: int, batch: int, rounds: int) -> list[tuple]:
     ref = lambda r: enc.net.encode(chunk(r), batch_size=batch, show_progress_bar=False)  # noqa: E731
     ours = lambda r: enc.encode(chunk(r), batch_size=batch, show_progress_bar=False)  # noqa: E731
     assert np.allclose(ref(0), ours(0), atol=1e-5), "toolkit vectors differ from SentenceTransformer's"
-    t = interleaved({"ref": ref, "ours": ours}, rounds)
+    t = against(interleaved({"ref": ref, "ours": ours}, rounds), "ref")
     return [("text", "sentence-transformer (MiniLM-L6)", "SentenceTransformer.encode", n, batch,
              n / t["ref"][0], n / t["ours"][0], t["ours"][1], 0)]
 
 
 def bench_image(n: int, batch: int, rounds: int, workers: list[int]) -> list[tuple]:
+    """Two references: the bare network on tensors decoded beforehand, and the bare network
+    with the same preprocessing written the plain way (PIL, torchvision transforms, one
+    image after another): what a user of the raw model runs (the issue's bar)."""
+    from PIL import Image
+    from torchvision import transforms as T
+
     files = sorted((DATA / "media_samples" / "images").iterdir())
     paths = [str(files[i % len(files)]) for i in range(n)]
     enc = create_encoder("efficientnet-lite0", device="cpu").eval()
     pixels = enc.collate([enc.load_item(p) for p in paths])  # [n, H, W, 3] uint8
     x = (pixels.permute(0, 3, 1, 2).float() - enc.pixel_mean) / enc.pixel_std  # channels-last
+    pre = enc.preprocess
+    plain = T.Compose([T.Resize(pre.resize, interpolation=T.InterpolationMode(pre.interpolation)),
+                       T.CenterCrop(pre.crop), T.PILToTensor()])
+
+    def forward(images: torch.Tensor) -> None:
+        enc.net.forward_head(enc.net.forward_features(images), pre_logits=True)
 
     def ref(_: int) -> None:
         with torch.inference_mode():
             for s in range(0, n, batch):
-                enc.net.forward_head(enc.net.forward_features(x[s:s + batch]), pre_logits=True)
+                forward(x[s:s + batch])
 
-    fns: dict[object, Callable[[int], object]] = {"ref": ref}
+    def ref_decoding(_: int) -> None:
+        with torch.inference_mode():
+            for s in range(0, n, batch):
+                images = torch.stack([plain(Image.open(p).convert("RGB")) for p in paths[s:s + batch]])
+                forward((images.float() - enc.pixel_mean) / enc.pixel_std)
+
+    refs = {"ref": "bare timm net, decoded tensors", "ref+decoding": "bare timm net, plain decoding included"}
+    fns: dict[object, Callable[[int], object]] = {"ref": ref, "ref+decoding": ref_decoding}
     for w in workers:
         fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=_workers(w))
-    t = interleaved(fns, rounds)
-    return [("image", "efficientnet-lite0 (5 real photos, cycled)", "bare timm net, decoded tensors",
-             n, batch, n / t["ref"][0], n / t[w][0], t[w][1], w) for w in workers]
+    times, rows = interleaved(fns, rounds), []
+    for key, label in refs.items():
+        t = against(times, key)
+        rows += [("image", "efficientnet-lite0 (5 real photos, cycled)", label, n, batch,
+                  n / t[key][0], n / t[w][0], t[w][1], w) for w in workers]
+    return rows
 
 
 def bench_audio(capacity: str, n: int, batch: int, rounds: int, workers: list[int]) -> list[tuple]:
@@ -132,7 +161,7 @@ def bench_audio(capacity: str, n: int, batch: int, rounds: int, workers: list[in
     fns: dict[object, Callable[[int], object]] = {"ref": ref, "0, filter per clip (before)": before}
     for w in workers:
         fns[w] = lambda _, w=w: enc.encode(paths, batch_size=batch, num_workers=_workers(w))
-    t = interleaved(fns, rounds)
+    t = against(interleaved(fns, rounds), "ref")
     workers = list(fns)[1:]
     seconds = sum(len(f) for f in frames) * enc.hop / CREPE_RATE
     return [("audio", f"crepe {capacity} ({len(files)} real clips cycled, {seconds:.0f} s)",
