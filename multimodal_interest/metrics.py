@@ -100,3 +100,20 @@ def compute_metrics(names: list[str], ranks: torch.Tensor, n_truth: torch.Tensor
         fn, k = parse_metric(name)
         out[name] = fn(ranks, n_truth, k).to(torch.float64)
     return out
+
+
+def top_ranks(scores: torch.Tensor, truth: torch.Tensor, truth_mask: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`full_ranks` for metrics at ``k``: the same ranks where they are at most ``k``,
+    ``k + 1`` for the other real items, 0 where padded. Costs a top-``k``, not a sort: only
+    items scoring at least the ``k``-th score are ranked exactly (same tie rule)."""
+    k = min(k, scores.shape[1])
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]  # [B, 1]
+    s = scores.gather(1, truth)  # [B, G]
+    ranks = torch.where(truth_mask, k + 1, 0)
+    rows, cols = torch.nonzero(truth_mask & (s >= kth), as_tuple=True)
+    if len(rows):
+        row_scores, own = scores[rows], s[rows, cols][:, None]  # [E, N], [E, 1]
+        items = torch.arange(scores.shape[1], device=scores.device)[None, :]
+        ahead = (row_scores > own) | ((row_scores == own) & (items < truth[rows, cols][:, None]))
+        ranks[rows, cols] = torch.clamp(ahead.sum(1) + 1, max=k + 1)
+    return ranks

@@ -9,8 +9,10 @@ import torch
 from fusion import InterestModel
 from multimodal_interest.evaluate import evaluate
 from multimodal_interest.training import TrainConfig
-from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, Trial, Validator, _bags, _combine,
-                                                      block_kernels, fit_closed_form, fit_rows)
+from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, Trial, Validator, bags, block_scales,
+                                                      combine, cross_kernels, fit_closed_form, fit_rows, ndcg10,
+                                                      optimism)
+from multimodal_interest.training.closed_form.validate import csr_of
 from multimodal_interest.training.scoring import ModelScorer
 from tests.synthetic import synthetic_task
 
@@ -59,17 +61,18 @@ def test_a_huge_lambda_gives_the_priors_ranking(world):
     k(z) Y; with the constant block alone, that is the fit users' popularity."""
     task, features = world
     model = fit_closed_form(task, features, TrainConfig(), lam=1e9, weights={CONST: 1.0}).model
-    users, _, y = fit_rows(task, 50, 0)
+    y = fit_rows(task, 50, 0).targets
     popularity = np.asarray(y.sum(0)).ravel()
     scores = ModelScorer(model, task)(task.valid_users).numpy()
     for row in scores:
         assert np.corrcoef(row, popularity)[0, 1] > 0.999999
 
     model = fit_closed_form(task, features, TrainConfig(), lam=1e9, weights={IDS: 1.0}).model
-    users, bags, y = fit_rows(task, 50, 0)
+    rows = fit_rows(task, 50, 0)
+    y = rows.targets
     h = task.source_histories(task.valid_users, 50)
-    valid = _bags(h.items, h.mask, task.n_items[task.source]).toarray()
-    fit = bags.toarray()
+    valid = bags(h.items, h.mask, task.n_items[task.source]).toarray()
+    fit = rows.bags.toarray()
     # the ids block: histories' bags, root-n pooled (every source item here has content, so all are kept)
     prior = (valid / np.sqrt(valid.sum(1, keepdims=True))) @ (fit / np.sqrt(fit.sum(1, keepdims=True))).T @ y
     got = raw_scores(model, task, task.valid_users).numpy()
@@ -112,18 +115,19 @@ def test_the_closed_form_equals_ridge_trained_by_gradient(world):
     task, features = world
     lam, weights = 10.0, {IDS: 1.0, "text": 0.5, CONST: 1.0}
     model = fit_closed_form(task, features, TrainConfig(), lam=lam, weights=weights).model
-    users, bags, y = fit_rows(task, 50, 0)
-    feat = Featurizer(task, features, bags)
-    fit = feat.rows(users, bags)
+    rows = fit_rows(task, 50, 0)
+    y = rows.targets
+    feat = Featurizer(task, features, rows.bags)
+    fit = feat.rows(rows.users, rows.bags)
     h = task.source_histories(task.valid_users, 50)
-    valid = feat.rows(task.valid_users, _bags(h.items, h.mask, task.n_items[task.source]))
+    valid = feat.rows(task.valid_users, bags(h.items, h.mask, task.n_items[task.source]))
 
-    def design(rows):  # [R, F]: each block times sqrt(w_b) s_b
+    def design(part):  # [R, F]: each block times sqrt(w_b) s_b
         out = []
         for b, w in weights.items():
             z = fit.blocks[b]
             z2 = float((z.multiply(z).sum() if hasattr(z, "multiply") else (z * z).sum()) / z.shape[0])
-            zb = rows.blocks[b]
+            zb = part.blocks[b]
             zb = zb.toarray() if hasattr(zb, "toarray") else zb
             out.append(zb * np.sqrt(w / z2))
         return torch.from_numpy(np.concatenate(out, 1))
@@ -147,7 +151,8 @@ def test_the_closed_form_equals_ridge_trained_by_gradient(world):
 
 def test_a_within_platform_fit_recalls_each_users_whole_set_from_all_but_one_fold():
     task, _ = synthetic_task(platforms=("a", "b"), source="a", target="a")
-    users, bags, y = fit_rows(task, 50, 0)
+    rows_ = fit_rows(task, 50, 0)
+    users, history, y = rows_.users, rows_.bags, rows_.targets
     mine = task.train[task.train["user_idx"].isin(users) & (task.train["platform"] == "a")]
     for u in np.unique(users)[:50]:
         items = set(mine.loc[mine["user_idx"] == u, "item_idx"])
@@ -155,7 +160,7 @@ def test_a_within_platform_fit_recalls_each_users_whole_set_from_all_but_one_fol
         assert 1 < len(rows) <= 5
         left_out = []
         for r in rows:
-            h = set(bags[r].indices)
+            h = set(history[r].indices)
             assert set(y[r].indices) == items and h and h < items  # the targets: all, not just the left-out
             left_out.append(items - h)
         assert sum(map(len, left_out)) == len(set().union(*left_out))  # each item left out once at most
@@ -178,22 +183,73 @@ def test_a_fit_user_left_out_is_scored_as_by_a_fit_without_their_rows(within):
     """The search's leave-user-out scores (all of a user's rows at once: 5 within a platform)
     equal the scores of a kernel ridge refitted without those rows."""
     task, features = synthetic_task(n_users=150, platforms=("a", "b"), source="a", target="a" if within else "b")
-    users, bags, y = fit_rows(task, 50, 0)
-    feat = Featurizer(task, features, bags)
+    rows = fit_rows(task, 50, 0)
+    feat = Featurizer(task, features, rows.bags)
     h = task.source_histories(task.valid_users, 50)
-    kff, kvf, _ = block_kernels(feat.rows(users, bags), feat.rows(task.valid_users, _bags(h.items, h.mask, task.n_items["a"])))
-    validator = Validator(task, kff, kvf, y, task.valid_users, users, bags)
+    fit, valid = feat.rows(rows.users, rows.bags), feat.rows(task.valid_users, bags(h.items, h.mask, task.n_items["a"]))
+    scale = block_scales(fit)
+    kff, kvf = cross_kernels(fit, fit, scale), cross_kernels(valid, fit, scale)
+    n_t = task.n_items[task.target]
+    truth = csr_of(task.target_truth(task.valid_users), n_t)
+    validator = Validator(kff, kvf, rows, within, truth, None, seed=0, left_out_rows=len(rows) // 2)
+    assert 0 < len(validator.rows) <= len(rows) // 2  # a sample of whole users
     lam, weights = 3.0, {b: 1.0 for b in kff}
-    k = _combine(kff, weights).astype(np.float64) + lam * np.eye(len(users))
+    k = combine(kff, weights).astype(np.float64) + lam * np.eye(len(rows))
+    g = np.linalg.inv(k)
+    dense = rows.targets.toarray()
+    gy, g_rows = g[validator.rows] @ dense, g[np.ix_(validator.rows, validator.rows)]
     groups = validator.groups[:12]
     assert (groups >= 0).sum(1).max() == (5 if within else 1)
-    got = validator.left_out_scores(torch.from_numpy(np.linalg.inv(k)), groups).numpy()
-    dense = y.toarray()
-    for g, rows in zip(got, groups):
-        rows = rows[rows >= 0]
-        assert len(set(users[rows])) == 1
-        rest = np.setdiff1d(np.arange(len(users)), rows)
-        refit = k[np.ix_(rows, rest)] @ np.linalg.solve(k[np.ix_(rest, rest)], dense[rest])
-        np.testing.assert_allclose(g[:len(rows)], refit, atol=1e-8)
-    left_out = validator.left_out(torch.from_numpy(np.linalg.inv(k)))
+    got = validator.left_out_scores(gy, g_rows, groups).numpy()
+    for scores, group in zip(got, groups):
+        mine = validator.rows[group[group >= 0]]
+        assert len(set(rows.users[mine])) == 1
+        assert set(np.flatnonzero(rows.users == rows.users[mine[0]])) == set(mine)  # the user's every row
+        rest = np.setdiff1d(np.arange(len(rows)), mine)
+        refit = k[np.ix_(mine, rest)] @ np.linalg.solve(k[np.ix_(rest, rest)], dense[rest])
+        np.testing.assert_allclose(scores[:len(mine)], refit, atol=1e-8)
+    valid_scores, left_out = validator(lam, weights)
     assert left_out.shape == (len(validator.groups),) and np.isfinite(left_out).all()
+    expected = combine(kvf, weights).astype(np.float64) @ g @ dense
+    np.testing.assert_allclose(valid_scores, ndcg10(torch.from_numpy(expected), truth), atol=1e-6, equal_nan=True)
+
+
+def test_every_fit_row_is_used_beyond_the_exact_size_and_the_approximate_path_says_so(world):
+    """More fit rows than ``exact_rows``: the search runs on a sample, the solve over every
+    row through landmarks; the saved model says which path ran on how many users, and it
+    scores nearly as well as the exact fit."""
+    task, features = world
+    exact = fit_closed_form(task, features, TrainConfig())
+    approx = fit_closed_form(task, features, TrainConfig(exact_rows=150, landmarks=120))
+    n = len(fit_rows(task, 50, 0))
+    assert exact.info["path"] == "exact" and exact.info["fit_rows"] == n
+    assert approx.info == approx.model.info["fit"]
+    assert (approx.info["path"], approx.info["fit_rows"], approx.info["landmarks"]) == ("nystrom", n, 120)
+    assert approx.info["search_rows"] <= 150
+    assert approx.valid_ndcg10 > exact.valid_ndcg10 - 0.03
+
+
+def test_top_ranks_are_the_full_ranks_within_k():
+    from multimodal_interest.metrics import full_ranks, top_ranks
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 6, (40, 30), generator=g).float()  # many ties: the index rule decides
+    truth = torch.randint(0, 30, (40, 5), generator=g)
+    mask = torch.rand(40, 5, generator=g) > 0.3
+    full = full_ranks(scores, truth, mask)
+    want = torch.where(mask, full.clamp(max=11), 0)
+    assert torch.equal(top_ranks(scores, truth, mask, 10), want)
+
+
+def test_the_search_reports_its_optimism_from_the_halves_of_the_validation_users():
+    from multimodal_interest.training.closed_form.search import halves
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 200)
+    a, b = halves(200)
+    lucky = base.copy()
+    lucky[a] += 0.2  # a setting that is better on one half only: chosen there, no better on the other
+    trials = [Trial(1.0, {IDS: 1.0}, base), Trial(3.0, {IDS: 1.0}, lucky)]
+    report = optimism(trials)
+    assert report["optimism"] == pytest.approx(0.1, abs=1e-9)  # one way round it gains 0.2, the other 0
+    assert not Trial(3.0, {IDS: 1.0}, lucky).beats(trials[0])  # it does not hold on both halves

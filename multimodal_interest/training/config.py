@@ -56,6 +56,9 @@ class TrainConfig:
     grad_accum: int = 1
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     seed: int = 0
+    # the linear model's closed-form fit (training/closed_form)
+    exact_rows: int = 12_000  # fit rows solved exactly ([n, n] kernel); more: the search on a sample this size,
+    landmarks: int = 8192  # ... and the solve over every row through this many landmark rows (Nystrom)
     patience: int = 4  # epochs without a better validation NDCG@10 before stopping
     eval_batch_size: int = 512  # validation users scored at once (memory, not results)
     checkpoint_every: int = 0  # steps between checkpoints (0: at the end of each epoch only)
@@ -88,8 +91,10 @@ class TrainConfig:
             raise ValueError(f"within_weight must be >= 0, got {self.within_weight}")
         if self.num_negatives is not None and self.num_negatives < 1:
             raise ValueError(f"num_negatives must be None (full softmax) or >= 1, got {self.num_negatives}")
-        if min(self.epochs, self.batch_size, self.grad_accum, self.patience, self.eval_batch_size) < 1:
-            raise ValueError("epochs, batch_size, grad_accum, patience and eval_batch_size must be >= 1")
+        if min(self.epochs, self.batch_size, self.grad_accum, self.patience, self.eval_batch_size,
+               self.exact_rows, self.landmarks) < 1:
+            raise ValueError("epochs, batch_size, grad_accum, patience, eval_batch_size, exact_rows and "
+                             "landmarks must be >= 1")
         if self.trainable not in ("all", "target-head"):
             raise ValueError(f"trainable must be 'all' or 'target-head', got {self.trainable!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):

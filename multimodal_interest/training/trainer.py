@@ -52,6 +52,7 @@ from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.model import attach_features, build_model, freeze_all_but_target_head
 from multimodal_interest.training.objective import Objective
+from multimodal_interest.training.result import TrainResult
 from multimodal_interest.training.record import RECORD_FILE, check_resumable, task_identity, trained_with
 from multimodal_interest.training.scoring import UserNdcg10
 
@@ -96,17 +97,6 @@ class Progress:
                              f"unknown {sorted(set(state) - names)}")
         for k, v in state.items():
             setattr(self, k, v)
-
-
-@dataclass
-class TrainResult:
-    model: InterestModel  # the best model on validation
-    best_epoch: int
-    best_valid_ndcg10: float
-    epochs_run: int
-    seconds: float
-    seconds_to_best: float
-    history: list[dict]
 
 
 def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir: str | Path,

@@ -1,0 +1,179 @@
+"""Fitting the linear interest model: rows, features, kernels, the search, the solve, the model.
+
+With at most ``config.exact_rows`` fit rows the fit is exact: the search and the solve use
+every row. With more, the search runs exactly on a seeded sample of ``exact_rows`` rows
+(whole users), and the solve is the approximate one over every row (:mod:`.solve`) with
+``config.landmarks`` landmark rows drawn from that sample; its ``lam`` is chosen again on the
+validation users, since a fit on more rows wants less shrinkage per row. The run's log and the
+saved model's ``info["fit"]`` say which path ran, on how many rows and users.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fusion import InterestModel
+from fusion.config import DEFAULT_DIMS
+from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.evaluate import _seen_on_target
+from multimodal_interest.run import Run
+from multimodal_interest.training.closed_form.build import build_linear_model
+from multimodal_interest.training.closed_form.features import Featurizer, Rows
+from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
+from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags
+from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
+from multimodal_interest.training.closed_form.solve import NystromSums, coefficients, exact_factors, landmark_factors
+from multimodal_interest.training.closed_form.validate import Validator, csr_of, ndcg10
+from multimodal_interest.training.config import TrainConfig
+from multimodal_interest.training.features import ItemFeatures
+from multimodal_interest.training.record import task_identity
+from multimodal_interest.training.result import TrainResult
+
+log = logging.getLogger("multimodal_interest.training.closed_form")
+
+RANK_LAMBDAS = (1.0, 3.0, 10.0)  # the saved rank-r model's lam: the searched one times these
+CHUNK_ROWS = 4096  # fit rows featurized at once on the approximate path
+
+
+@dataclass
+class FitResult:
+    model: InterestModel
+    trials: list[Trial]
+    best: Trial
+    valid_ndcg10: float  # the saved model's (rank r), as the evaluator scores it
+    seconds: float
+    info: dict  # the path, rows, users, landmarks and the search's optimism (also in model.info["fit"])
+
+
+def whole_users(users: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted positions of the rows of a seeded sample of ``users`` (whole users), at most
+    ``max_rows`` rows."""
+    ids, counts = np.unique(users, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n = int(np.searchsorted(np.cumsum(counts[order]), max_rows, "right"))
+    return np.flatnonzero(np.isin(users, ids[order[:max(n, 1)]]))
+
+
+def select(rows: Rows, idx: np.ndarray) -> Rows:
+    return Rows(rows.users[idx], {b: z[idx] for b, z in rows.blocks.items()})
+
+
+def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainConfig,
+                    lam: float | None = None, weights: dict[str, float] | None = None) -> FitResult:
+    """Fit the linear model on ``task`` (see the package docstring). ``lam`` and ``weights``
+    (block -> weight), when given, are used as they are instead of searched."""
+    from multimodal_interest.training.scoring import valid_ndcg10
+
+    t0 = time.perf_counter()
+    max_len, seed = config.model.max_len, config.seed
+    every = fit_rows(task, max_len, seed)
+    if len(every) == 0:
+        raise ValueError(f"{task.label}: no training user has items on both {task.source} and "
+                         f"{task.target}; nothing teaches the mapping")
+    feat = Featurizer(task, features, every.bags)
+    exact = len(every) <= config.exact_rows
+    sample = every if exact else every.select(whole_users(every.users, config.exact_rows, seed))
+    fit = feat.rows(sample.users, sample.bags)
+    valid_users = task.valid_users
+    valid = feat.rows(valid_users, history_bags(task, valid_users, max_len))
+    scale = block_scales(fit)
+    kff, kvf = cross_kernels(fit, fit, scale), cross_kernels(valid, fit, scale)
+    n_t = task.n_items[task.target]
+    valid_truth = csr_of(task.target_truth(valid_users), n_t)
+    valid_seen = csr_of(_seen_on_target(task, valid_users), n_t)
+    within = task.source == task.target
+    info = {"path": "exact" if exact else "nystrom", "fit_rows": len(every),
+            "fit_users": int(len(np.unique(every.users))), "search_rows": len(sample)}
+    log.info("closed form: %d fit rows of %d users (%s path; the search on %d rows), %d validation users, "
+             "blocks %s", len(every), info["fit_users"], info["path"], len(sample), len(valid_users),
+             {b: fit.blocks[b].shape[1] for b in kff})
+    validator = Validator(kff, kvf, sample, within, valid_truth, valid_seen, seed)
+    if lam is not None or weights is not None:
+        w = {b: 1.0 for b in kff} if weights is None else {b: float(weights.get(b, 0.0)) for b in kff}
+        best, trials = Trial(LAMBDAS[3] if lam is None else lam, w, np.zeros(0)), []
+    else:
+        best, trials = search(validator, list(kff))
+        info.update(optimism(trials))
+    searched = [best] if not trials else []
+
+    def scored(lam_: float, scores: np.ndarray, rank: int | None, path: str) -> Trial:
+        t = Trial(lam_, best.weights, ndcg10(torch.from_numpy(scores), valid_truth, valid_seen), rank=rank, path=path)
+        log.info("closed form: %s solve, lam %g%s: validation NDCG@10 %.4f", path, lam_,
+                 f" at rank {rank}" if rank else "", t.valid_ndcg10)
+        trials.append(t)
+        return t
+
+    kvf_w = combine(kvf, best.weights)
+    if exact:
+        rank = min(config.model.dim or DEFAULT_DIMS["linear"], n_t, len(every))
+        chol = validator.factor(best.lam, best.weights)
+        v = exact_factors(chol, every.targets, best.lam, rank)
+        chosen = None
+        for factor in RANK_LAMBDAS if rank < min(n_t, len(every)) and not searched else (1.0,):
+            c = chol if factor == 1.0 else validator.factor(best.lam * factor, best.weights)
+            alpha = coefficients(c, every.targets, v)
+            t = scored(best.lam * factor, (kvf_w @ alpha) @ v.T, rank, "exact")
+            if chosen is None or t.beats(chosen[0]):
+                chosen = (t, alpha)
+        best, alpha = chosen
+        carriers = fit
+    else:
+        m = min(config.landmarks, len(sample))
+        marks = np.sort(np.random.default_rng(seed + 1).permutation(len(sample))[:m])
+        carriers = select(fit, marks)
+        rank = min(config.model.dim or DEFAULT_DIMS["linear"], n_t, m)
+        kll = combine(cross_kernels(carriers, carriers, scale), best.weights)
+
+        def chunks():
+            for lo in range(0, len(every), CHUNK_ROWS):
+                part = every.select(np.arange(lo, min(lo + CHUNK_ROWS, len(every))))
+                yield cross_kernels(feat.rows(part.users, part.bags), carriers, scale), part.targets
+
+        sums = NystromSums(chunks(), best.weights, m, n_t)
+        kvl = combine(cross_kernels(valid, carriers, scale), best.weights)
+        chosen = None
+        for factor in sorted({1.0, math.sqrt(len(every) / len(sample)), len(every) / len(sample)}):
+            beta = sums.beta(kll, best.lam * factor)
+            t = scored(best.lam * factor, kvl @ beta, None, "nystrom")
+            if chosen is None or t.valid_ndcg10 > chosen[0].valid_ndcg10:
+                chosen = (t, beta)
+        best, beta = chosen
+        alpha, v = landmark_factors(kll, beta, rank)
+        best = scored(best.lam, (kvl @ alpha) @ v.T, rank, "nystrom")
+        info["landmarks"] = m
+    model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v)
+    model.info["fit"] = info
+    score = valid_ndcg10(model, task, valid_users, config.eval_batch_size)
+    log.info("closed form: %s", info)
+    return FitResult(model, trials, best, score, time.perf_counter() - t0, info)
+
+
+def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir,
+                 resume: bool = True) -> TrainResult:
+    """``train`` for ``config.model.kind == "linear"``: fit, save the run (config, task, the
+    trials in the log, the model), return a TrainResult. The fit takes minutes and has no
+    checkpoints: a killed one is re-run whole. A folder holding a run with other settings is
+    refused unless ``resume`` is False (its checkpoints are then deleted)."""
+    run = Run(output_dir)
+    if resume and run.config_file.is_file() and run.config(TrainConfig) != config:
+        raise ValueError(f"{run.folder} holds a run with other settings; use another output folder, "
+                         f"or start it afresh (resume=False)")
+    if not resume:
+        shutil.rmtree(run.checkpoints, ignore_errors=True)
+    run.folder.mkdir(parents=True, exist_ok=True)
+    run.save_config(config)
+    run.save_task(task_identity(task))
+    result = fit_closed_form(task, features, config)
+    history = [t.row() for t in result.trials]
+    history.append({"chosen": result.best.row(), "rank": int(result.model.spaces[task.target].learned.shape[1]),
+                    "valid_ndcg10": result.valid_ndcg10, "seconds": round(result.seconds, 2), "fit": result.info})
+    run.save_log(history)
+    run.save_model(result.model)
+    return TrainResult(result.model, 1, result.valid_ndcg10, 1, result.seconds, result.seconds, history)

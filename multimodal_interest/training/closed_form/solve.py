@@ -1,0 +1,100 @@
+"""Solves of the chosen setting: the exact reduced-rank fit, and the approximate one over
+every fit row (subset of regressors, "Nyström") when there are too many rows for ``[n, n]``.
+
+Exact (``n`` fit rows): ``V`` ``[N_t, r]`` the top ``r`` right singular vectors of the fitted
+scores ``A = K G Y = Y - lam G Y`` (never formed when large: a randomized range finder applies
+``A`` and ``A^T`` through the Cholesky factor), and ``alpha = G Y V`` ``[n, r]``.
+
+Approximate (``n`` rows, ``m`` landmark rows ``L``): the scores are ``k(z, L) beta`` with
+``beta = (K_Ln K_nL + lam K_LL)^-1 K_Ln Y`` ``[m, N_t]``, the kernel ridge restricted to the
+landmarks' span; ``K_Ln K_nL`` ``[m, m]`` and ``K_Ln Y`` ``[m, N_t]`` are summed a chunk of rows
+at a time, so memory does not grow with ``n``. ``V`` comes from the landmarks' fitted scores
+``K_LL beta``, and ``alpha = beta V``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from multimodal_interest.training.closed_form.kernels import combine
+
+DENSE_SVD = 1 << 25  # n * N_t at most: the fitted scores are formed and decomposed exactly
+OVERSAMPLE, POWER_ITERS = 16, 2  # the randomized range finder's extra columns and power iterations
+
+
+def top_right_vectors(apply: Callable[[torch.Tensor], torch.Tensor], apply_t: Callable[[torch.Tensor], torch.Tensor],
+                      shape: tuple[int, int], rank: int, seed: int = 0) -> torch.Tensor:
+    """``[N, rank]`` orthonormal: the top right singular vectors of an ``[n, N]`` matrix ``A``
+    given as ``apply(x [N, q]) = A x`` and ``apply_t(z [n, q]) = A^T z`` (randomized range
+    finder with :data:`POWER_ITERS` power iterations on ``A^T``)."""
+    n, big_n = shape
+    q = min(rank + OVERSAMPLE, n, big_n)
+    g = torch.Generator().manual_seed(seed)
+    z = apply_t(torch.randn(n, q, generator=g))  # [N, q]
+    for _ in range(POWER_ITERS):
+        z = torch.linalg.qr(z)[0]
+        z = apply_t(torch.linalg.qr(apply(z))[0])
+    basis = torch.linalg.qr(z)[0]  # [N, q]
+    w = torch.linalg.svd(apply(basis), full_matrices=False)[2]  # [q, q]: right vectors of A basis
+    return (basis @ w.T)[:, :rank]
+
+
+def exact_factors(chol: torch.Tensor, y: sp.csr_matrix, lam: float, rank: int) -> np.ndarray:
+    """``V [N_t, rank]`` of the exact fit whose ``K + lam I`` has Cholesky factor ``chol``."""
+    yt = sp.csr_matrix(y.T, dtype=np.float32)
+    y = sp.csr_matrix(y, dtype=np.float32)
+    if y.shape[0] * y.shape[1] <= DENSE_SVD:
+        dense = torch.from_numpy(y.toarray())
+        fitted = dense - lam * torch.cholesky_solve(dense, chol)
+        return torch.linalg.svd(fitted, full_matrices=False)[2].T[:, :rank].numpy()
+
+    def apply(x: torch.Tensor) -> torch.Tensor:  # A x = Y x - lam G (Y x)
+        yx = torch.from_numpy(np.ascontiguousarray(y @ x.numpy()))
+        return yx - lam * torch.cholesky_solve(yx, chol)
+
+    def apply_t(z: torch.Tensor) -> torch.Tensor:  # A^T z = Y^T (z - lam G z)
+        return torch.from_numpy(np.ascontiguousarray(yt @ (z - lam * torch.cholesky_solve(z, chol)).numpy()))
+
+    return top_right_vectors(apply, apply_t, y.shape, rank).numpy()
+
+
+def coefficients(chol: torch.Tensor, y: sp.csr_matrix, v: np.ndarray) -> np.ndarray:
+    """``alpha = G Y V`` ``[n, r]``."""
+    yv = torch.from_numpy(np.ascontiguousarray(sp.csr_matrix(y, dtype=np.float32) @ v))
+    return torch.cholesky_solve(yv, chol).numpy()
+
+
+class NystromSums:
+    """``K_Ln K_nL`` ``[m, m]`` (float64) and ``K_Ln Y`` ``[m, N_t]`` over every fit row, from
+    ``chunks`` of ``(kernels to the landmarks {b: [c, m]}, targets [c, N_t])``."""
+
+    def __init__(self, chunks: Iterator[tuple[dict, sp.csr_matrix]], weights: dict[str, float], m: int, n_t: int):
+        self.kk = np.zeros((m, m))
+        self.ky = np.zeros((m, n_t), dtype=np.float32)
+        self.rows = 0
+        for kcl, y in chunks:
+            k = combine(kcl, weights)  # [c, m]
+            self.kk += k.T.astype(np.float64) @ k
+            self.ky += np.asarray((sp.csr_matrix(y, dtype=np.float32).T @ k).T)
+            self.rows += k.shape[0]
+
+    def beta(self, kll: np.ndarray, lam: float) -> np.ndarray:
+        """``[m, N_t]`` the landmarks' coefficients at ``lam`` (``kll`` the weighted ``K_LL``)."""
+        a = self.kk + lam * kll.astype(np.float64)
+        a[np.diag_indices_from(a)] += 1e-6 * max(float(np.trace(a)) / len(a), 1e-12)  # K_LL may be singular
+        chol = torch.linalg.cholesky(torch.from_numpy(a))
+        return torch.cholesky_solve(torch.from_numpy(self.ky).double(), chol).float().numpy()
+
+
+def landmark_factors(kll: np.ndarray, beta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(alpha [m, r], V [N_t, r])`` from the landmarks' fitted scores ``K_LL beta``."""
+    fitted = torch.from_numpy(kll @ beta)  # [m, N_t]
+    if rank >= min(fitted.shape) or fitted.numel() <= DENSE_SVD:
+        v = torch.linalg.svd(fitted, full_matrices=False)[2].T[:, :rank]
+    else:
+        v = top_right_vectors(lambda x: fitted @ x, lambda z: fitted.T @ z, tuple(fitted.shape), rank)
+    v = v.numpy()
+    return beta @ v, v
