@@ -33,6 +33,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from multimodal_interest.data.errors import DatasetError, Problem
+from multimodal_interest.data.ids import id_problem, normal_id
+from multimodal_interest.data.values import RULES
 from multimodal_interest.retrieval import KINDS
 from multimodal_interest.store import atomic_write_bytes
 
@@ -100,11 +102,10 @@ def read_chunks(path: Path, users_per_part: int, source: str | None) -> Iterator
     number, current, rows, first = 0, None, [], 0
     for offset, batch in _batches(path, source):
         columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
-        for i, user in enumerate(columns["user_id"]):
+        platforms = columns.get("platform") or [source] * batch.num_rows
+        for i in range(batch.num_rows):
             where = _where(path, offset + i)
-            for name in ("user_id", "item_id"):
-                if columns[name][i] is None or columns[name][i] == "":
-                    raise DatasetError([Problem(str(path), "empty", column=name, **where)], f"histories {path}")
+            user, item = (_id(path, columns[name][i], name, where) for name in ("user_id", "item_id"))
             if user != current:
                 if current is not None:
                     users.append((current, _history(path, rows, first)))
@@ -118,7 +119,7 @@ def read_chunks(path: Path, users_per_part: int, source: str | None) -> Iterator
                                                            f"by user_id)", column="user_id", **where)],
                                        f"histories {path}")
                 current, rows, first = user, [], offset + i
-            row = (columns["item_id"][i], columns.get("platform", [source] * len(columns["user_id"]))[i],
+            row = (item, platforms[i],
                    columns["timestamp"][i] if "timestamp" in columns else None)
             rows.append(row)
             digest.update(json.dumps([user, *row]).encode() + b"\n")
@@ -126,6 +127,16 @@ def read_chunks(path: Path, users_per_part: int, source: str | None) -> Iterator
         users.append((current, _history(path, rows, first)))
     if users:
         yield Chunk(number, users, digest.hexdigest())
+
+
+def _id(path: Path, value: str | None, column: str, where: dict[str, int]) -> str:
+    """A cell of the id column ``column``, in NFC; refused when empty or not an id
+    (:mod:`~multimodal_interest.data.ids`)."""
+    value = normal_id(value) if value else ""
+    why = "empty" if not value else id_problem(value)
+    if why:
+        raise DatasetError([Problem(str(path), why, column=column, **where)], f"histories {path}")
+    return value
 
 
 def _key(user: str) -> int:
@@ -140,18 +151,25 @@ def _where(path: Path, row: int) -> dict[str, int]:
 def _history(path: Path, rows: list[tuple], first: int) -> list:
     """A user's rows as a history, oldest first (by timestamp when there is one, stable)."""
     if rows[0][2] is not None or any(r[2] is not None for r in rows):
-        stamps = []
-        for n, r in enumerate(rows):
-            try:
-                stamps.append(float(r[2]))
-            except (TypeError, ValueError):
-                raise DatasetError([Problem(str(path), f"timestamp {r[2]!r} is not a number",
-                                            column="timestamp", **_where(path, first + n))],
-                                   f"histories {path}") from None
-        rows = [rows[i] for i in np.argsort(np.array(stamps), kind="stable")]
+        stamps = np.array([_number(r[2]) for r in rows], dtype=np.float64)
+        bad = np.flatnonzero(RULES["timestamp"].broken(stamps))
+        if len(bad):
+            n = int(bad[0])
+            raise DatasetError([Problem(str(path), RULES["timestamp"].message(rows[n][2]),
+                                        column="timestamp", **_where(path, first + n))],
+                               f"histories {path}")
+        rows = [rows[i] for i in np.argsort(stamps, kind="stable")]
     if rows[0][1] is None:  # no platform column: plain ids of --source
         return [r[0] for r in rows]
     return [(r[1], r[0]) for r in rows]
+
+
+def _number(value) -> float:
+    """A timestamp cell as a float; NaN when it is not a number (then refused by the rule)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _batches(path: Path, source: str | None) -> Iterator[tuple[int, pa.RecordBatch]]:
