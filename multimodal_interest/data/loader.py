@@ -74,8 +74,7 @@ def _items(root: Path, platform: str, spec: PlatformSpec,
     frame = table.frame.copy()
     ids = read_ids(table, "item_id", problems)
     table.flag(problems, (ids.duplicated() & (ids != "")).to_numpy(), "item_id",
-               "duplicate item_id {value} (item ids are unique within a platform, compared in "
-               "Unicode NFC)", ids)
+               "duplicate item_id {value} (item ids are unique within a platform)", ids)
     frame["item_id"] = ids
     for column in spec.text:
         frame[column] = table.text(column, problems, required=False)

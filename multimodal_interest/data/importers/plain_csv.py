@@ -183,8 +183,7 @@ def _items_table(platform: str, path: Path, problems: Problems,
     frame = table.frame.copy()
     ids = read_ids(table, "item_id", problems)
     table.flag(problems, (ids.duplicated() & (ids != "")).to_numpy(), "item_id",
-               "duplicate item {value} (item ids are unique within a platform, compared in "
-               "Unicode NFC)", ids)
+               "duplicate item {value} (item ids are unique within a platform)", ids)
     frame["item_id"] = ids
     columns = {kind: next((c for c in names if c in frame.columns), None)
                for kind, names in MEDIA.items()}
