@@ -12,7 +12,7 @@ import pytest
 
 from data_fixtures import write_tiny
 from multimodal_interest.cli import main
-from multimodal_interest.commands.recommend_batch import read_chunks
+from multimodal_interest.batch import read_chunks
 from multimodal_interest.data import CrossPlatformDataset, DatasetError
 from multimodal_interest.recommend import UserHistories
 
