@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 MAX_LENGTH = 256  # characters, after normalisation
 CONTROL = r"\p{Cc}"  # RE2: NUL, U+0001..U+001F, U+007F..U+009F
-SHOWN = 60  # characters of a refused id shown in a message
 
 
 def normal_id(value: str) -> str:
@@ -36,9 +35,9 @@ def normal_id(value: str) -> str:
 def id_problem(value: str) -> str | None:
     """Why ``value`` (already :func:`normal_id`) cannot be an id, or None."""
     if len(value) > MAX_LENGTH:
-        return f"an id of {len(value):,} characters (ids are at most {MAX_LENGTH})"
+        return f"an id of {len(value)} characters (ids are at most {MAX_LENGTH})"
     if any(unicodedata.category(c) == "Cc" for c in value):
-        return f"a control character in the id {_short(value)} (NUL, tab, newline, ... are not ids)"
+        return f"a control character in the id {value!r} (NUL, tab, newline, ... are not ids)"
     return None
 
 
@@ -66,10 +65,6 @@ def read_ids(table: Table, column: str, problems: Problems) -> pd.Series:
     return out
 
 
-def _short(value: str) -> str:
-    return repr(value) if len(value) <= SHOWN else f"{value[:SHOWN]!r}... ({len(value):,} characters)"
-
-
 def _warn_merged(table: Table, column: str, raw: pd.Series, normal: pd.Series,
                  changed: np.ndarray) -> None:
     """Warn about each id that two different raw ids of the column normalise to."""
@@ -77,13 +72,15 @@ def _warn_merged(table: Table, column: str, raw: pd.Series, normal: pd.Series,
     rows = pd.DataFrame({"raw": raw[touched], "id": normal[touched],
                          "row": np.flatnonzero(touched.to_numpy())})
     firsts = rows.drop_duplicates("raw")  # the first row of each spelling
-    for _, spellings in firsts.groupby("id", sort=False):
-        if len(spellings) < 2:
-            continue
+    merged = [s for _, s in firsts.groupby("id", sort=False) if len(s) > 1]
+    for spellings in merged[:ROW_LIMIT]:
         (a, ra), (b, rb) = spellings[["raw", "row"]].head(2).itertuples(index=False)
         log.warning("%s and %s: %s %s and %s are the same id in Unicode NFC (%r): read as one",
                     _place(table, int(ra)), _place(table, int(rb)), column, ascii(a), ascii(b),
                     normal_id(a))
+    if len(merged) > ROW_LIMIT:
+        log.warning("%s: ... and %d more %s ids read as one with another spelling", table.shown,
+                    len(merged) - ROW_LIMIT, column)
 
 
 def _place(table: Table, row: int) -> str:
