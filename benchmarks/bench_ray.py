@@ -134,7 +134,7 @@ def bench_fault(root: Path, catalog: Path, n: int) -> str:
 
 def bench_batch(root: Path, check_users: int, sizes: list[int]) -> list[str]:
     from multimodal_interest.bundle import Bundle
-    from multimodal_interest.commands import recommend_batch as rb
+    from multimodal_interest import batch as rb
     from multimodal_interest.recommend import Recommender
     from serving_world import train_model, write_world
 

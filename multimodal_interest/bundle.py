@@ -110,8 +110,10 @@ class Bundle:
 
     @property
     def history_platforms(self) -> list[str]:
-        """Platforms whose items a history may hold."""
-        return list(self.model.fusion.config.platforms)
+        """Platforms whose items a history may hold: those the model can embed (item features
+        or an id embedding; a linear model of ids alone embeds its source platform only)."""
+        embeddable = set(self.model.fusion.items.platforms())
+        return [p for p in self.model.fusion.config.platforms if p in embeddable]
 
     def target(self, platform: str) -> TargetItems:
         if platform not in self.targets:
@@ -192,9 +194,10 @@ class Bundle:
         for p, ids in self.item_ids.items():
             spec: dict = {"n_items": len(ids), "items": f"items/{p}.json"}
             write_json(tmp / spec["items"], ids)
-            if p in self.history_platforms:
+            features = _feature_tensors(self.model, p) if p in self.history_platforms else {}
+            if features:
                 spec["features"] = f"features/{p}.safetensors"
-                _save(_feature_tensors(self.model, p), tmp / spec["features"])
+                _save(features, tmp / spec["features"])
             if p in self.titles:
                 spec["titles"] = f"titles/{p}.json"
                 write_json(tmp / spec["titles"], self.titles[p])
@@ -496,8 +499,13 @@ def _bias(model: InterestModel, platform: str) -> torch.Tensor:
 
 
 def _feature_tensors(model: InterestModel, platform: str) -> dict[str, torch.Tensor]:
-    """What the model holds for ``platform``'s items: vectors and presence per source."""
-    table = model.fusion.items.tables[platform]
+    """What the model holds for ``platform``'s items: vectors and presence per source ({}
+    when it holds neither: a model of item ids alone, whose ids and their presence are in
+    its weights)."""
+    tables = model.fusion.items.tables
+    if platform not in tables:
+        return {}
+    table = tables[platform]
     out = {f"x.{m}": table.x(m) for m in table.modalities}
     out.update({f"present.{m}": table.has(m) for m in table.modalities})
     if model.id_presence(platform) is not None:

@@ -227,7 +227,7 @@ class ScoreActor:
                                f"driver's is {model}: every node must see the same bundle")
 
     def score(self, users: list, settings):
-        from multimodal_interest.commands.recommend_batch import score_users
+        from multimodal_interest.batch import score_users
 
         return score_users(self.rec, users, settings)
 

@@ -8,7 +8,8 @@
 ``(platform, item_id)`` pairs (several platforms may mix); a *user id* of the dataset given
 to the recommender (their interactions on the other platforms, in time order, are the
 history; their items on the target are never recommended again); an *interest* document
-(:mod:`multimodal_interest.interest`). Unknown item ids raise :class:`UnknownItemsError`
+(:mod:`multimodal_interest.interest`). Ids are compared in Unicode NFC, as a dataset keeps
+them (:mod:`multimodal_interest.data.ids`). Unknown item ids raise :class:`UnknownItemsError`
 naming them, or, with ``skip_unknown``, are left out and listed in ``history.unknown``.
 Items with nothing to embed (no vector, no trained id) are left out and listed in
 ``history.not_embeddable``. Of the rest, the most recent ``max_len`` (the model's window,
@@ -48,6 +49,7 @@ import torch
 from fusion.items import logits
 from multimodal_interest.bundle import Bundle
 from multimodal_interest.data.dataset import CrossPlatformDataset
+from multimodal_interest.data.ids import normal_id
 from multimodal_interest.interest import interest_document, read_interest_document
 from multimodal_interest.retrieval import TargetItems
 
@@ -146,7 +148,7 @@ class UserHistories:
 
     def __call__(self, user_id: str) -> list[tuple[str, str]]:
         """``(platform, item_id)`` of every interaction of ``user_id``, oldest first."""
-        u = self._index.get_indexer([str(user_id)])[0]
+        u = self._index.get_indexer([normal_id(str(user_id))])[0]
         if u < 0:
             raise RequestError(f"unknown user {user_id!r} (not in dataset {self.dataset!r})")
         rows = slice(self._start[u], self._stop[u])
@@ -209,13 +211,13 @@ class Recommender:
             bad = [x for x in history if not isinstance(x, str)]
             if bad:
                 raise RequestError(f"with a source platform the history is a list of item ids; got {bad[0]!r}")
-            return [(source, x) for x in history]
+            return [(source, normal_id(x)) for x in history]
         pairs = []
         for x in history:
             if isinstance(x, str) or not isinstance(x, (tuple, list)) or len(x) != 2:
                 raise RequestError(f"history item {x!r}: expected a (platform, item_id) pair, or give "
                                    f"the source platform of plain item ids")
-            pairs.append((str(x[0]), str(x[1])))
+            pairs.append((str(x[0]), normal_id(str(x[1]))))
         return pairs
 
     def _lookup(self, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -41,7 +41,7 @@ def test_missing_time_and_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("column,value,expected", [
-    ("timestamp", "soon", "expected a number, found 'soon'"),
+    ("timestamp", "soon", "expected a finite number, found 'soon'"),
     ("rating", "", "expected a number, found ''"),
     ("user_id", "", "missing value"),
 ])
@@ -56,14 +56,14 @@ def test_wrong_type_or_missing_value_names_line_and_column(tmp_path: Path, colum
 def test_order_must_be_an_integer(tmp_path: Path) -> None:
     frame = INTERACTIONS.drop(columns="timestamp").assign(order=[0, 1, 2, 3.5, 4, 5, 6, 7, 8])
     assert problems(with_interactions(tmp_path, frame)) == [
-        "interactions.csv:5: column 'order': expected an integer, found '3.5'"]
+        "interactions.csv:5: column 'order': expected an integer within int64 (a position), found '3.5'"]
 
 
 def test_wrong_type_in_parquet_names_the_row(tmp_path: Path) -> None:
     frame = INTERACTIONS.astype({"timestamp": str})
     frame.loc[6, "timestamp"] = "yesterday"
     assert problems(with_interactions(tmp_path, frame, "parquet")) == [
-        "interactions.parquet: row 7: column 'timestamp': expected a number, found 'yesterday'"]
+        "interactions.parquet: row 7: column 'timestamp': expected a finite number, found 'yesterday'"]
 
 
 def test_unknown_item_and_platform(tmp_path: Path) -> None:

@@ -54,3 +54,37 @@ def test_every_imported_distribution_is_declared():
 def test_libraries_do_not_import_the_jobs_or_accelerate(library):
     found = imports(library)
     assert not {"multimodal_interest", "accelerate"} & set(found), found
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports (relative imports resolved), ``a.b`` and ``a.b.name`` for
+    ``from a.b import name`` (a name may be a submodule)."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            out.add(base)
+            out.update(f"{base}.{a.name}" for a in node.names)
+    return out
+
+
+def test_nothing_outside_commands_imports_a_command():
+    """docs/architecture.md: commands are the top floor; a library module that needs a
+    command's logic takes it from the library module the command calls."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            rel = path.relative_to(REPO).as_posix()
+            if rel.startswith("multimodal_interest/commands/") or rel == "multimodal_interest/cli.py":
+                continue
+            bad = sorted(m for m in imported_modules(path)
+                         if m == "multimodal_interest.commands" or m.startswith("multimodal_interest.commands."))
+            if bad:
+                found[rel] = bad
+    assert not found, f"modules outside commands/ importing a command: {found}"

@@ -22,7 +22,7 @@ import ray  # the [distributed] extra, which the README's test command installs
 from multimodal_interest.bundle import Bundle
 from multimodal_interest.catalog import Catalog
 from multimodal_interest.cli import main
-from multimodal_interest.commands import recommend_batch as rb
+from multimodal_interest import batch as rb
 from multimodal_interest.data.errors import DatasetError
 from multimodal_interest.embed import embed_catalog, load_encoders
 from multimodal_interest.recommend import Recommender

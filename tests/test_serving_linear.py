@@ -73,3 +73,28 @@ def test_an_empty_history_is_ranked_by_the_fits_prior(world):
     assert_same_ranking([x.score for x in r.items], world["dataset"].item_idx("b", [x.item_id for x in r.items]),
                         prior.values, prior.indices, atol=1e-5)
     assert not torch.equal(prior.values, torch.zeros(10))
+
+
+def test_a_model_of_item_ids_alone_exports_and_serves(tmp_path):
+    """`mmi train` without --store fits a linear model of the source's item ids and no dense
+    features; its export used to end in KeyError (no feature table for the target), and its
+    target platform is no history platform."""
+    from multimodal_interest.recommend import RequestError
+    from multimodal_interest.training import TrainConfig, train
+    from serving_world import SMALL
+
+    dataset, _ = write_world(tmp_path, n_users=200)
+    train(dataset.cold_start("a", "b", "s0"), ItemFeatures(),
+          TrainConfig(**{**SMALL, "kind": "linear"}, epochs=1, patience=1), tmp_path / "run",
+          progress_bar=False)
+    built = Bundle.build(tmp_path / "run", dataset)
+    assert built.history_platforms == ["a"]
+    built.save(tmp_path / "bundle", ("flat",))
+    rec = Recommender.load(tmp_path / "bundle", "flat", dataset)
+    assert [(p["name"], p["history"]) for p in rec.describe()["platforms"]] == [("a", True), ("b", False)]
+    got = rec.recommend(HISTORY, source="a", platform="b", k=10, explain=0)
+    want = Recommender(built, "exact").recommend(HISTORY, source="a", platform="b", k=10, explain=0)
+    assert [x.item_id for x in got.items] == [x.item_id for x in want.items] and got.fallback is None
+    np.testing.assert_allclose([x.score for x in got.items], [x.score for x in want.items], atol=1e-5)
+    with pytest.raises(RequestError, match="platform 'b' cannot appear in histories"):
+        rec.recommend(["b1"], source="b", platform="b")

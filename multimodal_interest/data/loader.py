@@ -15,13 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from multimodal_interest.data.errors import Problems
+from multimodal_interest.data.ids import read_ids
 from multimodal_interest.data.manifest import Manifest, PlatformSpec, read_manifest
 from multimodal_interest.data.paths import OutsideFolder, inside, media_file
 from multimodal_interest.data.tables import ROW_LIMIT, Table, read_table
+from multimodal_interest.data.values import read_numbers
 
 REQUIRED = ("user_id", "platform", "item_id")
 TIME_COLUMNS = ("timestamp", "order")
-NUMERIC = ("rating", "weight")
 
 
 @dataclass
@@ -71,7 +72,7 @@ def _items(root: Path, platform: str, spec: PlatformSpec,
     if len(table) == 0:
         problems.add(spec.items, f"platform '{platform}' has no items (empty platform)")
     frame = table.frame.copy()
-    ids = table.text("item_id", problems)
+    ids = read_ids(table, "item_id", problems)
     table.flag(problems, (ids.duplicated() & (ids != "")).to_numpy(), "item_id",
                "duplicate item_id {value} (item ids are unique within a platform)", ids)
     frame["item_id"] = ids
@@ -158,7 +159,8 @@ def _links(root: Path, manifest: Manifest, problems: Problems) -> pd.DataFrame |
     table = _table(root, manifest.user_links, problems, ("platform", "user_id", "person_id"))
     if table is None or not table.require(problems, "platform", "user_id", "person_id"):
         return None
-    frame = pd.DataFrame({c: table.text(c, problems) for c in ("platform", "user_id", "person_id")})
+    frame = pd.DataFrame({"platform": table.text("platform", problems),
+                          **{c: read_ids(table, c, problems) for c in ("user_id", "person_id")}})
     known = list(manifest.platforms)
     table.flag(problems, (~frame["platform"].isin(known) & (frame["platform"] != "")).to_numpy(),
                "platform", f"unknown platform {{value}} (expected one of {', '.join(known)})",
@@ -178,9 +180,11 @@ def _interactions(root: Path, manifest: Manifest, items: dict[str, pd.DataFrame 
     if not times:
         problems.add(shown, "missing column 'timestamp' or 'order' (one of them orders each "
                             "user's history)", **({} if table.fmt == "parquet" else {"line": 1}))
-    user, platform, item = (table.text(c, problems) for c in REQUIRED)
-    numbers = {c: table.number(c, problems, integer=c == "order")
-               for c in times + [c for c in NUMERIC if c in frame.columns]}
+    user, item = read_ids(table, "user_id", problems), read_ids(table, "item_id", problems)
+    platform = table.text("platform", problems)
+    numbers = {c: read_numbers(table, c, problems) for c in times + ["weight"] if c in frame.columns}
+    if "rating" in frame.columns:
+        numbers["rating"] = table.number("rating", problems)
 
     codes = _lookup(platform, names)  # -1: unknown platform
     table.flag(problems, (codes < 0) & (platform != "").to_numpy(), "platform",

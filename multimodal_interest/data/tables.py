@@ -91,23 +91,30 @@ class Table:
 
     def number(self, column: str, problems: Problems, integer: bool = False) -> np.ndarray:
         """Column as float64; cells that are empty or not numbers are problems."""
-        values = self.frame[column]
+        out, text = self.parse_number(column)
         kind = "an integer" if integer else "a number"
-        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            out = values.to_numpy(np.float64, na_value=np.nan)
+        if text is None:
             self.flag(problems, np.isnan(out), column, f"missing value (expected {kind})")
         else:
-            text = values.astype("str").fillna("")
-            try:  # fast path: every cell parses
-                out = pc.cast(pa.array(text, pa.string()), pa.float64()).to_numpy(False)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                out = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
             self.flag(problems, np.isnan(out), column, f"expected {kind}, found {{value}}", text)
         if integer:
             fine = np.isfinite(out)
             self.flag(problems, fine & (out != np.round(out)), column,
-                      f"expected {kind}, found {{value}}", values)
+                      f"expected {kind}, found {{value}}", self.frame[column])
         return out
+
+    def parse_number(self, column: str) -> tuple[np.ndarray, pd.Series | None]:
+        """Column as float64, NaN where a cell is empty or not a number, and the cells as text
+        (None when the column is already numeric); nothing is reported."""
+        values = self.frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            return values.to_numpy(np.float64, na_value=np.nan), None
+        text = values.astype("str").fillna("")
+        try:  # fast path: every cell parses
+            out = pc.cast(pa.array(text, pa.string()), pa.float64()).to_numpy(False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            out = pd.to_numeric(text, errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        return out, text
 
 
 def _plain(value):

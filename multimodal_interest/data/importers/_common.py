@@ -10,6 +10,7 @@ import pyarrow.csv as pacsv
 
 from multimodal_interest.data.errors import DatasetError, Problems
 from multimodal_interest.data.tables import Table
+from multimodal_interest.data.values import read_numbers
 
 
 def read_int_columns(path: Path, names: tuple[str, ...], problems: Problems,
@@ -74,8 +75,9 @@ def order_within(users: np.ndarray) -> np.ndarray:
 
 def add_time_and_rating(table: Table, interactions: pd.DataFrame, problems: Problems) -> None:
     """Copy ``timestamp`` and ``rating`` (typed) when present; no timestamp: file ``order``."""
-    for column in ("timestamp", "rating"):
-        if column in table.frame.columns:
-            interactions[column] = table.number(column, problems)
+    if "timestamp" in table.frame.columns:
+        interactions["timestamp"] = read_numbers(table, "timestamp", problems)
+    if "rating" in table.frame.columns:
+        interactions["rating"] = table.number("rating", problems)
     if "timestamp" not in interactions.columns:
         interactions["order"] = np.arange(len(interactions))

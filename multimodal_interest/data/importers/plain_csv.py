@@ -7,8 +7,11 @@ Interactions (:data:`COLUMNS`): ``user`` (or ``user_id``), ``platform``, ``item`
 ``item_id``); optional ``time`` (or ``timestamp``, a number) and ``position`` (or ``order``,
 an integer) ordering each user's history (time first, position breaking ties), ``rating``,
 ``weight``; the split column named by ``--split-column`` (``train``/``valid``/``test``).
-Any other column is kept as it is, and said so. Without a time or position column a
-history follows the file's row order, and the import says so.
+Ids follow :mod:`~multimodal_interest.data.ids` (Unicode NFC, at most 256 characters, no
+control characters) and numbers :mod:`~multimodal_interest.data.values` (finite times,
+integer positions stored as int64, weights >= 0). Any other column is kept as it is, and
+said so. Without a time or position column a history follows the file's row order, and the
+import says so.
 
 Items (``--items PLATFORM=FILE``): ``item`` (or ``item_id``), optional media path columns
 (:data:`MEDIA`, relative to the items file's folder; the files are copied into the
@@ -28,11 +31,13 @@ import numpy as np
 import pandas as pd
 
 from multimodal_interest.data.errors import Problems
+from multimodal_interest.data.ids import read_ids
 from multimodal_interest.data.importers import register_importer
 from multimodal_interest.data.manifest import PLATFORM_NAME
 from multimodal_interest.data.paths import OutsideFolder, media_file
 from multimodal_interest.data.splits import ANY, ROLES, Split, given_split
 from multimodal_interest.data.tables import Table, read_table
+from multimodal_interest.data.values import positions, read_numbers
 from multimodal_interest.data.writer import DatasetDraft, PlatformDraft
 
 # column -> (its other accepted name, what it holds); shown by `mmi import --help`
@@ -40,10 +45,10 @@ COLUMNS = {
     "user_id": ("user", "required: the user's id"),
     "platform": (None, "required: the platform's name (letters, digits, '_', '.', '-')"),
     "item_id": ("item", "required: the item's id on that platform"),
-    "timestamp": ("time", "optional number: orders each user's history"),
+    "timestamp": ("time", "optional finite number: orders each user's history"),
     "order": ("position", "optional integer: orders the history (after time, if both)"),
     "rating": (None, "optional number, kept"),
-    "weight": (None, "optional number: the interaction's weight (1 when absent)"),
+    "weight": (None, "optional number >= 0: the interaction's weight (1 when absent)"),
 }
 MEDIA = {"image": ("image", "image_path"), "audio": ("audio", "audio_path")}
 SPLIT_VALUES = ("train", *ROLES)
@@ -67,14 +72,20 @@ def import_plain_csv(src: Path, name: str | None = None, items: dict[str, Path] 
     if split_column and split_column not in table.frame.columns:
         table.require(problems, split_column)
     problems.raise_if_any(context)
-    interactions = pd.DataFrame({c: table.text(c, problems) for c in ("user_id", "platform", "item_id")})
+    if len(table) == 0:
+        problems.add(table.shown, "no interactions: the file has a header and no rows")
+        problems.raise_if_any(context)
+    interactions = pd.DataFrame({"user_id": read_ids(table, "user_id", problems),
+                                 "platform": table.text("platform", problems),
+                                 "item_id": read_ids(table, "item_id", problems)})
     platform = interactions["platform"]
     bad = ~platform.str.fullmatch(PLATFORM_NAME.pattern).to_numpy() & (platform != "").to_numpy()
     table.flag(problems, bad, "platform",
                "platform name {value} is not letters, digits, '_', '.' and '-'", platform)
     for column in ("timestamp", "order", "rating", "weight"):
         if column in frame.columns:
-            interactions[column] = table.number(column, problems, integer=column == "order")
+            interactions[column] = (table.number(column, problems) if column == "rating"
+                                    else read_numbers(table, column, problems))
     if "timestamp" not in interactions.columns and "order" not in interactions.columns:
         interactions["order"] = np.arange(len(interactions))
         notes.append(f"{src.name} has no time or position column: each user's history follows "
@@ -85,6 +96,8 @@ def import_plain_csv(src: Path, name: str | None = None, items: dict[str, Path] 
     if kept:
         notes.append(f"{src.name}: column(s) {', '.join(kept)} kept as they are")
     problems.raise_if_any(context)
+    if "order" in frame.columns:
+        interactions["order"] = positions(interactions["order"])
 
     seen = pd.unique(interactions["platform"])  # platforms: --items order, then first seen
     names = [p for p in (items or {}) if p in seen] + [p for p in seen if p not in (items or {})]
@@ -168,7 +181,7 @@ def _items_table(platform: str, path: Path, problems: Problems,
     if not table.require(problems, "item_id"):
         return None
     frame = table.frame.copy()
-    ids = table.text("item_id", problems)
+    ids = read_ids(table, "item_id", problems)
     table.flag(problems, (ids.duplicated() & (ids != "")).to_numpy(), "item_id",
                "duplicate item {value} (item ids are unique within a platform)", ids)
     frame["item_id"] = ids
