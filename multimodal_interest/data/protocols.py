@@ -120,7 +120,8 @@ def unlink_users(task: ColdStartTask, fraction: float, seed: int = 0) -> ColdSta
 
     The users kept linked are the first ``round(fraction * K)`` of
     ``numpy.random.default_rng(seed).permutation(K)`` over the ``K`` overlapping training users
-    (:meth:`ColdStartTask.overlap_users`, sorted). ``fraction = 1`` returns ``task`` itself.
+    (:meth:`ColdStartTask.overlap_users` that are neither valid nor test users, sorted).
+    ``fraction = 1`` returns ``task`` itself.
     """
     check_overlap_fraction(fraction)
     if fraction == 1:
@@ -128,7 +129,7 @@ def unlink_users(task: ColdStartTask, fraction: float, seed: int = 0) -> ColdSta
     if task.source == task.target:
         raise ValueError(f"--overlap-fraction {fraction:g}: {task.label} is a within-platform task, "
                          "whose users are on one platform only; unlinking needs two platforms")
-    overlap = task.overlap_users()  # [K] sorted
+    overlap = np.setdiff1d(task.overlap_users(), np.concatenate([task.valid_users, task.test_users]))  # [K]
     keep = np.random.default_rng(seed).permutation(len(overlap))[:_draw(len(overlap), fraction)]
     unlinked = np.setdiff1d(overlap, overlap[keep])  # [K'] sorted
     new_id = np.full(task.n_users, -1, dtype=np.int64)
