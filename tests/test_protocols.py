@@ -87,6 +87,18 @@ def test_out_of_range_values_are_refused_naming_the_flag(planted):
         unlink_users(within, 0.5)
 
 
+@pytest.mark.parametrize("name", ["ease", "ease-merged"])
+def test_a_method_of_shared_users_still_scores_with_none(planted, name):
+    """With no overlapping training user, EASE has nothing to regress on: it ranks by its
+    popularity prior instead of failing."""
+    from multimodal_interest.baselines import create_baseline
+
+    task = unlink_users(planted[0], 0.0)
+    model = create_baseline(name, lam=100.0).fit(task)
+    scores = model.score(task.test_users[:5])
+    assert torch.isfinite(scores).all() and torch.equal(scores, model.prior.expand_as(scores).to(scores.dtype))
+
+
 def test_cold_items_lose_every_training_row_and_split_in_halves(planted):
     task, _ = planted
     out = make_items_cold(task, 0.2, seed=3)
