@@ -15,13 +15,19 @@ Rules (the same for every method):
   (latest timestamp in ``task.holdout``) against ``n_negatives`` target items drawn
   uniformly without replacement from the items not in the user's target set, seeded per
   user (``seed``, ``user_idx``), with the same tie rule.
+- Cold-item slices (with :class:`ItemSlices`, under the ``--cold-items`` protocol): the same
+  metrics on (b) ``cold``: the held-out items among the cold items, ranked over the whole
+  catalog; (c) ``warm``: the held-out items never made cold, ranked over the whole catalog;
+  (d) ``cold-candidates``: the ranking restricted to the cold items, truth = held-out items
+  among them (the pure content test). Each slice keeps the users with at least one
+  ground-truth item in it; (a), the main result, is every held-out item.
 """
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +57,7 @@ class EvalResult:
     values: dict[str, np.ndarray]  # metric -> [U] float64
     history_len: np.ndarray  # [U] int64 number of source interactions
     seconds: float = 0.0  # wall time of the evaluation (scoring included)
+    slices: dict[str, EvalResult] = field(default_factory=dict)  # SLICES name -> its users' values (none: left out)
 
     def summary(self, seed: int = 0) -> dict[str, Interval]:
         """metric -> mean with its 95% bootstrap interval over users."""
@@ -61,22 +68,57 @@ class EvalResult:
         return by_bucket(self.values[metric], self.history_len, edges)
 
     def to_json(self, path: str | Path) -> None:
-        """Write the summary and the per-user values (atomically)."""
+        """Write the summary and the per-user values, each slice's too (atomically)."""
+        atomic_write_bytes(Path(path), json.dumps(self._doc(), indent=1).encode())
+
+    def _doc(self) -> dict:
         doc = {"task": self.task, "seconds": self.seconds,
                "summary": {m: vars(i) for m, i in self.summary().items()},
                "users": self.users.tolist(), "history_len": self.history_len.tolist(),
                "values": {m: v.tolist() for m, v in self.values.items()}}
-        atomic_write_bytes(Path(path), json.dumps(doc, indent=1).encode())
+        if self.slices:
+            doc["slices"] = {name: r._doc() for name, r in self.slices.items()}
+        return doc
 
     @classmethod
     def from_json(cls, path: str | Path) -> EvalResult:
-        doc = json.loads(Path(path).read_text())
         try:
-            return cls(doc["task"], np.asarray(doc["users"], dtype=np.int64),
-                       {m: np.asarray(v, dtype=np.float64) for m, v in doc["values"].items()},
-                       np.asarray(doc["history_len"], dtype=np.int64), float(doc["seconds"]))
+            return cls._from_doc(json.loads(Path(path).read_text()))
         except KeyError as e:
             raise ValueError(f"{path}: not an evaluation result (missing field {e})") from None
+
+    @classmethod
+    def _from_doc(cls, doc: dict) -> EvalResult:
+        return cls(doc["task"], np.asarray(doc["users"], dtype=np.int64),
+                   {m: np.asarray(v, dtype=np.float64) for m, v in doc["values"].items()},
+                   np.asarray(doc["history_len"], dtype=np.int64), float(doc["seconds"]),
+                   {name: cls._from_doc(d) for name, d in doc.get("slices", {}).items()})
+
+
+# cold-item slices: name -> what it measures (the main result is (a), every held-out item)
+SLICES = {"cold": "(b) cold held-out items, ranked over the whole catalog",
+          "warm": "(c) warm held-out items (never made cold), ranked over the whole catalog",
+          "cold-candidates": "(d) cold held-out items ranked among the cold items only (the pure content test)"}
+
+
+@dataclass(frozen=True)
+class ItemSlices:
+    """Which items the cold-item slices (:data:`SLICES`) look at, for one set of users.
+
+    ``cold``: ``[C]`` int64 the cold items of the users evaluated (the test cold items for
+    test users); ``made_cold``: ``[C']`` every item made cold, valid and test (warm items are
+    the others).
+    """
+
+    cold: np.ndarray
+    made_cold: np.ndarray
+
+    @classmethod
+    def for_test(cls, task: ColdStartTask) -> ItemSlices | None:
+        """The slices of ``task``'s test users (None without the cold-item protocol)."""
+        if task.test_cold_items is None:
+            return None
+        return cls(np.asarray(task.test_cold_items, dtype=np.int64), task.cold_items)
 
 
 def _csr(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -154,13 +196,14 @@ def _check_scores(scores: object, rows: int, n_items: int, lo: int) -> torch.Ten
 
 def evaluate(scorer: Scorer, task: ColdStartTask, users: np.ndarray, ks: tuple[int, ...] = (10, 50),
              chunk_size: int | None = None, sampled: bool = False, n_negatives: int = 999,
-             seed: int = 0) -> EvalResult:
+             seed: int = 0, slices: ItemSlices | None = None) -> EvalResult:
     """Rank all target items for ``users`` and compute Recall@k, NDCG@k (each k) and MRR.
 
     ``scorer(users_chunk)`` returns ``[len(users_chunk), task.n_items[task.target]]`` scores
     (any device; ranking happens there). With ``sampled``, also :data:`SAMPLED_METRICS`
     (HR@1/5/10, NDCG@5/10 and MRR of the last target item among ``n_negatives``; see the
-    module docstring).
+    module docstring). With ``slices``, also the cold-item slices (:data:`SLICES`) in
+    ``result.slices``, from the same scores.
     """
     users = np.asarray(users, dtype=np.int64)
     if len(np.unique(users)) != len(users):
@@ -178,6 +221,7 @@ def evaluate(scorer: Scorer, task: ColdStartTask, users: np.ndarray, ks: tuple[i
     names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + ["mrr"]
     chunk_size = chunk_size or max(1, CHUNK_SCORES // n_items)
     parts: dict[str, list[torch.Tensor]] = {}
+    sliced: dict[str, tuple[list[np.ndarray], dict[str, list[torch.Tensor]]]] = {s: ([], {}) for s in SLICES}
     start = time.perf_counter()
     for lo in range(0, len(users), chunk_size):
         hi = min(lo + chunk_size, len(users))
@@ -190,10 +234,49 @@ def evaluate(scorer: Scorer, task: ColdStartTask, users: np.ndarray, ks: tuple[i
             values |= _sampled_metrics(scores, pos[lo:hi], neg[lo:hi])
         for m, v in values.items():
             parts.setdefault(m, []).append(v)
+        if slices is not None:
+            for name, (rows, ranks_in_slice, n_truth) in _slice_ranks(scores, ranks, gt, gt_mask, slices).items():
+                sliced[name][0].append(np.arange(lo, hi)[rows.numpy()])
+                for m, v in compute_metrics(names, ranks_in_slice, n_truth).items():
+                    sliced[name][1].setdefault(m, []).append(v)
     seconds = time.perf_counter() - start
-    return EvalResult(f"{task.dataset}/{task.split} {task.source}->{task.target}", users,
-                      {m: torch.cat(v).numpy() for m, v in parts.items()},
-                      _history_lengths(task, users), seconds)
+    label = f"{task.dataset}/{task.split} {task.source}->{task.target}"
+    lengths = _history_lengths(task, users)
+    result = EvalResult(label, users, {m: torch.cat(v).numpy() for m, v in parts.items()}, lengths, seconds)
+    if slices is not None:
+        for name, (rows, values) in sliced.items():
+            at = np.concatenate(rows)
+            if not len(at):
+                continue  # no user has ground truth in the slice
+            result.slices[name] = EvalResult(f"{label} [{name}]", users[at],
+                                             {m: torch.cat(v).numpy() for m, v in values.items()},
+                                             lengths[at], seconds)
+    return result
+
+
+def _slice_ranks(scores: torch.Tensor, ranks: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor,
+                 slices: ItemSlices) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per slice of :data:`SLICES`: (rows with ground truth in it ``[B]`` bool, their ranks
+    ``[B', G]`` (0 outside the slice), their number of ground-truth items ``[B']``).
+
+    ``scores`` ``[B, N]`` (seen items already excluded); ``ranks``, ``gt``, ``gt_mask``
+    ``[B, G]``: the full ranking's ranks of the ground-truth items ``gt``.
+    """
+    cold = torch.from_numpy(np.isin(gt.numpy(), slices.cold)) & gt_mask
+    warm = torch.from_numpy(~np.isin(gt.numpy(), slices.made_cold)) & gt_mask
+    out = {}
+    for name, mask in (("cold", cold), ("warm", warm)):
+        rows = mask.any(1)
+        out[name] = (rows, ranks.masked_fill(~mask, 0)[rows], mask.sum(1)[rows])
+    # (d): rank among the cold items only, in their item order (the same tie rule)
+    candidates = torch.from_numpy(slices.cold).to(scores.device)
+    position = torch.zeros(scores.shape[1], dtype=torch.int64)
+    position[torch.from_numpy(slices.cold)] = torch.arange(len(slices.cold))
+    rows = cold.any(1)
+    among = full_ranks(scores[rows.to(scores.device)][:, candidates],
+                       position[gt[rows]].to(scores.device), cold[rows].to(scores.device)).cpu()
+    out["cold-candidates"] = (rows, among, cold[rows].sum(1))
+    return out
 
 
 def _exclude(scores: torch.Tensor, items: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

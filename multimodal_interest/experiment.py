@@ -27,9 +27,10 @@ from multimodal_interest.baselines import BASELINES, MAX_GRID, list_baselines, t
 from multimodal_interest.blend import BLEND, PARTS, tune_blend
 from encoders.text import combine_text_fields
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.evaluate import (SAMPLED_METRICS, EvalResult, Table, bucket_table, compare_table,
-                                         evaluate)
+from multimodal_interest.evaluate import (SAMPLED_METRICS, SLICES, EvalResult, ItemSlices, Table, bucket_table,
+                                         compare_table, evaluate)
 from multimodal_interest.run import Run
+from multimodal_interest.stats import paired_difference
 from multimodal_interest.store import atomic_write_bytes
 from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, load_run, train
 
@@ -41,10 +42,11 @@ METRICS = ["recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr"]
 
 @dataclass
 class MethodRun:
-    result: EvalResult
+    result: EvalResult | None  # None when the method failed
     seconds: float  # fitting/tuning/training time
     notes: dict = field(default_factory=dict)  # tuning trials, training summary
     model: object = None  # the InterestModel, for the interest model
+    error: str | None = None  # why the method failed ("ValueError: ..."); None when it ran
 
 
 def content_features(features: ItemFeatures, modality: str) -> dict[str, torch.Tensor] | None:
@@ -83,6 +85,9 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
     if not 1 <= tuning_budget <= MAX_GRID:
         raise ValueError(f"--tuning-budget must be 1..{MAX_GRID} (the largest grid), got {tuning_budget}")
     content = content_features(features, content_modality)
+    unknown = [m for m in methods if m not in all_methods()]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; methods: {', '.join(all_methods())}")
     if BLEND in methods and not set(PARTS) <= set(methods):
         raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}: run them too (--methods)")
     order = sorted(methods, key=lambda n: n == BLEND)  # the blend after its parts
@@ -101,6 +106,7 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             saved.pop(part, None)
     runs: dict[str, MethodRun] = {}
     scorers: dict[str, Callable[[np.ndarray], torch.Tensor]] = {}
+    slices = ItemSlices.for_test(task)
     for i, name in enumerate(order, 1):
         if name in saved:
             runs[name] = saved[name].method_run(task, features)
@@ -109,42 +115,58 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
             continue
         logger.info("[%d/%d] %s: fitting", i, len(order), name)
         start = time.perf_counter()
-        model = None
-        if name == MODEL:
-            model, notes = _interest_model(task, features, output_dir, train_config, run_dir, progress)
-            scorer = ModelScorer(model, task)
-        elif name == BLEND:
-            scorer, trials = tune_blend(*(scorers[p] for p in PARTS), task)
-            notes = {"trials": trials}
-        elif name in BASELINES:
-            if BASELINES[name].needs_features and content is None:
-                logger.warning("%s skipped: it needs %r item features (mmi embed)", name, content_modality)
+        try:
+            fitted = _fit_method(name, task, features, output_dir, train_config, run_dir, progress,
+                                 content, content_modality, texts, tuning_budget, scorers)
+            if fitted is None:
                 continue
-            textless = [p for p in task.platforms if not any(t.strip() for t in (texts or {}).get(p, ()))]
-            if BASELINES[name].needs_text and textless:
-                logger.warning("%s skipped: it needs item text, and there is none on %s",
-                               name, " or ".join(textless))
-                continue
-            tuned = tune(name, task, content, grid=BASELINES[name].grid[:tuning_budget], item_texts=texts)
-            scorer = tuned.model.score
-            notes = {"trials": [{**options, "valid_ndcg10": value} for options, value in tuned.trials]}
-        else:
-            raise ValueError(f"unknown method {name!r}; methods: {', '.join(all_methods())}")
+            scorer, notes, model = fitted
+            seconds = time.perf_counter() - start
+            result = evaluate(scorer, task, task.test_users, ks=(10, 50), sampled=sampled, slices=slices)
+        except Exception as exc:  # one method failing is reported as failed; the others go on
+            runs[name] = MethodRun(None, time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
+            logger.error("[%d/%d] %s failed: %s", i, len(order), name, runs[name].error,
+                         exc_info=not isinstance(exc, ValueError))  # a ValueError says why itself
+            continue
         scorers[name] = scorer
-        fitted = time.perf_counter() - start
-        result = evaluate(scorer, task, task.test_users, ks=(10, 50), sampled=sampled)
-        runs[name] = MethodRun(result, fitted, notes, model)
+        runs[name] = MethodRun(result, seconds, notes, model)
         MethodState.save(output_dir, task, name, prints[name], runs[name])
         logger.info("[%d/%d] %s: test NDCG@10 %.4f (%.0fs), saved", i, len(order), name,
-                    result.values["ndcg@10"].mean(), fitted)
+                    result.values["ndcg@10"].mean(), seconds)
     return runs
 
 
+def _fit_method(name, task, features, output_dir, train_config, run_dir, progress, content,
+                content_modality, texts, tuning_budget, scorers):
+    """``(scorer, notes, model)`` of one method fitted on ``task`` (model: the interest
+    model's, else None); None when it is skipped for want of features or text."""
+    if name == MODEL:
+        model, notes = _interest_model(task, features, output_dir, train_config, run_dir, progress)
+        return ModelScorer(model, task), notes, model
+    if name == BLEND:
+        failed = [p for p in PARTS if p not in scorers]
+        if failed:
+            raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}, and {' and '.join(failed)} failed")
+        scorer, trials = tune_blend(*(scorers[p] for p in PARTS), task)
+        return scorer, {"trials": trials}, None
+    if BASELINES[name].needs_features and content is None:
+        logger.warning("%s skipped: it needs %r item features (mmi embed)", name, content_modality)
+        return None
+    textless = [p for p in task.platforms if not any(t.strip() for t in (texts or {}).get(p, ()))]
+    if BASELINES[name].needs_text and textless:
+        logger.warning("%s skipped: it needs item text, and there is none on %s", name, " or ".join(textless))
+        return None
+    tuned = tune(name, task, content, grid=BASELINES[name].grid[:tuning_budget], item_texts=texts)
+    return tuned.model.score, {"trials": [{**options, "valid_ndcg10": value} for options, value in tuned.trials]}, None
+
+
 def task_fingerprint(task: ColdStartTask) -> str:
-    """sha256 of what a method sees of ``task``: its label, items, users and interactions."""
-    h = hashlib.sha256(json.dumps([task.label, task.n_items, task.n_users]).encode())
-    for users in (task.valid_users, task.test_users):
-        h.update(np.ascontiguousarray(users, dtype=np.int64).tobytes())
+    """sha256 of what a method sees of ``task``: its label, protocol, items, users, cold
+    items and interactions."""
+    h = hashlib.sha256(json.dumps([task.label, task.n_items, task.n_users, task.protocol],
+                                  sort_keys=True, default=str).encode())
+    for users in (task.valid_users, task.test_users, task.valid_cold_items, task.test_cold_items):
+        h.update(b"-" if users is None else np.ascontiguousarray(users, dtype=np.int64).tobytes())
     for frame in (task.train, task.holdout):
         h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return h.hexdigest()
@@ -274,8 +296,8 @@ class Report:
     """What :func:`write_report` made, as data: the tables and the files it wrote.
 
     :meth:`summary` is what a command prints (title, what the numbers are, the results
-    table); :meth:`markdown` is the whole report file (the summary, then results by history
-    length, fitting times and figures).
+    table, the methods that failed, the cold-item slices); :meth:`markdown` is the whole
+    report file (the summary, then results by history length, fitting times and figures).
     """
 
     title: str  # the task's label
@@ -290,10 +312,17 @@ class Report:
     json_path: Path  # the report's data (summaries, notes)
     figures: list[Path] = field(default_factory=list)
     tuning_budget: int = MAX_GRID  # configurations each baseline could try
+    failed: dict[str, str] = field(default_factory=dict)  # method -> why it failed
+    slices: dict[str, Table] = field(default_factory=dict)  # cold-item slice -> its results table
 
     def summary(self) -> str:
         made = f"Made {self.made}" + (f" by `{self.command}`" if self.command else "") + "."
-        return "\n".join([f"## {self.title}", "", self.intro, "", made, "", self.results.markdown(), ""])
+        lines = [f"## {self.title}", "", self.intro, "", made, "", self.results.markdown(), ""]
+        if self.failed:
+            lines += ["Failed (no result):", ""] + [f"- {n}: {why}" for n, why in self.failed.items()] + [""]
+        for name, table in self.slices.items():
+            lines += [f"{SLICES[name]}:", "", table.markdown(), ""]
+        return "\n".join(lines)
 
     def markdown(self) -> str:
         times = ", ".join(f"{n} {s:.0f}s" for n, s in self.seconds.items())
@@ -317,15 +346,20 @@ def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Pa
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{task.source}-{task.target}"
-    results = {n: r.result for n, r in runs.items()}
+    results = {n: r.result for n, r in runs.items() if r.error is None}
+    failed = {n: r.error for n, r in runs.items() if r.error is not None}
+    if not results:
+        raise ValueError(f"{task.label}: every method failed ({'; '.join(f'{n}: {e}' for n, e in failed.items())})")
     reference = best_baseline(results)
     metrics = [m for m in METRICS + list(SAMPLED_METRICS) if m in next(iter(results.values())).values]
+    table = compare_table(results, metrics, reference=reference,
+                          with_ci=("ndcg@10", *[m for m in metrics if m != "ndcg@10"]))
+    table.rows += [[n, "failed"] + ["-"] * (len(table.header) - 2) for n in failed]
     report = Report(
         task.label, _intro(task, reference), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        command, compare_table(results, metrics, reference=reference,
-                               with_ci=("ndcg@10", *[m for m in metrics if m != "ndcg@10"])),
-        bucket_table(results), tuning_table(runs), {n: r.seconds for n, r in runs.items()},
-        output_dir / f"{stem}.md", output_dir / f"{stem}.json", tuning_budget=tuning_budget)
+        command, table, bucket_table(results), tuning_table(runs), {n: r.seconds for n, r in runs.items()},
+        output_dir / f"{stem}.md", output_dir / f"{stem}.json", tuning_budget=tuning_budget, failed=failed,
+        slices=slice_tables(results))
     _write_data(report, task, runs, reference)
     report.figures = _plot(results, interest_map, output_dir, stem, task.label)
     atomic_write_bytes(report.path, report.markdown().encode())
@@ -345,24 +379,75 @@ def tuning_table(runs: dict[str, MethodRun]) -> Table:
     return Table(["method", "configurations", "chosen", "valid NDCG@10"], rows)
 
 
+SLICE_METRICS = ["ndcg@10", "recall@10"]
+
+
+def slice_results(results: dict[str, EvalResult], name: str) -> dict[str, EvalResult]:
+    """Each method's result on the cold-item slice ``name`` (methods without it left out)."""
+    return {n: r.slices[name] for n, r in results.items() if name in r.slices}
+
+
+def slice_tables(results: dict[str, EvalResult]) -> dict[str, Table]:
+    """Per cold-item slice (:data:`SLICES`) with users: NDCG@10 and Recall@10 of each method
+    with 95% intervals, and the paired difference in NDCG@10 against the best baseline on
+    that slice (named in the column); the users of the slice in the first column's header."""
+    out = {}
+    for name in SLICES:
+        part = slice_results(results, name)
+        if part:
+            table = compare_table(part, SLICE_METRICS, with_ci=tuple(SLICE_METRICS), reference=best_baseline(part))
+            table.header[0] = f"method ({len(next(iter(part.values())).users)} users)"
+            out[name] = table
+    return out
+
+
 def _intro(task: ColdStartTask, reference: str | None) -> str:
-    return (f"{len(task.test_users)} test users, full ranking over {task.n_items[task.target]} "
+    text = (f"{len(task.test_users)} test users, full ranking over {task.n_items[task.target]} "
             f"{task.target} items; mean [95% bootstrap interval over users]"
             + (f"; Δ: paired difference against the best baseline, {reference}" if reference else "") + ".")
+    return text + ("" if not task.protocol else f" Protocol: {describe_protocol(task)}.")
+
+
+def describe_protocol(task: ColdStartTask) -> str:
+    """The protocols applied to ``task``, in words (empty when none)."""
+    p, parts = task.protocol, []
+    if "overlap_fraction" in p:
+        parts.append(f"overlap fraction {p['overlap_fraction']:g} (seed {p['overlap_seed']}): "
+                     f"{p['linked_users']} overlapping training users stay linked, {p['unlinked_users']} "
+                     f"are split into a source and a target user")
+    if "cold_items" in p:
+        parts.append(f"cold items {p['cold_items']:g} (seed {p['cold_items_seed']}): {p['cold_items_valid']} "
+                     f"validation and {p['cold_items_test']} test cold {task.target} items have no training "
+                     f"interaction; a user of a slice has ground truth in it "
+                     f"({p['valid_users_left_out']} valid users had none left and are left out)")
+    return "; ".join(parts)
 
 
 def _write_data(report: Report, task: ColdStartTask, runs: dict[str, MethodRun],
                 reference: str | None) -> None:
     """The report's JSON and each method's per-user results beside it."""
+    results = {n: r.result for n, r in runs.items() if r.error is None}
     doc = {"task": task.label, "synthetic": task.synthetic, "test_users": len(task.test_users),
            "command": report.command, "date": report.made, "best_baseline": reference,
-           "methods": {n: {"summary": {m: vars(i) for m, i in r.result.summary().items()},
-                           "seconds": round(r.seconds, 1), "notes": _jsonable(r.notes)}
-                       for n, r in runs.items()}}
+           "protocol": _jsonable(task.protocol),
+           "methods": {n: {"failed": r.error, "seconds": round(r.seconds, 1)} if r.error is not None else
+                       {"summary": {m: vars(i) for m, i in r.result.summary().items()},
+                        "seconds": round(r.seconds, 1), "notes": _jsonable(r.notes)}
+                       for n, r in runs.items()},
+           "slices": {}}
+    for name in report.slices:
+        part = slice_results(results, name)
+        best = best_baseline(part)
+        doc["slices"][name] = {
+            "what": SLICES[name], "users": len(next(iter(part.values())).users), "best_baseline": best,
+            "methods": {n: {"summary": {m: vars(i) for m, i in r.summary().items()},
+                            "delta_ndcg@10": None if best is None else
+                            vars(paired_difference(r.values["ndcg@10"], part[best].values["ndcg@10"]))}
+                        for n, r in part.items()}}
     atomic_write_bytes(report.json_path, json.dumps(doc, indent=1).encode())
     stem = report.json_path.stem
-    for name, r in runs.items():
-        r.result.to_json(report.json_path.with_name(f"{stem}.{name}.users.json"))
+    for name, r in results.items():
+        r.to_json(report.json_path.with_name(f"{stem}.{name}.users.json"))
 
 
 def _plot(results: dict[str, EvalResult], interest_map: dict[str, np.ndarray] | None,

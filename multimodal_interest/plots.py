@@ -82,3 +82,31 @@ def plot_interest_map(vectors: dict[str, np.ndarray], path: Path, title: str = "
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_learning_curve(curve, path: Path) -> Path:
+    """One line per method: ``curve.metric`` (95% interval) against the overlap fraction
+    (a :class:`~multimodal_interest.learning_curve.LearningCurve`; symlog x axis, so 0 and 0.01
+    are both visible)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, points in curve.points.items():
+        xy = [(f, p) for f, p in zip(curve.fractions, points) if p is not None]
+        if not xy:
+            continue
+        x = np.array([f for f, _ in xy])
+        mean = np.array([p.mean for _, p in xy])
+        err = np.array([[p.mean - p.low for _, p in xy], [p.high - p.mean for _, p in xy]])
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=name,
+                    linewidth=2.5 if name == "interest-model" else 1.2)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xticks(curve.fractions)
+    ax.set_xticklabels([f"{f:g}" for f in curve.fractions])
+    ax.set_xlabel("overlap fraction f (share of overlapping training users linked)")
+    ax.set_ylabel(f"{curve.metric} (95% CI)")
+    ax.set_title(textwrap.fill(curve.title, 60), fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -58,6 +58,8 @@ def spd_inverse(gram: np.ndarray) -> np.ndarray:
 
     Overwrites ``gram``. Raises ``ValueError`` when it is not positive definite.
     """
+    if gram.shape[0] == 0:  # no user (no shared users at all): nothing to invert, no weights
+        return gram
     c, info = lapack.dpotrf(gram, lower=1, clean=1, overwrite_a=1)
     if info != 0:
         raise ValueError(f"Gram matrix is not positive definite (potrf info {info}); raise lam")

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                        texts=item_texts(dataset, task.platforms))
 
     say("[4/5] cold-start evaluation on the test users")
-    model_run = runs.get(MODEL)
+    model_run = runs.get(MODEL) if MODEL in runs and runs[MODEL].error is None else None  # failed: no model
     report = write_report(task, runs, work / "report",
                           interest_map_vectors(model_run.model, task) if model_run else None,
                           command=args.command_line)

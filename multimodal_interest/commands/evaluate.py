@@ -1,16 +1,21 @@
 """``mmi evaluate DATASET --source A --target B``: the interest model and the baselines on the
 same cold-start split; prints a table, writes JSON, Markdown and figures. With A = B, a
-within-platform task from the interactions' own labels (``CrossPlatformDataset.within_platform``)."""
+within-platform task from the interactions' own labels (``CrossPlatformDataset.within_platform``).
+Protocols (``--overlap-fraction``, ``--cold-items``: :mod:`multimodal_interest.data.protocols`)
+transform the task first; several overlap fractions make a learning curve."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from multimodal_interest.baselines import MAX_GRID
+from multimodal_interest.commands import _protocol
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.experiment import (MODEL, all_methods, interest_map_vectors, item_texts,
                                             parse_methods, run_methods, write_report)
+from multimodal_interest.learning_curve import LearningCurve, fraction_folder, write_learning_curve
 from multimodal_interest.training import ItemFeatures, TrainConfig
 from multimodal_interest.training.config import apply_overrides
 from multimodal_interest.training.features import parse_item_spaces
@@ -43,26 +48,45 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                    help="folder for results, figures and runs; each method's results are saved as "
                         "it finishes, and a rerun on the folder skips the methods already done "
                         "with the same split, data and settings")
+    _protocol.add_arguments(p, curve=True)
 
 
 def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
+    _protocol.check(args, curve=True)
     config = (TrainConfig.from_file(args.config, args.set) if args.config
               else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     directions = [(args.source, args.target)] + ([(args.target, args.source)] if args.both else [])
     for source, target in directions:
-        task = (dataset.within_platform(source) if source == target
-                else dataset.cold_start(source, target, args.split))
+        if source == target:
+            base, recorded = dataset.within_platform(source), None
+        else:
+            base, recorded = dataset.cold_start(source, target, args.split), dataset.split(args.split).meta.get("protocol")
+        protocols = _protocol.protocols(args, recorded)
+        if len(protocols) > 1 and args.model is not None:
+            raise ValueError("--model: a trained run is one task; a learning curve (several "
+                             "--overlap-fraction values) trains one model per fraction")
         features = ItemFeatures.for_dataset(args.store, dataset, [source, target], args.modalities,
                                             parse_item_spaces(args.item_space))
-        runs = run_methods(task, methods, features, args.output, config, args.model,
-                           args.content_modality, args.sampled, args.progress,
-                           texts=item_texts(dataset, task.platforms), tuning_budget=args.tuning_budget)
-        model = runs[MODEL].model if MODEL in runs else None
-        report = write_report(task, runs, args.output,
-                              interest_map_vectors(model, task) if model is not None else None,
-                              command=args.command_line, tuning_budget=args.tuning_budget)
-        print(report.summary())
-        print(f"full report: {report.path}")
+        curve = []
+        for protocol in protocols:
+            task = protocol.apply(base)
+            output = args.output if len(protocols) == 1 else fraction_folder(args.output, protocol.overlap_fraction)
+            runs = run_methods(task, methods, features, output, config, args.model,
+                               args.content_modality, args.sampled, args.progress,
+                               texts=item_texts(dataset, task.platforms), tuning_budget=args.tuning_budget)
+            model = runs[MODEL].model if MODEL in runs else None
+            report = write_report(task, runs, output,
+                                  interest_map_vectors(model, task) if model is not None else None,
+                                  command=args.command_line, tuning_budget=args.tuning_budget)
+            print(report.summary())
+            print(f"full report: {report.path}")
+            curve.append((task, runs))
+        if len(protocols) > 1:
+            title = dataclasses.replace(protocols[0], overlap_fraction=1.0).apply(base).label
+            learning = LearningCurve.from_runs(title, curve)
+            paths = write_learning_curve(learning, args.output, f"{source}-{target}")
+            print(learning.markdown())
+            print(f"learning curve: {', '.join(str(p) for p in paths)}")
     return 0

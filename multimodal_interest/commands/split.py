@@ -1,5 +1,8 @@
 """``mmi split DATASET``: save user-wise cold-start splits (all standard ones by default), or
-one split of given users (``--valid-users`` / ``--test-users``)."""
+one split of given users (``--valid-users`` / ``--test-users``). With protocol options
+(``--overlap-fraction``, ``--cold-items``), each split is saved under its name plus the
+protocol's tag (``cold20_seed900+overlap0.05-seed0``) with the protocol in its JSON meta, and
+``mmi train`` / ``mmi evaluate`` on that split apply it."""
 from __future__ import annotations
 
 import argparse
@@ -7,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from multimodal_interest.commands import _protocol
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
-from multimodal_interest.data.splits import (RATIOS, SEEDS, VALID_RATIO, given_split, random_split,
+from multimodal_interest.data.splits import (RATIOS, SEEDS, VALID_RATIO, Split, given_split, random_split,
                                              save_split)
 
 
@@ -29,9 +33,11 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
                             "user_id and an optional target (a platform or '*')")
     given.add_argument("--test-users", type=Path, metavar="FILE", help="the test users, as above")
     given.add_argument("--name", default="given", help="the given split's name (default: given)")
+    _protocol.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    protocol = _protocol.single(args)
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     if args.valid_users or args.test_users:
         lists = {role: path for role, path in (("valid", args.valid_users), ("test", args.test_users))
@@ -41,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         splits = [random_split(dataset, ratio, seed, args.valid_ratio)
                   for ratio in args.ratio for seed in args.seed]
+    if not protocol.is_identity:
+        splits = [Split(s.name + protocol.tag(), s.users, {**s.meta, "protocol": protocol.to_meta()})
+                  for s in splits]
     for split in splits:
         path = save_split(dataset.root, split)
         counts = split.counts()

@@ -1,11 +1,14 @@
 """``mmi train DATASET --source A --target B --store STORE --output DIR``: train the fusion
-model on one cold-start direction; also ``accelerate launch scripts/train.py ...``."""
+model on one cold-start direction; also ``accelerate launch scripts/train.py ...``. The
+protocol options (``--overlap-fraction``, ``--cold-items``) make it the same task as
+``mmi evaluate`` with them."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from fusion import InterestModel
+from multimodal_interest.commands import _protocol
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
 from multimodal_interest.run import Run, model_folder
@@ -37,13 +40,16 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                                              "start); with --set trainable=target-head only that head learns")
     p.add_argument("--no-resume", action="store_true",
                    help="start afresh: delete the checkpoints --output has (e.g. to change settings)")
+    _protocol.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    _protocol.check(args)
     config = (TrainConfig.from_file(args.config, args.set) if args.config
               else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     task = dataset.cold_start(args.source, args.target, args.split)
+    task = _protocol.single(args, dataset.split(args.split).meta.get("protocol")).apply(task)
     features = ItemFeatures.for_dataset(args.store, dataset, [task.source, task.target], args.modalities,
                                         parse_item_spaces(args.item_space))
     init = None

@@ -93,6 +93,10 @@ class ColdStartTask:
     ``train``: interactions a method may use (columns :data:`INTERACTION_COLUMNS`), sorted
     by user and time; it includes the valid/test users' *source* interactions, never their
     target ones. ``holdout``: those hidden target interactions (same columns).
+
+    An evaluation protocol (:mod:`multimodal_interest.data.protocols`) transforms a task
+    into another one: ``protocol`` records what it did (empty: none) and ``split`` carries
+    its tag, so results and trained runs of the transformed task are keyed by it.
     """
 
     dataset: str
@@ -106,6 +110,13 @@ class ColdStartTask:
     valid_users: np.ndarray  # [V] int64 user_idx
     test_users: np.ndarray  # [T] int64 user_idx
     synthetic: bool = False  # the platforms are made up (e.g. genres of one catalog): say so
+    protocol: dict = field(default_factory=dict)  # the protocols applied, e.g. {"overlap_fraction": 0.05, ...}
+    valid_cold_items: np.ndarray | None = None
+    """[Cv] int64 target item_idx made cold for validation (no training row; the valid users'
+    held-out items among them are what a content path can be tuned on); None: no cold items."""
+    test_cold_items: np.ndarray | None = None
+    """[Ct] int64 target item_idx made cold for the test (no training row; never in the valid
+    users' ground truth); None: no cold items."""
     _truth: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -113,6 +124,12 @@ class ColdStartTask:
         """How to name the task in reports: ``dataset source->target (split)``, synthetic marked."""
         mark = " [synthetic platforms]" if self.synthetic else ""
         return f"{self.dataset}{mark} {self.source}->{self.target} ({self.split})"
+
+    @property
+    def cold_items(self) -> np.ndarray:
+        """[C] int64 every target item_idx made cold (valid and test, sorted; empty if none)."""
+        parts = [c for c in (self.valid_cold_items, self.test_cold_items) if c is not None]
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
 
     @property
     def platforms(self) -> list[str]:
