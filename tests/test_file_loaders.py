@@ -125,3 +125,99 @@ def test_a_malformed_weights_header_in_a_model_is_named(world, tmp_path):
     rehash(run)
     with pytest.raises(FileRefused, match=r"fusion/model.safetensors: safetensors header length"):
         InterestModel.from_pretrained(run / "model")
+
+
+# ------------------------------------------------------------------ dataset.yaml
+def validate(folder: Path, capsys) -> str:
+    """`mmi validate` must refuse ``folder`` (exit 1 or 2) without a traceback: its output."""
+    code = main(["-q", "validate", str(folder)])
+    out = capsys.readouterr()
+    assert code in (1, 2) and "Traceback" not in out.err + out.out, out
+    return out.out + out.err
+
+
+def nested_aliases(levels: int, width: int = 10) -> str:
+    """The probe's bomb: mappings nesting ``levels`` levels of ``width`` aliases each."""
+    text = "l0: &l0 {x: 1}\n"
+    for i in range(1, levels + 1):
+        text += f"l{i}: &l{i} {{" + ", ".join(f"k{j}: *l{i - 1}" for j in range(width)) + "}\n"
+    return text
+
+
+@pytest.mark.parametrize("appended, why", [
+    (nested_aliases(8), r"dataset.yaml:\d+: its aliases expand to more than 100000 values"),
+    ("loop: &loop {self: *loop}\n", r"dataset.yaml:\d+: alias \*loop is used inside its own anchor"),
+    ("deep: " + "[" * 100_000 + "]" * 100_000 + "\n", r"dataset.yaml:\d+: nested more than 64 deep"),
+    ("name: again\n", r"dataset.yaml:\d+: key 'name' repeated \(first on line 1\)"),
+    ("format: " + "9" * 5000 + "\n", r"dataset.yaml:\d+: cannot read this value"),
+])
+def test_a_hostile_dataset_yaml_is_refused_at_its_line(world, tmp_path, capsys, appended, why):
+    """Issue 31, defects 2 and 3 and the weak spots: an alias bomb once drove `mmi validate`
+    past 8 GB, a recursive alias and deep nesting gave RecursionError, a repeated key
+    silently took the last value, a 5,000-digit number gave an error with no file or line."""
+    data = copy(world, "data", tmp_path)
+    (data / "dataset.yaml").write_text((data / "dataset.yaml").read_text() + appended)
+    start = time.perf_counter()
+    assert re.search(why, validate(data, capsys))
+    assert time.perf_counter() - start < 10
+
+
+# ------------------------------------------------------------------ splits
+SECRET = "TOP-SECRET-TOKEN-123"
+
+
+@pytest.mark.parametrize("file", ["s0.csv", "s0.json"])
+def test_a_split_file_linked_out_of_the_dataset_is_refused_unread(world, tmp_path, capsys, file):
+    """Issue 31, defect 4: splits/cold20_seed900.csv -> /some/secret.csv was read, and its
+    content echoed ("user 'TOP-SECRET-TOKEN-123' is not in the dataset")."""
+    data = copy(world, "data", tmp_path)
+    secret = tmp_path / ("secret" + Path(file).suffix)
+    secret.write_text(f"user_id,role,target\n{SECRET},test,b\n" if file.endswith(".csv")
+                      else json.dumps({"token": SECRET}))
+    (data / "splits" / file).unlink(missing_ok=True)
+    (data / "splits" / file).symlink_to(secret)
+    out = validate(data, capsys)
+    assert f"splits/{file}: path 'splits/{file}' leaves" in out and SECRET not in out, out
+
+
+def test_split_json_nested_deep_is_named(world, tmp_path, capsys):
+    data = copy(world, "data", tmp_path)
+    (data / "splits/s0.json").write_text(DEEP)
+    assert "splits/s0.json: JSON nested 100000 deep, more than the 64 allowed" in validate(data, capsys)
+
+
+# ------------------------------------------------------------------ the embedding store
+def vector_set(store: Path) -> Path:
+    return next(store.glob("b/text/*"))
+
+
+def test_store_manifest_nested_deep_is_named(world, tmp_path):
+    from multimodal_interest.store import EmbeddingStore, StoreError
+
+    store = copy(world, "store", tmp_path)
+    (vector_set(store) / "manifest.json").write_text(DEEP)
+    with pytest.raises(StoreError, match=r"manifest.json: not a valid manifest \(JSON nested 100000 deep"):
+        EmbeddingStore(store).load("b", "text")
+
+
+def test_store_manifest_with_another_dtype_is_refused(world, tmp_path):
+    """A manifest's dtype changed to float64 was ignored; the shards hold float32 only."""
+    from multimodal_interest.store import EmbeddingStore, StoreError
+
+    store = copy(world, "store", tmp_path)
+    edit_json(vector_set(store) / "manifest.json", lambda m: m.update(dtype="float64"))
+    with pytest.raises(StoreError, match=r"manifest.json: dtype: 'float64', but a vector set holds float32"):
+        EmbeddingStore(store).load("b", "text")
+
+
+def test_a_shard_linked_out_of_its_vector_set_is_refused(world, tmp_path):
+    """A symlinked shard was followed (its hash checked); now the real path rule applies."""
+    from multimodal_interest.store import BadShard, EmbeddingStore
+
+    store = copy(world, "store", tmp_path)
+    shard = next(vector_set(store).glob("shard-*.parquet"))
+    outside = tmp_path / "elsewhere.parquet"
+    shard.rename(outside)
+    shard.symlink_to(outside)
+    with pytest.raises(BadShard, match=r"a link that leads out of its vector set's folder"):
+        EmbeddingStore(store).load("b", "text")
