@@ -221,3 +221,11 @@ def test_a_shard_linked_out_of_its_vector_set_is_refused(world, tmp_path):
     shard.symlink_to(outside)
     with pytest.raises(BadShard, match=r"a link that leads out of its vector set's folder"):
         EmbeddingStore(store).load("b", "text")
+
+
+def test_a_training_configuration_goes_through_the_same_yaml_rule(tmp_path):
+    from multimodal_interest.training import TrainConfig
+
+    (tmp_path / "train.yaml").write_text("epochs: 3\nlr: 0.01\nepochs: 30\n")
+    with pytest.raises(FileRefused, match=r"train.yaml:3: key 'epochs' repeated \(first on line 1\)"):
+        TrainConfig.from_file(tmp_path / "train.yaml")
