@@ -135,6 +135,19 @@ def nesting_depth(data: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
+def lines_nesting_depth(path: str | os.PathLike, block: int = 16 << 20) -> int:
+    """The deepest nesting of the JSON lines in the file at ``path`` (JSONL), read in blocks
+    of whole lines (a string cannot hold a raw newline): exact for balanced lines, more for a
+    line left open (which is not JSON anyway). Check it before a parser that recurses in C
+    (pyarrow's JSON reader crashes the process on a line nested 100,000 deep)."""
+    deepest, carry = 0, b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(block), b""):
+            chunk, _, carry = (carry + chunk).rpartition(b"\n") if b"\n" in chunk else (b"", b"", carry + chunk)
+            deepest = max(deepest, nesting_depth(chunk))
+    return max(deepest, nesting_depth(carry))
+
+
 def parse_json(data: bytes | str, where: str | os.PathLike, depth: int = DEPTH_LIMIT) -> Any:
     """JSON text read from ``where``, nested at most ``depth`` deep; anything that is not
     such JSON (bad syntax, not UTF-8, a number too long to convert) is :class:`FileRefused`."""

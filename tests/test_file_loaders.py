@@ -229,3 +229,15 @@ def test_a_training_configuration_goes_through_the_same_yaml_rule(tmp_path):
     (tmp_path / "train.yaml").write_text("epochs: 3\nlr: 0.01\nepochs: 30\n")
     with pytest.raises(FileRefused, match=r"train.yaml:3: key 'epochs' repeated \(first on line 1\)"):
         TrainConfig.from_file(tmp_path / "train.yaml")
+
+
+def test_a_jsonl_line_nested_deep_is_named_not_a_crash(tmp_path):
+    """pyarrow's JSON reader crashed the process (segmentation fault) on such a line: the
+    depth is counted first, and the line-by-line reader names it."""
+    from multimodal_interest.data.errors import Problems
+    from multimodal_interest.data.tables import read_table
+
+    (tmp_path / "items.jsonl").write_text('{"item_id": "a"}\n{"item_id": ' + DEEP + "}\n")
+    problems = Problems()
+    assert read_table(tmp_path / "items.jsonl", "items.jsonl", problems) is None
+    assert [str(p) for p in problems.items] == ["items.jsonl:2: JSON nested 100001 deep, more than the 64 allowed"]

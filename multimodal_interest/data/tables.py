@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from fusion.files import FileRefused, parse_json
+from fusion.files import DEPTH_LIMIT, FileRefused, lines_nesting_depth, parse_json
 from multimodal_interest.data.errors import Problems
 
 SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl")
@@ -337,7 +337,7 @@ def _locate_delimited_error(path: Path, sep: str, width: int, shown: str, proble
 
 def _read_jsonl(path: Path, shown: str, problems: Problems, text_columns: tuple[str, ...],
                 as_written: bool = False) -> pd.DataFrame | None:
-    if not as_written:
+    if not as_written and lines_nesting_depth(path) <= DEPTH_LIMIT:  # deeper: crashes pyarrow
         try:
             return _to_pandas(pajson.read_json(path), text_columns)
         except pa.ArrowInvalid:
