@@ -25,6 +25,9 @@ from typing import Any, Self, TypeVar
 
 from torch import nn
 
+from fusion import files
+from fusion.files import JSON_LIMIT, MANIFEST_LIMIT
+
 C = TypeVar("C")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -294,23 +297,19 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+def read_json(path: str | os.PathLike, limit: int = JSON_LIMIT) -> Any:
+    """The JSON document at ``path`` by the loader rule (:func:`fusion.files.read_json`:
+    bounded size and depth; errors name the file)."""
+    return files.read_json(path, limit)
 
 
 def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict[str, Any]:
-    """The JSON manifest at ``path``, which must declare ``format`` ``fmt`` and
-    ``format_version`` ``version``; ``what`` says what a missing one means."""
+    """The JSON manifest at ``path``, which must be an object declaring ``format`` ``fmt``
+    and ``format_version`` ``version``; ``what`` says what a missing one means."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; {what}")
-    manifest = read_json(path)
+    manifest = files.expect_mapping(read_json(path, MANIFEST_LIMIT), path)
     if manifest.get("format") != fmt or manifest.get("format_version") != version:
         raise ValueError(f"{path}: format {manifest.get('format')!r} version "
                          f"{manifest.get('format_version')!r}; expected {fmt!r} {version}")
@@ -320,7 +319,7 @@ def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) ->
 def read_config(cls: type[C], folder: str | os.PathLike) -> C:
     """Dataclass ``cls`` from ``folder/config.json``; errors name the file."""
     path = Path(folder) / CONFIG_FILE
-    return from_dict(cls, read_json(path), str(path))
+    return from_dict(cls, read_json(path, MANIFEST_LIMIT), str(path))
 
 
 def save_weights(module: nn.Module, folder: str | os.PathLike) -> None:
@@ -336,12 +335,8 @@ def save_weights(module: nn.Module, folder: str | os.PathLike) -> None:
 
 def load_weights(module: nn.Module, folder: str | os.PathLike) -> None:
     """Load ``folder/model.safetensors`` into ``module``; every tensor must match by name."""
-    from safetensors.torch import load_file
-
     path = Path(folder) / WEIGHTS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing")
-    state = load_file(str(path))
+    state = files.load_tensors(path)
     check_finite(state, path)
     try:
         module.load_state_dict(state, strict=True)

@@ -49,7 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.files import sha256_file, verify_hashes
+from fusion.files import (MANIFEST_LIMIT, FileRefused, Folder, check_tensors, expect_mapping,
+                          safetensors_header, sha256_file, verify_hashes)
 from fusion.adapters import Adapter, create_adapter, get_adapter_class, list_adapters
 from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConfig, TargetConfig,
                            check_name, from_dict, load_weights, read_config, read_json, read_manifest,
@@ -265,18 +266,23 @@ class InterestModel(nn.Module):
         folder = Path(folder)
         manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
                                  "not a saved InterestModel (or its save was interrupted)")
-        parts = manifest["parts"]
+        parts = _parts(manifest, folder / MANIFEST)
         if manifest.get("type", TYPE) != TYPE:
             raise ValueError(f"{folder / MANIFEST}: a saved {manifest['type']!r}, not an {TYPE}")
         for part in parts:  # an unknown type is refused before any file is read
             part_class(part, folder / MANIFEST)
         if verify:
             verify_files(folder, manifest)
+        files = Folder(folder, "the model folder")
+        for part in parts:  # every file read lies inside the folder, links followed
+            files.file(part["path"], folder / MANIFEST)
         fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
         targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
                    if p["role"] == "item_space"}
-        model = cls(InterestConfig(_fusion_config(fusion, parts), targets),
-                    manifest.get("encoder_fingerprints"), manifest.get("info"))
+        config = InterestConfig(_fusion_config(fusion, parts), targets)
+        extra = (manifest.get("encoder_fingerprints"), manifest.get("info"))
+        _check_weight_shapes(cls, config, files, parts)
+        model = cls(config, *extra)
         if encoder_fingerprints is not None:
             model.check_fingerprints(encoder_fingerprints)
         _forget_unsaved_id_presence(model, fusion / WEIGHTS_FILE)
@@ -290,6 +296,44 @@ class InterestModel(nn.Module):
         """The module of this model that a manifest part (not the fusion) holds."""
         heads = {"item_space": self.spaces, "adapter": self.adapters, "item_adapter": self.item_adapters}
         return heads[part["role"]][part["platform"]]
+
+
+def _parts(manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    """The manifest's ``parts``: objects with string ``name``, ``role``, ``type`` and
+    ``path`` (and ``platform``, but for the fusion), exactly one of them the fusion."""
+    parts = manifest.get("parts")
+    keys = ("name", "role", "type", "path")
+    if not isinstance(parts, list) or not all(
+            isinstance(p, dict) and all(isinstance(p.get(k), str) for k in keys)
+            and (p["role"] == "fusion" or isinstance(p.get("platform"), str)) for p in parts):
+        raise FileRefused(path, "expected a list of parts, each with string name, role, type, path "
+                                "(and platform, but for the fusion)", "parts")
+    fusions = sum(p["role"] == "fusion" for p in parts)
+    if fusions != 1:
+        raise FileRefused(path, f"{fusions} fusion parts; a saved model has exactly one", "parts")
+    return parts
+
+
+def _check_weight_shapes(cls: type[InterestModel], config: InterestConfig, files: Folder,
+                         parts: list[dict[str, Any]]) -> None:
+    """Every part's weights file holds exactly the tensors, of exactly the shapes, that the
+    configs make: compared from the files' headers with a model built on the ``meta``
+    device, so sizes written in a config are never allocated before the files back them."""
+    fusion = next(p for p in parts if p["role"] == "fusion")
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # from_pretrained warns, once, for the real model
+            skeleton = cls(config)
+            _forget_unsaved_id_presence(skeleton, files.file(f"{fusion['path']}/{WEIGHTS_FILE}"))
+    except (RuntimeError, OverflowError, MemoryError) as e:
+        where = files.root / fusion["path"] / CONFIG_FILE
+        raise FileRefused(where, f"sizes no model can have ({e})") from None
+    for part in parts:
+        module = skeleton.fusion if part["role"] == "fusion" else skeleton._head(part)
+        relative = f"{part['path']}/{WEIGHTS_FILE}"
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        check_tensors(files.root / relative, files.header(relative), expected,
+                      f"{part['path']}/{CONFIG_FILE}")
 
 
 def part_class(part: dict[str, Any], manifest: Path) -> type[nn.Module]:
@@ -314,7 +358,7 @@ def part_class(part: dict[str, Any], manifest: Path) -> type[nn.Module]:
 def _fusion_config(folder: Path, parts: list[dict]) -> FusionConfig:
     """The fusion's config; a file saved before ``kind`` was recorded is the transformer's."""
     path = folder / CONFIG_FILE
-    d = dict(read_json(path))
+    d = dict(expect_mapping(read_json(path, MANIFEST_LIMIT), path))
     saved = next(p["type"] for p in parts if p["role"] == "fusion")
     kind = next(k for k, c in FUSIONS.items() if c.__name__ == saved)
     if d.setdefault("kind", kind) != kind:
@@ -325,12 +369,9 @@ def _fusion_config(folder: Path, parts: list[dict]) -> FusionConfig:
 def _forget_unsaved_id_presence(model: InterestModel, weights: Path) -> None:
     """A fusion weights file saved before id presence was recorded has no presence buffers:
     load it with every id row used (as that version's ``from_pretrained`` did), and warn."""
-    from safetensors import safe_open
-
     if not model.fusion.config.id_items or not weights.is_file():
         return
-    with safe_open(str(weights), framework="pt") as f:
-        saved = set(f.keys())
+    saved = set(safetensors_header(weights))
     missing = [p for p in model.fusion.config.id_items if f"items.{ID_PRESENT}{p}" not in saved]
     for p in missing:
         model.fusion.items.forget_id_presence(p)
@@ -352,7 +393,7 @@ def saved_files(folder: str | os.PathLike) -> list[str]:
     folder = Path(folder)
     manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
                              "not a saved InterestModel (or its save was interrupted)")
-    return [MANIFEST, *_part_files(manifest["parts"])]
+    return [MANIFEST, *_part_files(_parts(manifest, folder / MANIFEST))]
 
 
 def _hash_parts(folder: Path, parts: list[dict]) -> dict[str, str]:
@@ -374,18 +415,19 @@ def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
         return
     if not isinstance(recorded, dict):
         raise ValueError(f"{folder / MANIFEST}: {HASHES!r} must map file paths to sha256 hashes")
-    verify_hashes(folder, recorded, _part_files(manifest["parts"]), folder / MANIFEST, "the model",
+    verify_hashes(folder, recorded, _part_files(_parts(manifest, folder / MANIFEST)), folder / MANIFEST, "the model",
                   "the model folder", "the file changed after the model was saved (corrupt or edited)",
                   "save or train the model again")
 
 
 def _target_config(folder: Path, part: dict, parts: list[dict]) -> TargetConfig:
     """A target's config from its item-space folder and its adapters' folders."""
-    d = dict(read_json(folder / part["path"] / CONFIG_FILE))
+    own = folder / part["path"] / CONFIG_FILE
+    d = dict(expect_mapping(read_json(own, MANIFEST_LIMIT), own))
     for p in parts:
         if p.get("platform") == part["platform"] and p["role"] in ("adapter", "item_adapter"):
             where = folder / p["path"] / CONFIG_FILE
-            a = dict(read_json(where))
+            a = dict(expect_mapping(read_json(where, MANIFEST_LIMIT), where))
             saved = a.pop("type", p["type"])
             if saved != p["type"]:
                 raise ValueError(f"{where}: an adapter of type {saved!r}, but {folder / MANIFEST} "

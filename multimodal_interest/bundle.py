@@ -49,7 +49,8 @@ import torch
 
 from fusion import InterestModel
 from fusion.config import CONFIG_FILE, check_finite, check_name, read_json, read_manifest, write_json
-from fusion.files import inside, sha256_file, verify_hashes
+from fusion.files import (MANIFEST_LIMIT, FileRefused, Folder, check_tensors, expect_mapping, inside,
+                          load_tensors, safetensors_header, sha256_file, verify_hashes)
 from fusion.model import MANIFEST as MODEL_MANIFEST, saved_files
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.features import ItemFeatures
@@ -79,7 +80,7 @@ def model_fingerprint(folder: str | Path, verified: dict[str, str] | None = None
     """``sha256:<hex>`` of a saved InterestModel (see the module docstring). ``verified``:
     sha256 of files already checked (path relative to ``folder``), not read again."""
     folder = Path(folder)
-    manifest = read_json(folder / MODEL_MANIFEST)
+    manifest = expect_mapping(read_json(folder / MODEL_MANIFEST, MANIFEST_LIMIT), folder / MODEL_MANIFEST)
     verified = verified or {}
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -364,14 +365,45 @@ def _read_bundle_manifest(folder: Path) -> dict:
     """The bundle's manifest; one written before file hashes (version 1) is refused."""
     path = folder / MANIFEST
     if path.is_file():
-        old = read_json(path)
+        old = Folder(folder, "the bundle").json(MANIFEST, MANIFEST_LIMIT)
         if isinstance(old, dict) and old.get("format") == FORMAT and old.get("format_version") == 1:
             raise ValueError(f"{path}: a bundle of format version 1, whose manifest records no file "
                              f"hashes, so its files cannot be verified; {REEXPORT}")
     manifest = read_manifest(path, FORMAT, FORMAT_VERSION, "not a bundle (make one with `mmi export-index`)")
-    if not isinstance(manifest.get(HASHES), dict):
-        raise ValueError(f"{path}: {HASHES!r} must map every file of the bundle to its sha256; {REEXPORT}")
+    _check_manifest(manifest, path)
     return manifest
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    """The fields a bundle's manifest must have, of the types loading reads them as; else an
+    error naming the file and the field."""
+    def refuse(field: str, expected: str) -> None:
+        raise FileRefused(path, f"expected {expected}; {REEXPORT}", field)
+
+    def text(value) -> bool:
+        return isinstance(value, str)
+
+    if not isinstance(manifest.get(HASHES), dict) or not all(map(text, manifest[HASHES].values())):
+        refuse(HASHES, "a mapping of every file of the bundle to its sha256")
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not text(model.get("fingerprint")):
+        refuse("model", "an object with a string 'fingerprint'")
+    platforms = manifest.get("platforms")
+    if not isinstance(platforms, dict):
+        refuse("platforms", "an object mapping each platform to its files")
+    for p, spec in platforms.items():
+        if (not isinstance(spec, dict) or not text(spec.get("items"))
+                or not isinstance(spec.get("n_items"), int) or isinstance(spec["n_items"], bool)
+                or spec["n_items"] < 0
+                or not all(text(spec[k]) for k in ("features", "target", "titles") if k in spec)):
+            refuse(f"platforms.{p}", "an object with 'n_items' (a count), 'items' and optional "
+                                     "'features', 'target', 'titles' (paths)")
+    indexes = manifest.get("indexes", [])
+    if not isinstance(indexes, list) or not all(
+            isinstance(e, dict) and all(text(e.get(k)) for k in ("platform", "kind", "path")) for e in indexes):
+        refuse("indexes", "a list of objects with string 'platform', 'kind' and 'path'")
+    if not isinstance(manifest.get("info", {}), dict):
+        refuse("info", "an object")
 
 
 def _hash_files(root: Path) -> dict[str, str]:
@@ -436,9 +468,7 @@ def _read_tensors(path: str) -> dict[str, torch.Tensor]:
     own: ``load_file`` returns views at the file's byte offsets, and BLAS rounds a product of
     misaligned memory differently, so a loaded bundle would not score bit-identically to the
     one that was saved."""
-    from safetensors.torch import load_file
-
-    tensors = {k: v.clone() for k, v in load_file(path).items()}
+    tensors = {k: v.clone() for k, v in load_tensors(path).items()}
     check_finite(tensors, path)
     return tensors
 
@@ -472,15 +502,14 @@ def _attach_features(model: InterestModel, platform: str, path: str) -> None:
 def _read_target(model: InterestModel, platform: str, path: str, n_items: int) -> TargetItems:
     """What scoring ``platform`` needs, from the file at ``path``: finite vectors ``[N, D_P]``
     of the model's query width, bias ``[N]`` and scale."""
+    width = model.config.targets[platform].external_dim or model.fusion.config.dim
+    check_tensors(path, safetensors_header(path), {"vectors": (n_items, width), "bias": (n_items,),
+                                                   "scale": (1,)}, "the bundle's manifest and model")
     t = _read_tensors(path)
-    missing = {"vectors", "bias", "scale"} - set(t)
-    if missing:
-        raise ValueError(f"{path}: no tensor(s) {sorted(missing)}")
     try:
         items = TargetItems(t["vectors"].float(), t["bias"].float(), float(t["scale"].reshape(-1)[0]))
     except (ValueError, IndexError) as e:
         raise ValueError(f"{path}: {e}") from None
-    width = model.config.targets[platform].external_dim or model.fusion.config.dim
     if len(items) != n_items or items.dim != width:
         raise ValueError(f"{path}: {len(items)} vectors of width {items.dim}; the bundle has {n_items} "
                          f"item ids and the model's queries width {width}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from fusion import InterestModel
+from fusion.files import JSON_LIMIT, MANIFEST_LIMIT, expect_mapping, parse_json, read_bytes, read_json
 from fusion.model import MANIFEST as MODEL_MANIFEST
 from multimodal_interest.store import atomic_write_bytes
 
@@ -89,7 +90,7 @@ class Run:
         """The resolved configuration, read as ``cls`` (e.g. TrainConfig)."""
         if not self.config_file.is_file():
             raise FileNotFoundError(f"{self.config_file}: missing; give the folder `mmi train --output` wrote")
-        saved = json.loads(self.config_file.read_text())
+        saved = read_json(self.config_file, MANIFEST_LIMIT)
         if isinstance(saved, dict) and "kind" not in saved and "kind" not in saved.get("model", {}):
             saved["kind"] = "transformer"  # saved before the linear model existed: a transformer's
         return cls.from_dict(saved, str(self.config_file))
@@ -102,10 +103,7 @@ class Run:
         """The recorded task (dataset, split, source, target); None if none was recorded."""
         if not self.task_file.is_file():
             return None
-        try:
-            task = json.loads(self.task_file.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{self.task_file}: not valid JSON ({e})") from None
+        task = read_json(self.task_file, MANIFEST_LIMIT)
         if not isinstance(task, dict):
             raise ValueError(f"{self.task_file}: expected an object (dataset, split, source, target)")
         return task
@@ -118,7 +116,11 @@ class Run:
         """One row per finished epoch (empty before the first)."""
         if not self.log_file.is_file():
             return []
-        return [json.loads(line) for line in self.log_file.read_text().splitlines() if line.strip()]
+        lines = read_bytes(self.log_file, JSON_LIMIT).splitlines()
+        rows = [parse_json(line, f"{self.log_file}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+        for n, row in enumerate(rows, 1):
+            expect_mapping(row, self.log_file, f"row {n}")
+        return rows
 
     # ------------------------------------------------------------------ best model
     def has_model(self) -> bool:

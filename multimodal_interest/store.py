@@ -50,6 +50,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from fusion.files import MANIFEST_LIMIT, FileRefused, Folder, real_inside
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; concurrent jobs are then not serialised
@@ -159,6 +161,8 @@ def shard_checksum(path: Path) -> str | None:
 def read_shard(path: Path, dim: int) -> Shard:
     """One shard, read once and checked; :class:`BadShard` says what is wrong with it.
     A shard that vanished raises FileNotFoundError (a writer renamed or moved it)."""
+    if real_inside(path.parent, path.name) is None:
+        raise BadShard(path, "a link that leads out of its vector set's folder (links followed)")
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
     expected = shard_checksum(path)
@@ -480,16 +484,21 @@ class EmbeddingStore:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """A vector set's manifest: a JSON object with an integer ``dim``; anything else is a
-    :class:`StoreError` naming the file."""
+    """A vector set's manifest, read by the loader rule (:mod:`fusion.files`: inside its
+    folder, bounded): a JSON object with a positive integer ``dim`` and ``dtype`` float32 (the
+    one dtype shards hold); anything else is a :class:`StoreError` naming the file."""
+    remedy = "restore it, or delete this vector set's folder and run `mmi embed` again"
     try:
-        doc = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StoreError(f"{path}: not a valid manifest ({e}); restore it, or delete this vector "
-                         f"set's folder and run `mmi embed` again") from None
-    if not isinstance(doc, dict) or isinstance(doc.get("dim"), bool) or not isinstance(doc.get("dim"), int):
-        raise StoreError(f"{path}: not a valid manifest (a JSON object with an integer 'dim' expected); "
-                         f"restore it, or delete this vector set's folder and run `mmi embed` again")
+        doc = Folder(path.parent, "its vector set's folder").json(path.name, MANIFEST_LIMIT)
+    except FileRefused as e:
+        raise StoreError(f"{e.path}: not a valid manifest ({e.reason}); {remedy}") from None
+    if not isinstance(doc, dict) or isinstance(doc.get("dim"), bool) or not isinstance(doc.get("dim"), int) \
+            or doc["dim"] < 1:
+        raise StoreError(f"{path}: not a valid manifest (a JSON object with a positive integer 'dim' "
+                         f"expected); {remedy}")
+    if doc.get("dtype", "float32") != "float32":
+        raise StoreError(f"{path}: dtype: {doc['dtype']!r}, but a vector set holds float32 vectors "
+                         f"only (its shards are checked as such); {remedy}")
     return doc
 
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from fusion.config import read_json
+from fusion.files import MANIFEST_LIMIT
 from multimodal_interest.bundle import FORMAT, MANIFEST, Bundle
 from multimodal_interest.commands.export_index import add_model_arguments, build_bundle
 from multimodal_interest.data.dataset import CrossPlatformDataset
@@ -44,12 +45,17 @@ def build_parser(p: argparse.ArgumentParser) -> None:
 
 def open_recommender(args: argparse.Namespace) -> Recommender:
     model = Path(args.model)
-    if (model / MANIFEST).is_file() and read_json(model / MANIFEST).get("format") == FORMAT:
+    if (model / MANIFEST).is_file() and _format(read_json(model / MANIFEST, MANIFEST_LIMIT)) == FORMAT:
         bundle = Bundle.load(model)
         dataset = CrossPlatformDataset.load(resolve(args.dataset)) if args.dataset else None
     else:
         bundle, dataset = build_bundle(args)
     return Recommender(bundle, args.index, UserHistories(dataset) if dataset is not None else None)
+
+
+def _format(manifest) -> str | None:
+    """The ``format`` a manifest declares (None: it is not even a JSON object)."""
+    return manifest.get("format") if isinstance(manifest, dict) else None
 
 
 def read_history(path: Path) -> list:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import yaml
 
+from fusion.files import FileRefused
 from multimodal_interest.data.errors import Problems
+from multimodal_interest.data.yaml_file import YamlDocument, YamlRefused, load_yaml
 
 MANIFEST_NAMES = ("dataset.yaml", "dataset.yml", "dataset.json")
 MODALITIES = ("text", "image", "audio", "other")
@@ -71,17 +73,14 @@ def read_manifest(root: Path, problems: Problems) -> Manifest | None:
         problems.add(str(root), f"not a dataset folder: none of {', '.join(MANIFEST_NAMES)} found")
         return None
     try:
-        loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problems.add(path.name, f"cannot parse: {exc}", line=mark.line + 1 if mark else None)
+        doc = load_yaml(path, path.name)
+    except YamlRefused as exc:  # aliases, depth, repeated keys, values that do not convert
+        problems.add(path.name, exc.reason, line=exc.line)
         return None
-    return _Reader(path.name, _key_lines(node), problems).manifest(data)
+    except FileRefused as exc:  # too big, not a file
+        problems.add(path.name, exc.reason)
+        return None
+    return _Reader(path.name, doc, problems).manifest(doc.data)
 
 
 def write_manifest(manifest: Manifest, root: Path) -> Path:
@@ -93,29 +92,17 @@ def write_manifest(manifest: Manifest, root: Path) -> Path:
     return path
 
 
-def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """Line (1-based) of every mapping key, by key path."""
-    lines: dict[tuple, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            path = prefix + (key.value,)
-            lines[path] = key.start_mark.line + 1
-            lines.update(_key_lines(value, path))
-    return lines
-
-
 class _Reader:
     """Builds the dataclasses from parsed YAML, reporting each problem at its line."""
 
-    def __init__(self, file: str, lines: dict[tuple, int], problems: Problems) -> None:
-        self.file, self.lines, self.problems = file, lines, problems
+    def __init__(self, file: str, doc: YamlDocument, problems: Problems) -> None:
+        self.file, self.doc, self.problems = file, doc, problems
         self.ok = True
 
     def error(self, path: tuple, message: str) -> None:
         self.ok = False
         key = ".".join(map(str, path))
-        line = next((self.lines[path[:i]] for i in range(len(path), 0, -1)
-                     if path[:i] in self.lines), None)
+        line = self.doc.line_of(path)
         self.problems.add(self.file, f"{key + ': ' if key else ''}{message}", line=line)
 
     def mapping(self, data, path: tuple, required: tuple[str, ...], optional: tuple[str, ...]):

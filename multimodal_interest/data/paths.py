@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fusion.files import real_inside
+
 
 class OutsideFolder(ValueError):
     """A path read from a table leads outside the folder it must stay in."""
@@ -24,12 +26,11 @@ def inside(folder: str | Path, value: str) -> Path:
     """
     if "\0" in value:
         raise OutsideFolder(f"path {value!r} holds a NUL character, which no file name can")
-    real_folder = os.path.realpath(folder)
-    real = os.path.realpath(os.path.join(real_folder, value))
-    if os.path.commonpath([real_folder, real]) != real_folder:
-        raise OutsideFolder(f"path {value!r} leaves {os.path.abspath(folder)} "
-                            f"(its real path, links followed, is {real})")
-    return Path(real)
+    real = real_inside(folder, value)  # the loader rule of every file read (fusion/files.py)
+    if real is None:
+        raise OutsideFolder(f"path {value!r} leaves {os.path.abspath(folder)} (its real path, links "
+                            f"followed, is {os.path.realpath(os.path.join(os.path.realpath(folder), value))})")
+    return real
 
 
 def media_file(folder: str | Path, value: str) -> Path:

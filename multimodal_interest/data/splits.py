@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fusion.files import MANIFEST_LIMIT, FileRefused, expect_mapping, read_json
 from multimodal_interest.data.errors import DatasetError, Problems
+from multimodal_interest.data.paths import OutsideFolder, inside
 from multimodal_interest.data.tables import ROW_LIMIT, read_table, write_table
 
 ROLES = ("valid", "test")
@@ -172,7 +174,8 @@ def load_split(root: Path, name: str, platforms: list[str], user_index: pd.Index
                                f"make one with `mmi split {root}`)")
     problems = Problems()
     shown = f"splits/{path.name}"
-    table = read_table(path, shown, problems, ("user_id", "role", "target"))
+    real = _inside(root, shown, problems)
+    table = None if real is None else read_table(real, shown, problems, ("user_id", "role", "target"), "csv")
     if table is not None and table.require(problems, "user_id", "role", "target"):
         users = pd.DataFrame({c: table.text(c, problems) for c in ("user_id", "role", "target")})
         table.flag(problems, ~users["role"].isin(ROLES).to_numpy(), "role",
@@ -186,7 +189,29 @@ def load_split(root: Path, name: str, platforms: list[str], user_index: pd.Index
             users["user_id"].duplicated(keep=False) & (users["target"] == ANY))
         table.flag(problems, clash.to_numpy(), "user_id",
                    "user {value} is listed more than once for the same target", users["user_id"])
+    meta = _meta(root, f"splits/{name}.json", problems)
     problems.raise_if_any(f"split {name!r}")
-    meta_path = path.with_suffix(".json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return Split(name, users, meta)
+
+
+def _inside(root: Path, shown: str, problems: Problems) -> Path | None:
+    """The real path of a split's file, if it stays inside the dataset folder (the loader
+    rule: a link that leads out is a problem, and the file it names is never read)."""
+    try:
+        return inside(root, shown)
+    except OutsideFolder as exc:
+        problems.add(shown, str(exc))
+        return None
+
+
+def _meta(root: Path, shown: str, problems: Problems) -> dict:
+    """How a split was made (``splits/<name>.json``, a JSON object; {} if there is none),
+    read by the loader rule (inside the folder, bounded size and depth)."""
+    path = _inside(root, shown, problems)
+    if path is None or not path.exists():
+        return {}
+    try:
+        return expect_mapping(read_json(path, MANIFEST_LIMIT, shown), shown)
+    except FileRefused as exc:
+        problems.add(shown, exc.reason)
+        return {}

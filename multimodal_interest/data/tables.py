@@ -7,7 +7,6 @@ CSV follows RFC 4180 quoting; TSV has no quoting (a field may not hold a tab or 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from fusion.files import DEPTH_LIMIT, FileRefused, lines_nesting_depth, parse_json
 from multimodal_interest.data.errors import Problems
 
 SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl")
@@ -344,7 +344,7 @@ def _locate_delimited_error(path: Path, sep: str, width: int, shown: str, proble
 
 def _read_jsonl(path: Path, shown: str, problems: Problems, text_columns: tuple[str, ...],
                 as_written: bool = False) -> pd.DataFrame | None:
-    if not as_written:
+    if not as_written and lines_nesting_depth(path) <= DEPTH_LIMIT:  # deeper: crashes pyarrow
         try:
             return _to_pandas(pajson.read_json(path), text_columns)
         except pa.ArrowInvalid:
@@ -358,9 +358,9 @@ def _read_jsonl(path: Path, shown: str, problems: Problems, text_columns: tuple[
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw.decode("utf-8-sig" if i == 1 else "utf-8"))  # checked: UTF-8
-            except json.JSONDecodeError as exc:
-                rec, why = None, f"not valid JSON: {exc}"
+                rec = parse_json(raw.decode("utf-8-sig" if i == 1 else "utf-8"), shown)  # checked: UTF-8
+            except FileRefused as exc:  # the loader rule: bounded depth, a named error
+                rec, why = None, exc.reason
             else:
                 why = "expected a JSON object, one per line"
             if not isinstance(rec, dict):

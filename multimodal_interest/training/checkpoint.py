@@ -43,6 +43,8 @@ import numpy as np
 import safetensors.torch
 import torch
 
+from fusion.files import FileRefused, parse_json
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "multimodal-interest checkpoint"
@@ -189,9 +191,9 @@ def _verified_files(folder: Path) -> tuple[dict, dict[str, bytes]]:
 
 def _json(path: Path, data: bytes, kind: type) -> Any:
     try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CheckpointError(path, f"not valid JSON ({exc})") from None
+        value = parse_json(data, path)  # the loader rule: bounded depth, a named error
+    except FileRefused as exc:
+        raise CheckpointError(path, exc.reason) from None
     if not isinstance(value, kind):
         raise CheckpointError(path, f"holds a JSON {type(value).__name__}, not a {kind.__name__}")
     return value

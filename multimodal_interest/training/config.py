@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from fusion.config import ModelSettings, closest_hint
+from multimodal_interest.data.yaml_file import load_yaml
 
 MODEL = "model"
 MODEL_FIELDS = {f.name: f for f in dataclasses.fields(ModelSettings)}
@@ -131,7 +132,7 @@ class TrainConfig:
     def from_file(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
         """Read YAML or JSON, then apply ``key=value`` overrides (values parsed as YAML)."""
         path = Path(path)
-        d = yaml.safe_load(path.read_text()) or {}
+        d = load_yaml(path).data or {}  # the loader rule: bounded, no alias bombs, no repeated keys
         return cls.from_dict(apply_overrides(d, overrides or [], str(path)), str(path))
 
     def save(self, path: str | Path) -> None:
