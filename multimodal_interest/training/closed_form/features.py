@@ -37,9 +37,10 @@ class Featurizer:
         self.vectors = {m: features.vectors[p][m].double().numpy() for m in features.vectors.get(p, {})}
         self.has = {m: features.present[p][m].numpy() if m in features.present.get(p, {})
                     else np.ones(n, bool) for m in self.vectors}
+        self.vectorizer = fit_tfidf([features.texts[q] for q in task.platforms if q in features.texts])
         texts = features.texts.get(p)
-        self.tokens = tfidf([features.texts[q] for q in task.platforms if q in features.texts],
-                            texts) if texts is not None else None
+        self.tokens = (sp.csr_matrix(self.vectorizer.transform(texts))  # [N_s, V]
+                       if texts is not None and self.vectorizer is not None else None)
         seen = np.asarray(fit_bags.sum(0)).ravel() > 0
         tokened = np.diff(self.tokens.indptr) > 0 if self.tokens is not None else np.zeros(n, bool)
         self.table_present = seen | tokened  # [N_s] items with a table row (ids or tokens)
@@ -70,18 +71,17 @@ class Featurizer:
         return out
 
 
-def tfidf(all_texts: list[list[str]], texts: list[str]) -> sp.csr_matrix | None:
-    """``[N_s, V]`` tf-idf rows (sublinear tf, unit length) of ``texts``, the vocabulary
-    (tokens of at least two items) and idf learned from every platform's texts; None when
-    the texts have no such token."""
+def fit_tfidf(all_texts: list[list[str]]):
+    """A tf-idf vectorizer (sublinear tf, unit-length rows) whose vocabulary (tokens of at
+    least two items) and idf are learned from every platform's texts; None when there are no
+    texts or no such token."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(sublinear_tf=True, min_df=2, dtype=np.float64)
     try:
-        vec.fit([t for ts in all_texts for t in ts])
+        return vec.fit([t for ts in all_texts for t in ts])
     except ValueError:  # empty vocabulary
         return None
-    return sp.csr_matrix(vec.transform(texts))
 
 
 def whitening(means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

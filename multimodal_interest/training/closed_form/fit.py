@@ -26,6 +26,7 @@ from multimodal_interest.evaluate import _seen_on_target
 from multimodal_interest.run import Run
 from multimodal_interest.training.closed_form.build import build_linear_model
 from multimodal_interest.training.closed_form.features import Featurizer, Rows
+from multimodal_interest.training.closed_form.items import ContentChoice, TargetContent, choose
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
 from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
@@ -123,7 +124,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
             if chosen is None or t.beats(chosen[0]):
                 chosen = (t, alpha)
         best, alpha = chosen
-        carriers = fit
+        carriers, u_valid = fit, kvf_w @ alpha
     else:
         m = min(config.landmarks, len(sample))
         marks = np.sort(np.random.default_rng(seed + 1).permutation(len(sample))[:m])
@@ -146,13 +147,38 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
                 chosen = (t, beta)
         best, beta = chosen
         alpha, v = landmark_factors(kll, beta, rank)
-        best = scored(best.lam, (kvl @ alpha) @ v.T, rank, "nystrom")
+        u_valid = kvl @ alpha
+        best = scored(best.lam, u_valid @ v.T, rank, "nystrom")
         info["landmarks"] = m
+    choice, content_trials = target_content(task, features, feat, v, every.targets, u_valid, valid_truth,
+                                            valid_seen, best)
+    trials += content_trials
+    best, v, info["content"] = choice.trial, choice.v, choice.info
     model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v)
     model.info["fit"] = info
     score = valid_ndcg10(model, task, valid_users, config.eval_batch_size)
     log.info("closed form: %s", info)
     return FitResult(model, trials, best, score, time.perf_counter() - t0, info)
+
+
+def target_content(task: ColdStartTask, features: ItemFeatures, feat: Featurizer, v: np.ndarray,
+                   targets: sp.csr_matrix, u_valid: np.ndarray, valid_truth: sp.csr_matrix,
+                   valid_seen: sp.csr_matrix, base: Trial) -> tuple[ContentChoice, list[Trial]]:
+    """:func:`.items.choose` for this fit: ``u_valid [V, r]`` the validation users' interest
+    (unnormalised), ``targets [n, N_t]`` the fit rows' items (who touched each item)."""
+    counts = np.asarray(targets.sum(0)).ravel()
+
+    def ndcg_of(truth: sp.csr_matrix):
+        return lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), truth, valid_seen)
+
+    score_cold = None
+    if task.valid_cold_items is not None and len(task.valid_cold_items):
+        cold = np.zeros(valid_truth.shape[1])
+        cold[task.valid_cold_items] = 1.0
+        cold_truth = sp.csr_matrix(valid_truth.multiply(cold[None, :]))
+        cold_truth.eliminate_zeros()
+        score_cold = ndcg_of(cold_truth) if cold_truth.nnz else None
+    return choose(TargetContent(task, features, feat.vectorizer), v, counts, ndcg_of(valid_truth), score_cold, base)
 
 
 def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir,

@@ -1,0 +1,126 @@
+"""The target's item vectors from what the items are, for items the fit rows never touched.
+
+Content of target item ``j``: ``c_j`` = [LSA of its tf-idf tokens (:data:`LSA_DIMS`, the basis
+learned from every platform's texts), each modality's whitened vector], every block scaled to
+mean squared norm 1 over the target's items and weighted. A ridge map from content to learned
+vectors over the touched items (Gantner et al., ICDM 2010),
+``M = argmin sum_{j touched} |c_j M - V_j|^2 + mu |M|^2``, gives every item a content vector
+``c_j M``; its vector is then ``s_j V_j + (1 - s_j) c_j M`` with ``s_j = n_j / (n_j + kappa)``,
+``n_j`` the fit rows that hold it: an item nobody touched (``n_j = 0``) is scored by its content
+alone, and ``kappa = 0`` keeps every touched item's learned vector as it is.
+Which blocks, ``mu`` and ``kappa`` are chosen on the validation users (:func:`choose`): the
+blocks and ``mu`` on their hidden *cold* items when the task has validation cold items, and the
+content path is kept only when it beats the learned vectors alone on every hidden item.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from multimodal_interest.data.task import ColdStartTask
+from multimodal_interest.training.closed_form.features import TOKENS, whitening
+from multimodal_interest.training.closed_form.search import Trial
+from multimodal_interest.training.features import ItemFeatures
+
+log = logging.getLogger("multimodal_interest.training.closed_form")
+
+LSA_DIMS = 256  # the tokens' content dimensions
+MUS = (0.03, 0.3, 3.0)  # the map's ridge, times the mean diagonal of C^T C
+KAPPAS = (0.0, 1.0, 4.0)  # the learned vector's shrinkage towards the content one: s = n / (n + kappa)
+
+
+class TargetContent:
+    """``blocks[b]`` ``[N_t, d_b]`` the target items' content, block by block (0 where absent)."""
+
+    def __init__(self, task: ColdStartTask, features: ItemFeatures, vectorizer):
+        p, n = task.target, task.n_items[task.target]
+        self.blocks: dict[str, np.ndarray] = {}
+        if vectorizer is not None and p in features.texts:
+            from sklearn.decomposition import TruncatedSVD
+
+            every = sp.vstack([vectorizer.transform(features.texts[q]) for q in task.platforms if q in features.texts])
+            k = min(LSA_DIMS, min(every.shape) - 1)
+            if k >= 1:
+                lsa = TruncatedSVD(k, random_state=0).fit(every)
+                self.blocks[TOKENS] = lsa.transform(vectorizer.transform(features.texts[p]))
+        for m, x in features.vectors.get(p, {}).items():
+            has = features.present[p][m].numpy() if m in features.present.get(p, {}) else np.ones(n, bool)
+            x = x.double().numpy()
+            mu, w = whitening(x[has])
+            self.blocks[m] = np.where(has[:, None], (x - mu) @ w, 0.0)
+        for b, c in list(self.blocks.items()):
+            sq = float((c * c).sum(1).mean())
+            if sq > 0:
+                self.blocks[b] = c / np.sqrt(sq)
+            else:
+                del self.blocks[b]
+
+    def mapped(self, v: np.ndarray, touched: np.ndarray, blocks: tuple[str, ...], mu: float) -> np.ndarray:
+        """``[N_t, r]`` every item's content vector ``c_j M`` (``M`` fitted on the ``touched`` items)."""
+        c = np.concatenate([self.blocks[b] for b in blocks], 1)  # [N_t, F]
+        cw = c[touched]
+        a = cw.T @ cw
+        a[np.diag_indices_from(a)] += mu * max(float(np.trace(a)) / len(a), 1e-12)
+        return c @ np.linalg.solve(a, cw.T @ v[touched])
+
+
+def blend(v: np.ndarray, mapped: np.ndarray, counts: np.ndarray, kappa: float) -> np.ndarray:
+    """``[N_t, r]`` ``s_j V_j + (1 - s_j) mapped_j``, ``s_j = n_j / (n_j + kappa)`` (1 for a
+    touched item when ``kappa = 0``, 0 for an untouched one)."""
+    s = counts / (counts + kappa) if kappa > 0 else (counts > 0).astype(float)
+    return s[:, None] * v + (1 - s)[:, None] * mapped
+
+
+@dataclass
+class ContentChoice:
+    v: np.ndarray  # [N_t, r] the item vectors chosen
+    trial: Trial  # the chosen vectors' validation trial (``base`` when the content path is off)
+    info: dict  # blocks, mu, kappa (or "off") and the validation figures behind them
+
+
+def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray,
+           score: Callable[[np.ndarray], np.ndarray], score_cold: Callable[[np.ndarray], np.ndarray] | None,
+           base: Trial) -> tuple[ContentChoice, list[Trial]]:
+    """The item vectors to keep: ``v`` as learned, or blended with a content map (see the module
+    docstring). ``score(V')``/``score_cold(V')``: the validation users' NDCG@10 ``[V]`` on all
+    their hidden items / on the hidden cold ones (None: the task has no validation cold items);
+    ``base`` the trial of ``v`` itself."""
+    touched = counts > 0
+    if not content.blocks or touched.all() or touched.sum() < 2:
+        return ContentChoice(v, base, {"content": "off", "why": "no content" if not content.blocks
+                                 else "every target item is touched" if touched.all() else "too few touched items"}), []
+    names = sorted(content.blocks)
+    subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
+    trials: list[Trial] = []
+    best = None
+    if score_cold is not None:  # the blocks and mu, on the cold items
+        for blocks, mu in itertools.product(subsets, MUS):
+            cold = score_cold(blend(v, content.mapped(v, touched, blocks, mu), counts, 0.0))
+            log.info("closed form: content map %s, mu %g: cold validation NDCG@10 %.4f", "+".join(blocks), mu,
+                     float(np.nanmean(cold)))
+            if best is None or np.nanmean(cold) > best[2]:
+                best = (blocks, mu, float(np.nanmean(cold)))
+    blocks, mu = (best[0], best[1]) if best else (tuple(names), MUS[1])
+    mapped = content.mapped(v, touched, blocks, mu)
+    chosen, chosen_v, kappa_of = base, v, None
+    for kappa in KAPPAS:
+        vk = blend(v, mapped, counts, kappa)
+        t = Trial(base.lam, {**base.weights, **{f"content_{b}": 1.0 for b in blocks}}, score(vk), rank=base.rank,
+                  path=f"content mu={mu:g} kappa={kappa:g}")
+        log.info("closed form: %s: validation NDCG@10 %.4f", t.path, t.valid_ndcg10)
+        trials.append(t)
+        if t.beats(chosen):
+            chosen, chosen_v, kappa_of = t, vk, kappa
+    if kappa_of is None:
+        return ContentChoice(v, base, {"content": "off", "why": "the content path did not beat the learned vectors",
+                                 "blocks": list(blocks), "mu": mu}), trials
+    info = {"content": "on", "blocks": list(blocks), "mu": mu, "kappa": kappa_of,
+            "untouched_items": int((~touched).sum())}
+    if best:
+        info["cold_valid_ndcg10"] = round(best[2], 6)
+    return ContentChoice(chosen_v, chosen, info), trials
