@@ -17,15 +17,21 @@ from multimodal_interest.training.features import ItemFeatures
 
 def synthetic_task(n_users: int = 400, n_items=(120, 100), latent: int = 8, width: int = 16,
                    per_user: int = 8, seed: int = 0, platforms=("a", "b"), source: str = "a",
-                   target: str = "b") -> tuple[ColdStartTask, ItemFeatures]:
+                   target: str = "b", one_encoder: bool = False) -> tuple[ColdStartTask, ItemFeatures]:
     """The ``source -> target`` task of the world (valid and test users: 60 each, the same
-    users whatever the direction), and every platform's item features."""
+    users whatever the direction), and every platform's item features. ``one_encoder``: every
+    platform's content is seen through the same rotation (one encoder for all, so content is
+    comparable across platforms)."""
     rng = np.random.default_rng(seed)
     taste = rng.standard_normal((n_users, latent))
     rows, vectors = [], {}
+    first = None
     for p, n in zip(platforms, n_items):
         z = rng.standard_normal((n, latent))
-        vectors[p] = torch.from_numpy((z @ rng.standard_normal((latent, width))).astype(np.float32))
+        rotation = rng.standard_normal((latent, width))
+        first = rotation if first is None else first
+        rotation = first if one_encoder else rotation
+        vectors[p] = torch.from_numpy((z @ rotation).astype(np.float32))
         affinity = taste @ z.T + rng.gumbel(size=(n_users, n)) * 1.5
         top = np.argsort(-affinity, axis=1)[:, :per_user]
         for u in range(n_users):

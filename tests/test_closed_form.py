@@ -253,3 +253,39 @@ def test_the_search_reports_its_optimism_from_the_halves_of_the_validation_users
     report = optimism(trials)
     assert report["optimism"] == pytest.approx(0.1, abs=1e-9)  # one way round it gains 0.2, the other 0
     assert not Trial(3.0, {IDS: 1.0}, lucky).beats(trials[0])  # it does not hold on both halves
+
+
+def test_with_no_shared_user_the_model_scores_by_what_items_are():
+    """--overlap-fraction 0: no training user is on both platforms; the model still trains,
+    from content and the target's own users, beats popularity, and scores as saved."""
+    from multimodal_interest.data.protocols import unlink_users
+
+    task, features = synthetic_task(one_encoder=True)
+    alone = unlink_users(task, 0.0, seed=0)
+    assert len(alone.overlap_users()) == 0
+    result = fit_closed_form(alone, features, TrainConfig())
+    assert result.info["path"] == "zero-shot" and result.model.info["fit"]["fit_rows"] == 0
+    assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-6)  # the model scores as chosen
+    popular = next(t for t in result.trials if not any(v for b, v in t.weights.items() if b != "popularity"))
+    assert result.valid_ndcg10 > popular.valid_ndcg10 + 0.05
+
+
+def test_an_item_nobody_touched_is_scored_by_its_content(world):
+    """Items with no training interaction get vectors from their content (the ridge map onto
+    the learned vectors), chosen on the validation cold items: without it they score 0."""
+    from multimodal_interest.data.protocols import make_items_cold
+    from multimodal_interest.evaluate import ItemSlices
+
+    task, features = world
+    cold = make_items_cold(task, 0.5, seed=0)
+    result = fit_closed_form(cold, features, TrainConfig())
+    assert result.info["content"]["content"] == "on", result.info["content"]
+    learned = result.model.spaces[cold.target].learned
+    assert learned[cold.test_cold_items].abs().sum(1).min() > 0  # every cold item has a vector
+    slices = ItemSlices.for_test(cold)
+    with_content = evaluate(ModelScorer(result.model, cold), cold, cold.test_users, ks=(10,), slices=slices)
+    with torch.no_grad():
+        learned[cold.cold_items] = 0.0  # what an untouched item had before: nothing
+    without = evaluate(ModelScorer(result.model, cold), cold, cold.test_users, ks=(10,), slices=slices)
+    got, before = (np.nanmean(r.slices["cold"].values["ndcg@10"]) for r in (with_content, without))
+    assert got > before + 0.05

@@ -32,6 +32,7 @@ from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, his
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
 from multimodal_interest.training.closed_form.solve import NystromSums, coefficients, exact_factors, landmark_factors
 from multimodal_interest.training.closed_form.validate import Validator, csr_of, ndcg10
+from multimodal_interest.training.closed_form.zero_shot import fit_zero_shot
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.record import task_identity
@@ -75,20 +76,24 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     t0 = time.perf_counter()
     max_len, seed = config.model.max_len, config.seed
     every = fit_rows(task, max_len, seed)
-    if len(every) == 0:
-        raise ValueError(f"{task.label}: no training user has items on both {task.source} and "
-                         f"{task.target}; nothing teaches the mapping")
     feat = Featurizer(task, features, every.bags)
-    exact = len(every) <= config.exact_rows
-    sample = every if exact else every.select(whole_users(every.users, config.exact_rows, seed))
-    fit = feat.rows(sample.users, sample.bags)
     valid_users = task.valid_users
-    valid = feat.rows(valid_users, history_bags(task, valid_users, max_len))
-    scale = block_scales(fit)
-    kff, kvf = cross_kernels(fit, fit, scale), cross_kernels(valid, fit, scale)
     n_t = task.n_items[task.target]
     valid_truth = csr_of(task.target_truth(valid_users), n_t)
     valid_seen = csr_of(_seen_on_target(task, valid_users), n_t)
+    if len(every) == 0:  # nobody teaches the mapping: what the items are must
+        model, trials, best = fit_zero_shot(task, features, config, feat, valid_truth, valid_seen)
+        info = {"path": "zero-shot", "fit_rows": 0, "fit_users": 0, "weights": best.weights}
+        log.info("closed form: no fit row (no training user on both platforms): zero-shot by content, %s", info)
+        model.info["fit"] = info
+        return FitResult(model, trials, best, valid_ndcg10(model, task, valid_users, config.eval_batch_size),
+                         time.perf_counter() - t0, info)
+    exact = len(every) <= config.exact_rows
+    sample = every if exact else every.select(whole_users(every.users, config.exact_rows, seed))
+    fit = feat.rows(sample.users, sample.bags)
+    valid = feat.rows(valid_users, history_bags(task, valid_users, max_len))
+    scale = block_scales(fit)
+    kff, kvf = cross_kernels(fit, fit, scale), cross_kernels(valid, fit, scale)
     within = task.source == task.target
     info = {"path": "exact" if exact else "nystrom", "fit_rows": len(every),
             "fit_users": int(len(np.unique(every.users))), "search_rows": len(sample)}
@@ -96,6 +101,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
              "blocks %s", len(every), info["fit_users"], info["path"], len(sample), len(valid_users),
              {b: fit.blocks[b].shape[1] for b in kff})
     validator = Validator(kff, kvf, sample, within, valid_truth, valid_seen, seed)
+    info["left_out_users"] = len(validator.groups)
     if lam is not None or weights is not None:
         w = {b: 1.0 for b in kff} if weights is None else {b: float(weights.get(b, 0.0)) for b in kff}
         best, trials = Trial(LAMBDAS[3] if lam is None else lam, w, np.zeros(0)), []
@@ -172,12 +178,12 @@ def target_content(task: ColdStartTask, features: ItemFeatures, feat: Featurizer
         return lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), truth, valid_seen)
 
     score_cold = None
-    if task.valid_cold_items is not None and len(task.valid_cold_items):
-        cold = np.zeros(valid_truth.shape[1])
-        cold[task.valid_cold_items] = 1.0
-        cold_truth = sp.csr_matrix(valid_truth.multiply(cold[None, :]))
-        cold_truth.eliminate_zeros()
-        score_cold = ndcg_of(cold_truth) if cold_truth.nnz else None
+    cold = task.valid_cold_items
+    if cold is not None and len(cold):
+        among = sp.csr_matrix(valid_truth[:, cold])  # [V, C] the hidden cold items, ranked among the cold
+        if among.nnz:
+            def score_cold(vectors: np.ndarray) -> np.ndarray:
+                return ndcg10(torch.from_numpy(u_valid @ vectors[cold].T), among)
     return choose(TargetContent(task, features, feat.vectorizer), v, counts, ndcg_of(valid_truth), score_cold, base)
 
 

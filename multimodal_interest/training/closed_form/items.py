@@ -7,10 +7,13 @@ vectors over the touched items (Gantner et al., ICDM 2010),
 ``M = argmin sum_{j touched} |c_j M - V_j|^2 + mu |M|^2``, gives every item a content vector
 ``c_j M``; its vector is then ``s_j V_j + (1 - s_j) c_j M`` with ``s_j = n_j / (n_j + kappa)``,
 ``n_j`` the fit rows that hold it: an item nobody touched (``n_j = 0``) is scored by its content
-alone, and ``kappa = 0`` keeps every touched item's learned vector as it is.
-Which blocks, ``mu`` and ``kappa`` are chosen on the validation users (:func:`choose`): the
-blocks and ``mu`` on their hidden *cold* items when the task has validation cold items, and the
-content path is kept only when it beats the learned vectors alone on every hidden item.
+alone, and ``kappa = 0`` keeps every touched item's learned vector as it is. The ridge map
+shrinks (and an untouched item has no popularity to show), so ``c_j M`` is scaled by ``rho``.
+Which blocks, ``mu``, ``rho`` and ``kappa`` are chosen on the validation users (:func:`choose`):
+the blocks and ``mu`` by how their hidden *cold* items rank among the cold items (when the task
+has validation cold items: the content map's own quality, whatever its scale), ``rho`` and
+``kappa`` on every hidden item; the content path is kept only when it beats the learned vectors
+alone there.
 """
 from __future__ import annotations
 
@@ -30,35 +33,64 @@ from multimodal_interest.training.features import ItemFeatures
 log = logging.getLogger("multimodal_interest.training.closed_form")
 
 LSA_DIMS = 256  # the tokens' content dimensions
-MUS = (0.03, 0.3, 3.0)  # the map's ridge, times the mean diagonal of C^T C
+MUS = (0.01, 0.1, 1.0)  # the map's ridge, times the mean diagonal of C^T C
+SCALES = (0.5, 0.7, 1.0, 1.4, 2.0)  # the content vectors' length, times the map's (a ridge map shrinks them)
 KAPPAS = (0.0, 1.0, 4.0)  # the learned vector's shrinkage towards the content one: s = n / (n + kappa)
 
 
-class TargetContent:
-    """``blocks[b]`` ``[N_t, d_b]`` the target items' content, block by block (0 where absent)."""
+class ContentSpace:
+    """Items' content in one space shared by the task's platforms: ``blocks(p)[b]`` ``[N_p, d_b]``
+    for block ``b`` (:data:`~.features.TOKENS`: the LSA of the tf-idf tokens, basis learned from
+    every platform's texts; a modality: its vector whitened over every platform's items), 0
+    where an item lacks it, every block scaled to mean squared norm 1 over all items."""
 
     def __init__(self, task: ColdStartTask, features: ItemFeatures, vectorizer):
-        p, n = task.target, task.n_items[task.target]
-        self.blocks: dict[str, np.ndarray] = {}
-        if vectorizer is not None and p in features.texts:
+        self._blocks: dict[str, dict[str, np.ndarray]] = {p: {} for p in task.platforms}
+        self.whitening: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # modality -> (mu [d], W [d, d])
+        self.scale: dict[str, float] = {}  # block -> the root mean square its vectors were divided by
+        texts = [p for p in task.platforms if p in features.texts]
+        if vectorizer is not None and texts:
             from sklearn.decomposition import TruncatedSVD
 
-            every = sp.vstack([vectorizer.transform(features.texts[q]) for q in task.platforms if q in features.texts])
+            tok = {p: vectorizer.transform(features.texts[p]) for p in texts}
+            every = sp.vstack(list(tok.values()))
             k = min(LSA_DIMS, min(every.shape) - 1)
             if k >= 1:
                 lsa = TruncatedSVD(k, random_state=0).fit(every)
-                self.blocks[TOKENS] = lsa.transform(vectorizer.transform(features.texts[p]))
-        for m, x in features.vectors.get(p, {}).items():
-            has = features.present[p][m].numpy() if m in features.present.get(p, {}) else np.ones(n, bool)
-            x = x.double().numpy()
-            mu, w = whitening(x[has])
-            self.blocks[m] = np.where(has[:, None], (x - mu) @ w, 0.0)
-        for b, c in list(self.blocks.items()):
-            sq = float((c * c).sum(1).mean())
-            if sq > 0:
-                self.blocks[b] = c / np.sqrt(sq)
-            else:
-                del self.blocks[b]
+                for p in texts:
+                    self._blocks[p][TOKENS] = lsa.transform(tok[p])
+        modalities = {m for p in task.platforms for m in features.vectors.get(p, {})}
+        for m in sorted(modalities):
+            x, has = {}, {}
+            for p in task.platforms:
+                if m in features.vectors.get(p, {}):
+                    x[p] = features.vectors[p][m].double().numpy()
+                    has[p] = (features.present[p][m].numpy() if m in features.present.get(p, {})
+                              else np.ones(len(x[p]), bool))
+            mu, w = whitening(np.concatenate([x[p][has[p]] for p in x]))
+            self.whitening[m] = (mu, w)
+            for p in x:
+                self._blocks[p][m] = np.where(has[p][:, None], (x[p] - mu) @ w, 0.0)
+        for b in {b for blocks in self._blocks.values() for b in blocks}:
+            parts = [blocks[b] for blocks in self._blocks.values() if b in blocks]
+            sq = float(np.concatenate([(c * c).sum(1) for c in parts]).mean())
+            self.scale[b] = float(np.sqrt(sq))
+            for blocks in self._blocks.values():
+                if b in blocks:
+                    if sq > 0:
+                        blocks[b] = blocks[b] / np.sqrt(sq)
+                    else:
+                        del blocks[b]
+
+    def blocks(self, platform: str) -> dict[str, np.ndarray]:
+        return self._blocks[platform]
+
+
+class TargetContent:
+    """``blocks[b]`` ``[N_t, d_b]`` the target items' content (:class:`ContentSpace`)."""
+
+    def __init__(self, task: ColdStartTask, features: ItemFeatures, vectorizer):
+        self.blocks = ContentSpace(task, features, vectorizer).blocks(task.target)
 
     def mapped(self, v: np.ndarray, touched: np.ndarray, blocks: tuple[str, ...], mu: float) -> np.ndarray:
         """``[N_t, r]`` every item's content vector ``c_j M`` (``M`` fitted on the ``touched`` items)."""
@@ -89,7 +121,7 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray,
     """The item vectors to keep: ``v`` as learned, or blended with a content map (see the module
     docstring). ``score(V')``/``score_cold(V')``: the validation users' NDCG@10 ``[V]`` on all
     their hidden items / on the hidden cold ones (None: the task has no validation cold items);
-    ``base`` the trial of ``v`` itself."""
+    ``score_cold`` ranks the cold items among themselves; ``base`` the trial of ``v`` itself."""
     touched = counts > 0
     if not content.blocks or touched.all() or touched.sum() < 2:
         return ContentChoice(v, base, {"content": "off", "why": "no content" if not content.blocks
@@ -98,29 +130,29 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray,
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
     trials: list[Trial] = []
     best = None
-    if score_cold is not None:  # the blocks and mu, on the cold items
+    if score_cold is not None:  # the blocks and mu: the cold items among themselves
         for blocks, mu in itertools.product(subsets, MUS):
-            cold = score_cold(blend(v, content.mapped(v, touched, blocks, mu), counts, 0.0))
-            log.info("closed form: content map %s, mu %g: cold validation NDCG@10 %.4f", "+".join(blocks), mu,
-                     float(np.nanmean(cold)))
-            if best is None or np.nanmean(cold) > best[2]:
-                best = (blocks, mu, float(np.nanmean(cold)))
-    blocks, mu = (best[0], best[1]) if best else (tuple(names), MUS[1])
+            cold = float(np.nanmean(score_cold(content.mapped(v, touched, blocks, mu))))
+            log.info("closed form: content map %s, mu %g: validation NDCG@10 among the cold items %.4f",
+                     "+".join(blocks), mu, cold)
+            if best is None or cold > best[2]:
+                best = (blocks, mu, cold)
+    blocks, mu = best[:2] if best else (tuple(names), MUS[1])
     mapped = content.mapped(v, touched, blocks, mu)
-    chosen, chosen_v, kappa_of = base, v, None
-    for kappa in KAPPAS:
-        vk = blend(v, mapped, counts, kappa)
+    chosen, chosen_v, setting = base, v, None
+    for rho, kappa in itertools.product(SCALES, KAPPAS):
+        vk = blend(v, rho * mapped, counts, kappa)
         t = Trial(base.lam, {**base.weights, **{f"content_{b}": 1.0 for b in blocks}}, score(vk), rank=base.rank,
-                  path=f"content mu={mu:g} kappa={kappa:g}")
+                  path=f"content mu={mu:g} rho={rho:g} kappa={kappa:g}")
         log.info("closed form: %s: validation NDCG@10 %.4f", t.path, t.valid_ndcg10)
         trials.append(t)
         if t.beats(chosen):
-            chosen, chosen_v, kappa_of = t, vk, kappa
-    if kappa_of is None:
+            chosen, chosen_v, setting = t, vk, (rho, kappa)
+    if setting is None:
         return ContentChoice(v, base, {"content": "off", "why": "the content path did not beat the learned vectors",
-                                 "blocks": list(blocks), "mu": mu}), trials
-    info = {"content": "on", "blocks": list(blocks), "mu": mu, "kappa": kappa_of,
+                                       "blocks": list(blocks), "mu": mu}), trials
+    info = {"content": "on", "blocks": list(blocks), "mu": mu, "rho": setting[0], "kappa": setting[1],
             "untouched_items": int((~touched).sum())}
     if best:
-        info["cold_valid_ndcg10"] = round(best[2], 6)
+        info["cold_among_cold_valid_ndcg10"] = round(best[2], 6)
     return ContentChoice(chosen_v, chosen, info), trials
