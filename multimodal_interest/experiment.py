@@ -27,13 +27,13 @@ from fusion.files import sha256_file
 
 from multimodal_interest.baselines import BASELINES, DEFAULT_BUDGET, judged_by, list_baselines, tune, tuning_settings
 from multimodal_interest.blend import BLEND, PARTS, tune_blend
-from encoders.text import combine_text_fields
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import (SAMPLED_METRICS, SLICES, EvalResult, ItemSlices, Table, bucket_table,
                                          compare_table, evaluate)
 from multimodal_interest.run import Run
 from multimodal_interest.stats import paired_difference
 from multimodal_interest.store import atomic_write_bytes
+from multimodal_interest.features import item_texts as platform_item_texts
 from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, load_run, train
 from multimodal_interest.tuning import model_tuning, searched, trials_table, tuning_of, tuning_table
 
@@ -59,14 +59,11 @@ def content_features(features: ItemFeatures, modality: str) -> dict[str, torch.T
 
 
 def item_texts(dataset, platforms: list[str]) -> dict[str, list[str]] | None:
-    """Each platform's item texts (its text fields joined by :func:`combine_text_fields`),
-    row = item_idx, for the lexical baselines; platforms without text fields are left out
-    (None when none has any: a dataset of ids only)."""
-    out = {}
-    for p in platforms:
-        fields = list(dataset.text_fields(p))
-        if fields:
-            out[p] = [combine_text_fields(r, fields) for r in dataset.items[p][fields].to_dict("records")]
+    """Each platform's item texts, row = item_idx, for the lexical baselines: the text the
+    interest model reads (:func:`multimodal_interest.features.item_texts`, one rule for
+    both); platforms without text fields are left out (None when none has any: a dataset
+    of ids only)."""
+    out = {p: platform_item_texts(dataset, p) for p in platforms if dataset.text_fields(p)}
     return out or None
 
 

@@ -84,3 +84,24 @@ def test_the_blend_runs_after_its_parts_is_tuned_on_valid_and_is_no_baseline(tmp
     want = evaluate(Blend(ModelScorer(runs[MODEL].model, task), tune("item-knn", task, None).model.score, best),
                     task, task.test_users)
     np.testing.assert_allclose(runs[BLEND].result.values["ndcg@10"], want.values["ndcg@10"], atol=1e-6)
+
+
+def test_the_baselines_and_the_model_read_the_same_item_text(tmp_path):
+    """One text rule: the lexical baselines' item texts are the ones the interest model's fit
+    reads (the catalog's rule: a cell that is not text gives no text, a huge text is cut)."""
+    import pandas as pd
+    from data_fixtures import write_tiny
+
+    from multimodal_interest.catalog import MAX_TEXT_CHARS
+    from multimodal_interest.data.dataset import CrossPlatformDataset
+    from multimodal_interest.experiment import item_texts
+
+    root = write_tiny(tmp_path / "ds")
+    items = pd.read_csv(root / "items/art.csv", keep_default_na=False)
+    items.loc[0, "title"] = "paint " * (MAX_TEXT_CHARS // 4)  # longer than an encoder ever reads
+    items.to_csv(root / "items/art.csv", index=False)
+    dataset = CrossPlatformDataset.load(root)
+    baselines = item_texts(dataset, ["art", "office"])
+    model = ItemFeatures.for_dataset(None, dataset, ["art", "office"]).texts
+    assert baselines == model and set(model) == {"art", "office"}
+    assert len(baselines["art"][0]) == MAX_TEXT_CHARS and baselines["office"] == ["stapler", "pen, blue"]

@@ -1,7 +1,7 @@
 """Lexical content kNN: BM25 (or tf-idf) weighted words of each item's text.
 
-Each item's text (its text fields joined by :func:`encoders.text.combine_text_fields`) is
-cut into lowercase words by scikit-learn's ``CountVectorizer`` (English stop words
+Each item's text (the one the interest model reads: :func:`multimodal_interest.features.item_texts`,
+the catalog's text rule) is cut into lowercase words by scikit-learn's ``CountVectorizer`` (English stop words
 dropped), one vocabulary over both platforms' catalogs. A word ``t`` of item ``d`` weighs
 
 - ``bm25``: ``idf(t) * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl))``, with
