@@ -5,7 +5,7 @@ content, through the encoders), item kNN reads which target items the same train
 had beside the user's source items (co-occurrence). The blend adds them after
 standardising each per user (mean 0, standard deviation 1 over the target items, so ``w``
 means the same whatever either scorer's scale), with ``w`` picked on the validation users
-from :data:`WEIGHTS` -- the tuning budget of every baseline (``MAX_GRID`` configurations).
+from :data:`WEIGHTS` -- four weights, the baselines' default budget (``DEFAULT_BUDGET`` settings).
 It is reported as its own method, never as the interest model.
 """
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """One benchmark run: the interest model and the baselines on the same cold-start task.
 
 Every method sees the same ``ColdStartTask`` (same users, same hidden interactions), is
-tuned or early-stopped on the task's validation users, and is scored on its test users
-with the same full-ranking evaluator. :func:`write_report` saves what a reader needs:
+tuned on it (each baseline tries up to ``tuning_budget`` settings judged on the validation
+users; the interest model runs its own search: :mod:`multimodal_interest.tuning` records
+what each tried and what judged it), and is scored on its test users with the same
+full-ranking evaluator. :func:`write_report` saves what a reader needs:
 per-user results (JSON), tables (Markdown) and figures (PNG), and returns them as a
 :class:`Report` (data: a command prints its :meth:`Report.summary`).
 """
@@ -23,16 +25,17 @@ import torch
 
 from fusion.files import sha256_file
 
-from multimodal_interest.baselines import BASELINES, MAX_GRID, list_baselines, tune
+from multimodal_interest.baselines import BASELINES, DEFAULT_BUDGET, judged_by, list_baselines, tune, tuning_settings
 from multimodal_interest.blend import BLEND, PARTS, tune_blend
-from encoders.text import combine_text_fields
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import (SAMPLED_METRICS, SLICES, EvalResult, ItemSlices, Table, bucket_table,
                                          compare_table, evaluate)
 from multimodal_interest.run import Run
 from multimodal_interest.stats import paired_difference
 from multimodal_interest.store import atomic_write_bytes
+from multimodal_interest.features import item_texts as platform_item_texts
 from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig, load_run, train
+from multimodal_interest.tuning import model_tuning, searched, trials_table, tuning_of, tuning_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +59,11 @@ def content_features(features: ItemFeatures, modality: str) -> dict[str, torch.T
 
 
 def item_texts(dataset, platforms: list[str]) -> dict[str, list[str]] | None:
-    """Each platform's item texts (its text fields joined by :func:`combine_text_fields`),
-    row = item_idx, for the lexical baselines; platforms without text fields are left out
-    (None when none has any: a dataset of ids only)."""
-    out = {}
-    for p in platforms:
-        fields = list(dataset.text_fields(p))
-        if fields:
-            out[p] = [combine_text_fields(r, fields) for r in dataset.items[p][fields].to_dict("records")]
+    """Each platform's item texts, row = item_idx, for the lexical baselines: the text the
+    interest model reads (:func:`multimodal_interest.features.item_texts`, one rule for
+    both); platforms without text fields are left out (None when none has any: a dataset
+    of ids only)."""
+    out = {p: platform_item_texts(dataset, p) for p in platforms if dataset.text_fields(p)}
     return out or None
 
 
@@ -72,18 +72,20 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
                 run_dir: Path | None = None, content_modality: str = "text",
                 sampled: bool = False, progress: bool = True,
                 texts: dict[str, list[str]] | None = None,
-                tuning_budget: int = MAX_GRID) -> dict[str, MethodRun]:
+                tuning_budget: int = DEFAULT_BUDGET) -> dict[str, MethodRun]:
     """Fit (or load) each method and evaluate it on ``task.test_users``. ``texts``: the
     items' texts per platform (:func:`item_texts`), for the baselines that need text;
-    ``tuning_budget``: configurations each baseline tries (its grid's first ones).
+    ``tuning_budget``: settings each baseline tries at most
+    (:func:`~multimodal_interest.baselines.tuning_settings`: its grid's first ones, or
+    beyond its grid seeded draws from its space).
 
     Each method's results are saved in ``output_dir`` as soon as it finishes
     (:class:`MethodState`); run again on the same folder, a method saved with the same
     fingerprint (task data and split, method, settings, item features, and the source code
     that fits and scores it: :func:`code_digest`) is read back, not computed again.
     """
-    if not 1 <= tuning_budget <= MAX_GRID:
-        raise ValueError(f"--tuning-budget must be 1..{MAX_GRID} (the largest grid), got {tuning_budget}")
+    if tuning_budget < 1:
+        raise ValueError(f"--tuning-budget must be >= 1, got {tuning_budget}")
     content = content_features(features, content_modality)
     unknown = [m for m in methods if m not in all_methods()]
     if unknown:
@@ -148,7 +150,7 @@ def _fit_method(name, task, features, output_dir, train_config, run_dir, progres
         if failed:
             raise ValueError(f"{BLEND} blends {' and '.join(PARTS)}, and {' and '.join(failed)} failed")
         scorer, trials = tune_blend(*(scorers[p] for p in PARTS), task)
-        return scorer, {"trials": trials}, None
+        return scorer, searched(trials, f"NDCG@10 of the {len(task.valid_users)} validation users"), None
     if BASELINES[name].needs_features and content is None:
         logger.warning("%s skipped: it needs %r item features (mmi embed)", name, content_modality)
         return None
@@ -156,8 +158,9 @@ def _fit_method(name, task, features, output_dir, train_config, run_dir, progres
     if BASELINES[name].needs_text and textless:
         logger.warning("%s skipped: it needs item text, and there is none on %s", name, " or ".join(textless))
         return None
-    tuned = tune(name, task, content, grid=BASELINES[name].grid[:tuning_budget], item_texts=texts)
-    return tuned.model.score, {"trials": [{**options, "valid_ndcg10": value} for options, value in tuned.trials]}, None
+    tuned = tune(name, task, content, grid=tuning_settings(name, tuning_budget), item_texts=texts)
+    trials = [{**options, "valid_ndcg10": value} for options, value in tuned.trials]
+    return tuned.model.score, searched(trials, judged_by(name, len(task.valid_users))), None
 
 
 def task_fingerprint(task: ColdStartTask) -> str:
@@ -235,6 +238,8 @@ class MethodState:
         notes, model = self.doc["notes"], None
         if self.doc["method"] == MODEL and notes.get("run"):
             model = load_run(Path(notes["run"]), task, features)  # for the interest map
+            if "trials" not in notes:  # saved before the model's trials were noted
+                notes = {**notes, **model_tuning(Run(Path(notes["run"])).log(), len(task.valid_users))}
         return MethodRun(EvalResult.from_json(users), float(self.doc["seconds"]), notes, model)
 
 
@@ -249,12 +254,16 @@ def parse_methods(text: str) -> list[str]:
 
 
 def _interest_model(task, features, output_dir, train_config, run_dir, progress):
+    """The interest model of ``task`` (trained, or read from ``run_dir``) and its notes: the
+    run, and the settings it tried with what judged them (:func:`model_tuning`)."""
+    n_valid = len(task.valid_users)
     if run_dir is not None:
-        return load_run(run_dir, task, features), {"run": str(run_dir)}
+        return load_run(run_dir, task, features), {"run": str(run_dir), **model_tuning(Run(run_dir).log(), n_valid)}
     run_dir = model_run_dir(output_dir, task)
     result = train(task, features, train_config or TrainConfig(), run_dir, progress_bar=progress)
     notes = {"run": str(run_dir), "best_epoch": result.best_epoch, "epochs": result.epochs_run,
-             "valid_ndcg10": result.best_valid_ndcg10, "seconds_to_best": round(result.seconds_to_best, 1)}
+             "valid_ndcg10": result.best_valid_ndcg10, "seconds_to_best": round(result.seconds_to_best, 1),
+             **model_tuning(result.history, n_valid)}
     return result.model, notes
 
 
@@ -306,12 +315,13 @@ class Report:
     command: str | None  # the command line that made the report
     results: Table  # one row per method: every metric with its 95% interval, and the Δ
     by_history: Table  # NDCG@10 per source history length bucket
-    tuning: Table  # per tuned method: the configurations tried and the one chosen on validation
+    tuning: Table  # per tuned method: how many settings, what judged them, the one kept
     seconds: dict[str, float]  # fitting time per method
     path: Path  # the Markdown report
     json_path: Path  # the report's data (summaries, notes)
     figures: list[Path] = field(default_factory=list)
-    tuning_budget: int = MAX_GRID  # configurations each baseline could try
+    tuning_budget: int = DEFAULT_BUDGET  # settings each baseline could try
+    trials: Table = field(default_factory=lambda: Table([], []))  # every trial of every tuned method
     failed: dict[str, str] = field(default_factory=dict)  # method -> why it failed
     slices: dict[str, Table] = field(default_factory=dict)  # cold-item slice -> its results table
 
@@ -327,16 +337,22 @@ class Report:
     def markdown(self) -> str:
         times = ", ".join(f"{n} {s:.0f}s" for n, s in self.seconds.items())
         lines = [self.summary(), "NDCG@10 by source history length:", "", self.by_history.markdown(), "",
-                 f"Tuning: every baseline (and the blend) picks the best of at most {self.tuning_budget} configurations "
-                 f"by NDCG@10 on the validation users, the same budget for each; the interest model stops "
-                 f"early on the same users.", "", self.tuning.markdown(), "",
+                 self.tuning_text(), "", self.tuning.markdown(), "",
+                 "Every setting tried, in order:", "", self.trials.markdown(), "",
                  f"Time to fit (tuning or training included): {times}", ""]
         return "\n".join(lines + [f"![{f.stem}]({f.name})" for f in self.figures]) + "\n"
+
+    def tuning_text(self) -> str:
+        """How the methods were tuned, in words (the table after it gives each one's numbers)."""
+        drawn = ("its grid's first settings" if self.tuning_budget <= DEFAULT_BUDGET else
+                 "its grid, then seeded random draws from its documented space")
+        return (f"Tuning: each baseline tried at most {self.tuning_budget} settings ({drawn}) and kept the "
+                f"best; each method's number of settings and what judged them:")
 
 
 def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Path,
                  interest_map: dict[str, np.ndarray] | None = None, command: str | None = None,
-                 tuning_budget: int = MAX_GRID) -> Report:
+                 tuning_budget: int = DEFAULT_BUDGET) -> Report:
     """``<dir>/<source>-<target>.json|.md`` and PNG figures; returns the :class:`Report`.
 
     Every metric is shown with its 95% interval over users; the last column is the paired
@@ -348,6 +364,7 @@ def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Pa
     stem = f"{task.source}-{task.target}"
     results = {n: r.result for n, r in runs.items() if r.error is None}
     failed = {n: r.error for n, r in runs.items() if r.error is not None}
+    notes = {n: r.notes for n, r in runs.items() if r.error is None}
     if not results:
         raise ValueError(f"{task.label}: every method failed ({'; '.join(f'{n}: {e}' for n, e in failed.items())})")
     reference = best_baseline(results)
@@ -357,26 +374,13 @@ def write_report(task: ColdStartTask, runs: dict[str, MethodRun], output_dir: Pa
     table.rows += [[n, "failed"] + ["-"] * (len(table.header) - 2) for n in failed]
     report = Report(
         task.label, _intro(task, reference), datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        command, table, bucket_table(results), tuning_table(runs), {n: r.seconds for n, r in runs.items()},
+        command, table, bucket_table(results), tuning_table(notes), {n: r.seconds for n, r in runs.items()},
         output_dir / f"{stem}.md", output_dir / f"{stem}.json", tuning_budget=tuning_budget, failed=failed,
-        slices=slice_tables(results))
+        slices=slice_tables(results), trials=trials_table(notes))
     _write_data(report, task, runs, reference)
     report.figures = _plot(results, interest_map, output_dir, stem, task.label)
     atomic_write_bytes(report.path, report.markdown().encode())
     return report
-
-
-def tuning_table(runs: dict[str, MethodRun]) -> Table:
-    """One row per tuned method: how many configurations it tried, the one it kept (the best
-    validation NDCG@10) and that score."""
-    rows = []
-    for name, run in runs.items():
-        trials = run.notes.get("trials")
-        if trials:
-            best = max(trials, key=lambda t: t["valid_ndcg10"])
-            chosen = ", ".join(f"{k}={v}" for k, v in best.items() if k != "valid_ndcg10") or "defaults"
-            rows.append([name, str(len(trials)), chosen, f"{best['valid_ndcg10']:.4f}"])
-    return Table(["method", "configurations", "chosen", "valid NDCG@10"], rows)
 
 
 SLICE_METRICS = ["ndcg@10", "recall@10"]
@@ -429,6 +433,8 @@ def _write_data(report: Report, task: ColdStartTask, runs: dict[str, MethodRun],
     results = {n: r.result for n, r in runs.items() if r.error is None}
     doc = {"task": task.label, "synthetic": task.synthetic, "test_users": len(task.test_users),
            "command": report.command, "date": report.made, "best_baseline": reference,
+           "tuning_budget": report.tuning_budget,
+           "tuning": {n: t for n, r in runs.items() if r.error is None and (t := tuning_of(r.notes)) is not None},
            "protocol": _jsonable(task.protocol),
            "methods": {n: {"failed": r.error, "seconds": round(r.seconds, 1)} if r.error is not None else
                        {"summary": {m: vars(i) for m, i in r.result.summary().items()},

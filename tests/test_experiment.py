@@ -12,7 +12,7 @@ from synthetic import synthetic_task
 from multimodal_interest.baselines import tune
 from multimodal_interest.blend import BLEND, WEIGHTS, Blend, standardize
 from multimodal_interest.evaluate import evaluate
-from multimodal_interest.baselines import BASELINES, MAX_GRID
+from multimodal_interest.baselines import BASELINES, DEFAULT_BUDGET
 from multimodal_interest.experiment import MODEL, run_methods, write_report
 from multimodal_interest.training import ItemFeatures, ModelScorer, TrainConfig
 
@@ -41,13 +41,17 @@ def test_report_compares_every_method_with_the_best_baseline(tmp_path):
     assert row.count("[") == 1 + 5 + 6  # an interval for every metric, full and sampled, and the Δ
     for figure in ("src-tgt-ndcg10.png", "src-tgt-by-history.png"):
         assert (tmp_path / "report" / figure).stat().st_size > 1000
-    # the tuning budget and each baseline's chosen configuration (the best on validation) are reported
-    assert f"at most {MAX_GRID} configurations" in text and report.tuning.markdown() in text
+    # the tuning budget, each baseline's number of settings, what judged them and the one kept
+    assert f"at most {DEFAULT_BUDGET} settings" in text and report.tuning.markdown() in text
+    assert report.trials.markdown() in text
     for name in runs:
         trials = doc["methods"][name]["notes"]["trials"]
         row = next(r for r in report.tuning.rows if r[0] == name)
-        assert row[1] == str(len(trials)) == str(len(BASELINES[name].grid)) and len(trials) <= MAX_GRID
-        assert float(row[3]) == round(max(t["valid_ndcg10"] for t in trials), 4)
+        assert row[1] == str(len(trials)) == str(len(BASELINES[name].grid)) and len(trials) <= DEFAULT_BUDGET
+        assert row[2] == f"NDCG@10 of the {len(task.valid_users)} validation users" == doc["tuning"][name]["judged_by"]
+        assert float(row[4]) == round(max(t["valid_ndcg10"] for t in trials), 4)
+        assert [r[2] for r in report.trials.rows if r[0] == name] == [
+            ", ".join(f"{k}={v}" for k, v in s.items()) or "defaults" for s in BASELINES[name].grid]
 
 
 def test_the_blend_reads_ranks_not_scales():
@@ -80,3 +84,24 @@ def test_the_blend_runs_after_its_parts_is_tuned_on_valid_and_is_no_baseline(tmp
     want = evaluate(Blend(ModelScorer(runs[MODEL].model, task), tune("item-knn", task, None).model.score, best),
                     task, task.test_users)
     np.testing.assert_allclose(runs[BLEND].result.values["ndcg@10"], want.values["ndcg@10"], atol=1e-6)
+
+
+def test_the_baselines_and_the_model_read_the_same_item_text(tmp_path):
+    """One text rule: the lexical baselines' item texts are the ones the interest model's fit
+    reads (the catalog's rule: a cell that is not text gives no text, a huge text is cut)."""
+    import pandas as pd
+    from data_fixtures import write_tiny
+
+    from multimodal_interest.catalog import MAX_TEXT_CHARS
+    from multimodal_interest.data.dataset import CrossPlatformDataset
+    from multimodal_interest.experiment import item_texts
+
+    root = write_tiny(tmp_path / "ds")
+    items = pd.read_csv(root / "items/art.csv", keep_default_na=False)
+    items.loc[0, "title"] = "paint " * (MAX_TEXT_CHARS // 4)  # longer than an encoder ever reads
+    items.to_csv(root / "items/art.csv", index=False)
+    dataset = CrossPlatformDataset.load(root)
+    baselines = item_texts(dataset, ["art", "office"])
+    model = ItemFeatures.for_dataset(None, dataset, ["art", "office"]).texts
+    assert baselines == model and set(model) == {"art", "office"}
+    assert len(baselines["art"][0]) == MAX_TEXT_CHARS and baselines["office"] == ["stapler", "pen, blue"]

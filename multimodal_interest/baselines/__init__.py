@@ -8,8 +8,9 @@ from __future__ import annotations
 from multimodal_interest.baselines import cmf, emcdr, itemknn, popularity, ptupcdr  # noqa: F401
 from multimodal_interest.baselines import bm25knn, ials  # noqa: F401
 from multimodal_interest.baselines import ease, rp3beta, userknn  # noqa: F401
-from multimodal_interest.baselines.base import (BASELINES, MAX_GRID, Baseline, Tuned, create_baseline,
-                                                list_baselines, register_baseline, tune)
+from multimodal_interest.baselines.base import (BASELINES, DEFAULT_BUDGET, MAX_GRID, Baseline, Tuned,
+                                                create_baseline, judged_by, list_baselines, register_baseline,
+                                                tune, tuning_settings)
 
-__all__ = ["BASELINES", "MAX_GRID", "Baseline", "Tuned", "create_baseline", "list_baselines",
-           "register_baseline", "tune"]
+__all__ = ["BASELINES", "DEFAULT_BUDGET", "MAX_GRID", "Baseline", "Tuned", "create_baseline", "judged_by",
+           "list_baselines", "register_baseline", "tune", "tuning_settings"]

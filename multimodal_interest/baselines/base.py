@@ -6,15 +6,18 @@ Every baseline is configured by a dataclass (a misspelt option is an error), lea
     model = create_baseline("emcdr", dim=64).fit(task)
     scores = model.score(task.test_users[:128])  # [128, n_target_items]
 
-Tuning budget, the same for every method: at most :data:`MAX_GRID` = 4 configurations
-(each class's ``grid``), picked by NDCG@10 on ``task.valid_users``; learned methods also
-stop early on that metric (see :mod:`.training`) and keep their best state. The budget is
-4 and not more because each configuration of EMCDR, CMF and PTUPCDR is a full training
-run: a budget of 8 would double their share of an ``mmi evaluate`` run. Methods with
-several knobs (item kNN: neighbourhood size, shrinkage, similarity exponent,
-normalisation; user kNN: k, shrinkage; RP3beta: alpha, beta) spend the 4 on well-spread
-points of their space, chosen from the literature's ranges, not on a full product; each
-class's docstring names its 4. Every method reports its trials (options, valid NDCG@10).
+Tuning: a budget of ``n`` settings (``mmi evaluate --tuning-budget``, default
+:data:`DEFAULT_BUDGET` = 4), each fitted and judged by NDCG@10 on ``task.valid_users`` alone,
+the best kept. Each class documents a search ``space`` (option -> range, :mod:`.space`) and a
+``grid`` of at most 4 well-spread points of it, chosen from the literature's ranges; a budget
+up to the grid's size tries the grid's first ``n`` (the default: the whole grid), a larger
+one the grid and then seeded random draws from the space (:func:`tuning_settings`). Learned
+methods (``early_stopping``) also stop each setting early on the validation users' NDCG@10
+(see :mod:`.training`) and keep its best state. The default is 4 because each setting of
+EMCDR, CMF and PTUPCDR is a full training run. Every method reports its trials (options,
+valid NDCG@10). The interest model is tuned otherwise (its own search, judged on the
+validation users and fit users left out): the report says how many settings each tried and
+what judged them.
 """
 from __future__ import annotations
 
@@ -29,12 +32,15 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from multimodal_interest.baselines.space import Dimension, describe_space, draw_settings, outside_space
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import evaluate
 
 logger = logging.getLogger(__name__)
 
-MAX_GRID = 4
+DEFAULT_BUDGET = 4  # settings each baseline tries by default: its whole grid
+MAX_GRID = DEFAULT_BUDGET  # the most points a class's grid may hold
+TUNING_SEED = 0  # seed of the random settings drawn beyond the grid
 SELECT_METRIC = "ndcg@10"
 
 
@@ -43,7 +49,9 @@ class Baseline:
 
     name: ClassVar[str]
     Config: ClassVar[type]  # a dataclass
-    grid: ClassVar[list[dict]] = [{}]  # configurations tried on the validation users
+    grid: ClassVar[list[dict]] = [{}]  # settings tried first on the validation users (<= MAX_GRID)
+    space: ClassVar[dict[str, Dimension]] = {}  # option -> its range, drawn from beyond the grid
+    early_stopping: ClassVar[bool] = False  # each setting also stops early on the validation users
     needs_features: ClassVar[bool] = False  # fit() needs item_features
     needs_text: ClassVar[bool] = False  # fit() needs item_texts (kept as self.item_texts)
 
@@ -106,7 +114,11 @@ def register_baseline(cls: type[Baseline]) -> type[Baseline]:
     if cls.name in BASELINES:
         warnings.warn(f"baseline {cls.name!r} registered twice; the later one wins", stacklevel=2)
     if len(cls.grid) > MAX_GRID:
-        raise ValueError(f"{cls.name}: grid of {len(cls.grid)} > the budget of {MAX_GRID}")
+        raise ValueError(f"{cls.name}: grid of {len(cls.grid)} > the default budget of {MAX_GRID}")
+    for setting in cls.grid:
+        if outside_space(setting, cls.space):
+            raise ValueError(f"{cls.name}: grid setting {setting} is outside its space "
+                             f"({', '.join(outside_space(setting, cls.space))}); space: {describe_space(cls.space)}")
     BASELINES[cls.name] = cls
     return cls
 
@@ -122,9 +134,27 @@ def create_baseline(name: str, **options: object) -> Baseline:
     return BASELINES[name](**{k: v for k, v in options.items() if v is not None})
 
 
+def tuning_settings(name: str, budget: int = DEFAULT_BUDGET, seed: int = TUNING_SEED) -> list[dict]:
+    """The settings ``name`` tries with a budget of ``budget``: its grid's first ``budget``,
+    or, beyond the grid, the grid then seeded random draws from its space (at most
+    ``budget``; fewer only when the space has no more, e.g. popularity's one)."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known: {list_baselines()}")
+    cls = BASELINES[name]
+    return draw_settings(name, cls.grid, cls.space, budget, seed)
+
+
+def judged_by(name: str, n_valid: int) -> str:
+    """What judges a baseline's settings, in words."""
+    text = f"NDCG@10 of the {n_valid} validation users"
+    if BASELINES[name].early_stopping:
+        text += " (each setting also stops early on them)"
+    return text
+
+
 @dataclass
 class Tuned:
-    """The best model of a grid search and what each configuration scored."""
+    """The best model of a search and what each setting scored."""
 
     model: Baseline
     trials: list[tuple[dict, float]]  # (options, valid NDCG@10)
@@ -134,12 +164,13 @@ class Tuned:
 def tune(name: str, task: ColdStartTask, item_features: dict[str, torch.Tensor] | None = None,
          grid: list[dict] | None = None, item_texts: dict[str, Sequence[str]] | None = None,
          **fixed: object) -> Tuned:
-    """Fit ``name`` with each configuration of its grid (or ``grid``), keep the best on valid."""
+    """Fit ``name`` with each setting of its grid (or ``grid``, e.g. :func:`tuning_settings`),
+    keep the best on valid."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known: {list_baselines()}")
     grid = BASELINES[name].grid if grid is None else grid
-    if len(grid) > MAX_GRID:
-        raise ValueError(f"{name}: grid of {len(grid)} > the budget of {MAX_GRID}")
+    if not grid:
+        raise ValueError(f"{name}: no setting to try")
     start = time.perf_counter()
     best, trials = None, []
     for i, options in enumerate(grid, 1):

@@ -1,7 +1,7 @@
 """Lexical content kNN: BM25 (or tf-idf) weighted words of each item's text.
 
-Each item's text (its text fields joined by :func:`encoders.text.combine_text_fields`) is
-cut into lowercase words by scikit-learn's ``CountVectorizer`` (English stop words
+Each item's text (the one the interest model reads: :func:`multimodal_interest.features.item_texts`,
+the catalog's text rule) is cut into lowercase words by scikit-learn's ``CountVectorizer`` (English stop words
 dropped), one vocabulary over both platforms' catalogs. A word ``t`` of item ``d`` weighs
 
 - ``bm25``: ``idf(t) * tf (k1 + 1) / (tf + k1 (1 - b + b |d| / avgdl))``, with
@@ -25,6 +25,7 @@ import torch
 from multimodal_interest.baselines.base import MAX_GRID, Baseline, register_baseline
 from multimodal_interest.baselines.itemknn import TIE_BREAK, user_item_matrix
 from multimodal_interest.baselines.popularity import target_popularity
+from multimodal_interest.baselines.space import Choice, LogUniform, Uniform
 
 WEIGHTINGS = ("bm25", "tfidf")
 
@@ -100,13 +101,17 @@ class BM25KNN(Baseline):
     """Cosine between a user's summed source word vectors and each target item's.
 
     Tuned over the first :data:`MAX_GRID` of ``_CANDIDATES``: BM25 (k1 1.2, b 0.75) with
-    popularity weight 1, 0.3 and 3, and tf-idf with weight 1.
+    popularity weight 1, 0.3 and 3, and tf-idf with weight 1. Beyond the grid (a larger
+    budget): weighting bm25 or tfidf, k1 uniform in [0.5, 2], b uniform in [0, 1] (both
+    unused by tfidf), popularity weight 0 or log-uniform in [0.1, 10].
     """
 
     name = "bm25-knn"
     Config = BM25KNNConfig
     needs_text = True
     grid = _CANDIDATES[:MAX_GRID]
+    space = {"weighting": Choice(WEIGHTINGS), "k1": Uniform(0.5, 2.0), "b": Uniform(0.0, 1.0),
+             "pop_weight": Choice((0.0, LogUniform(0.1, 10.0)))}
 
     def _fit(self, task, item_features):
         texts = [self.item_texts[p] for p in task.platforms]

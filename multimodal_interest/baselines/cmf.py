@@ -13,6 +13,7 @@ import torch
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.mf import MF, MFConfig, bpr_batches, train_rows
+from multimodal_interest.baselines.space import Choice, LogUniform
 from multimodal_interest.baselines.training import EarlyStopping, seeded, train_loop
 
 
@@ -24,9 +25,15 @@ class CMFConfig(MFConfig):
 
 @register_baseline
 class CMF(Baseline):
+    """Grid: lr 1e-3, 5e-3 x reg 1e-3, 1e-2 (64 factors). Beyond it (a larger budget): lr
+    log-uniform in [5e-4, 1e-2], reg log-uniform in [1e-4, 1e-1], factors 16, 32, 64 or 128;
+    each setting trains at most ``mf_epochs`` epochs, stopped early on valid."""
+
     name = "cmf"
     Config = CMFConfig
     grid = [{"lr": lr, "reg": r} for lr in (1e-3, 5e-3) for r in (1e-3, 1e-2)]
+    space = {"lr": LogUniform(5e-4, 1e-2), "reg": LogUniform(1e-4, 1e-1), "dim": Choice((16, 32, 64, 128))}
+    early_stopping = True
 
     def _fit(self, task, item_features):
         cfg = self.config

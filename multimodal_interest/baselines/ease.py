@@ -48,6 +48,7 @@ from scipy.linalg import lapack
 from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.itemknn import (check_options, popularity_prior, source_rows,
                                                    user_item_matrix)
+from multimodal_interest.baselines.space import LogUniform
 
 SOLVERS = ("auto", "primal", "dual")
 CHUNK = 2048  # rows per block when a [rows, U] dense block is formed
@@ -85,11 +86,13 @@ class EASE(Baseline):
     handful (Amazon) to thousands (MovieLens), and the best lam grows with them. On Amazon
     Art->Office valid NDCG@10 rises from 0.0326 (lam 1) to 0.0565 (lam 1000) and stays
     there: with so few users per item, heavy shrinkage towards co-occurrence counts wins.
+    Beyond the grid (a larger budget): lam log-uniform in [1, 10^5].
     """
 
     name = "ease"
     Config = EASEConfig
     grid = [{"lam": lam} for lam in (10.0, 100.0, 1000.0, 10000.0)]
+    space = {"lam": LogUniform(1.0, 1e5)}
     merged = False  # True: EASE on the merged catalog (zero diagonal)
 
     def __init__(self, config: object | None = None, **options: object) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.mf import MFConfig, platform_mf
+from multimodal_interest.baselines.space import Choice, LogUniform
 from multimodal_interest.baselines.training import EarlyStopping, seeded, train_loop
 
 
@@ -31,9 +32,16 @@ class EMCDRConfig(MFConfig):
 
 @register_baseline
 class EMCDR(Baseline):
+    """Grid: dim 32, 64 x reg 1e-4, 1e-2. Beyond it (a larger budget): dim 16, 32, 64 or
+    128, reg log-uniform in [1e-5, 1e-1], the MF's lr log-uniform in [1e-3, 1e-2], the
+    mapping's lr log-uniform in [1e-4, 1e-2]; the mapping stops early on valid."""
+
     name = "emcdr"
     Config = EMCDRConfig
     grid = [{"dim": d, "reg": r} for d in (32, 64) for r in (1e-4, 1e-2)]
+    space = {"dim": Choice((16, 32, 64, 128)), "reg": LogUniform(1e-5, 1e-1), "lr": LogUniform(1e-3, 1e-2),
+             "map_lr": LogUniform(1e-4, 1e-2)}
+    early_stopping = True
 
     def _fit(self, task, item_features):
         cfg = self.config

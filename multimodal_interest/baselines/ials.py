@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from multimodal_interest.baselines.base import MAX_GRID, Baseline, register_baseline
 from multimodal_interest.baselines.itemknn import TIE_BREAK
 from multimodal_interest.baselines.popularity import target_popularity
+from multimodal_interest.baselines.space import LogUniform, Uniform
 from multimodal_interest.data.task import ColdStartTask
 
 
@@ -85,11 +86,16 @@ class IALS(Baseline):
 
     Tuned over the first :data:`MAX_GRID` of ``_CANDIDATES``: 32, 16 and 64 factors at
     regularization 0.1 and alpha 10, then 32 factors at regularization 1.0 (15 sweeps).
+    Beyond the grid (a larger budget): factors a log-uniform integer in [8, 256],
+    regularization log-uniform in [10^-3, 10], alpha log-uniform in [1, 100], sweeps an
+    integer in [5, 30].
     """
 
     name = "ials"
     Config = IALSConfig
     grid = _CANDIDATES[:MAX_GRID]
+    space = {"factors": LogUniform(8, 256, integer=True), "regularization": LogUniform(1e-3, 10.0),
+             "alpha": LogUniform(1.0, 100.0), "iterations": Uniform(5, 30, integer=True)}
 
     def _fit(self, task, item_features):
         from implicit.cpu.als import AlternatingLeastSquares

@@ -13,6 +13,7 @@ import torch
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.popularity import target_popularity
+from multimodal_interest.baselines.space import Choice, LogUniform, Uniform
 from multimodal_interest.data.task import ColdStartTask
 
 # weight of normalised popularity added to break ties, e.g. for users none of whose source
@@ -101,6 +102,10 @@ class ItemKNN(Baseline):
     co-occurrence counts; source-normalised counts with shrinkage; a sharpened asymmetric
     cosine with shrinkage; and the symmetric cosine over 200 neighbours per target item
     (the classic ItemKNNCF setting, which suits denser data than Amazon's).
+
+    The space a larger budget draws from: both exponents uniform in [0, 1], shrinkage 0 or
+    log-uniform in [1, 200], the similarity exponent uniform in [0.5, 3], and k every
+    neighbour or a log-uniform integer in [5, 2000].
     """
 
     name = "item-knn"
@@ -111,6 +116,9 @@ class ItemKNN(Baseline):
         {"source_exp": 0.5, "target_exp": 0.25, "shrink": 10.0, "power": 2.0, "k": None},
         {"source_exp": 0.5, "target_exp": 0.5, "shrink": 10.0, "power": 1.0, "k": 200},
     ]
+    space = {"source_exp": Uniform(0.0, 1.0), "target_exp": Uniform(0.0, 1.0),
+             "shrink": Choice((0.0, LogUniform(1.0, 200.0))), "power": Uniform(0.5, 3.0),
+             "k": Choice((None, LogUniform(5, 2000, integer=True)))}
 
     def __init__(self, config: object | None = None, **options: object) -> None:
         super().__init__(config, **options)

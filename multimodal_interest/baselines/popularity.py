@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
+from multimodal_interest.baselines.space import Choice, LogUniform
 from multimodal_interest.data.task import ColdStartTask
 
 
@@ -71,11 +72,13 @@ class BlendConfig:
 
 @register_baseline
 class ContentPop(ContentKNN):
-    """content-knn + lambda * popularity / max popularity (lambda tuned on valid)."""
+    """content-knn + lambda * popularity / max popularity (lambda tuned on valid: the grid
+    0.3, 1, 3, 10; beyond it, a larger budget draws 0 or log-uniform in [0.03, 30])."""
 
     name = "content-pop"
     Config = BlendConfig
     grid = [{"weight": w} for w in (0.3, 1.0, 3.0, 10.0)]
+    space = {"weight": Choice((0.0, LogUniform(0.03, 30.0)))}
 
     def _fit(self, task, item_features):
         super()._fit(task, item_features)

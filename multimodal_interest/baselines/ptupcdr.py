@@ -20,6 +20,7 @@ from torch import nn
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.mf import MFConfig, platform_mf, train_rows
+from multimodal_interest.baselines.space import Choice, LogUniform
 from multimodal_interest.baselines.training import EarlyStopping, seeded, train_loop
 
 
@@ -51,9 +52,16 @@ class MetaBridge(nn.Module):
 
 @register_baseline
 class PTUPCDR(Baseline):
+    """Grid: meta_lr 1e-3, 5e-3 x reg 1e-4, 1e-2. Beyond it (a larger budget): meta_lr
+    log-uniform in [1e-4, 1e-2], reg log-uniform in [1e-5, 1e-1], dim 16, 32 or 64, meta_dim
+    32, 64 or 128; the meta network stops early on valid."""
+
     name = "ptupcdr"
     Config = PTUPCDRConfig
     grid = [{"meta_lr": lr, "reg": r} for lr in (1e-3, 5e-3) for r in (1e-4, 1e-2)]
+    space = {"meta_lr": LogUniform(1e-4, 1e-2), "reg": LogUniform(1e-5, 1e-1), "dim": Choice((16, 32, 64)),
+             "meta_dim": Choice((32, 64, 128))}
+    early_stopping = True
 
     def _fit(self, task, item_features):
         cfg = self.config

@@ -22,6 +22,7 @@ import torch
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
 from multimodal_interest.baselines.itemknn import check_options, popularity_prior, source_rows, user_item_matrix
+from multimodal_interest.baselines.space import Uniform
 
 
 @dataclass
@@ -44,11 +45,13 @@ class RP3beta(Baseline):
     (0.5, 0) and (0.25, 0), flattened walks, closer to co-occurrence counts (alpha = 0);
     and (0.5, 0.25), a popularity penalty. On Amazon Art/Office the penalty hurts (valid
     NDCG@10 0.0528 at (0.5, 0), 0.0411 at (0.5, 0.2)): popularity is a strong signal there.
+    Beyond the grid (a larger budget): alpha uniform in [0, 1.5], beta uniform in [0, 1].
     """
 
     name = "rp3beta"
     Config = RP3betaConfig
     grid = [{"alpha": a, "beta": b} for a, b in ((1.0, 0.0), (0.5, 0.0), (0.25, 0.0), (0.5, 0.25))]
+    space = {"alpha": Uniform(0.0, 1.5), "beta": Uniform(0.0, 1.0)}
 
     def __init__(self, config: object | None = None, **options: object) -> None:
         super().__init__(config, **options)

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from multimodal_interest.baselines.base import Baseline, register_baseline
+from multimodal_interest.baselines.space import Choice, LogUniform, Uniform
 from multimodal_interest.baselines.itemknn import (check_options, popularity_prior, source_rows,
                                                    top_k_per_row, user_item_matrix)
 
@@ -31,13 +32,17 @@ class UserKNN(Baseline):
 
     The grid (the budget, see :mod:`.base`): (k, shrink) in (50, 0), (200, 5), (1000, 5) and
     every user (k = None) with shrink 10 and power 2 -- from a tight neighbourhood to a
-    sharpened weighting of all.
+    sharpened weighting of all. Beyond the grid (a larger budget): k every user or a
+    log-uniform integer in [5, 2000], shrinkage 0 or log-uniform in [1, 100], the exponent
+    uniform in [0.5, 3].
     """
 
     name = "user-knn"
     Config = UserKNNConfig
     grid = [{"k": 50, "shrink": 0.0, "power": 1.0}, {"k": 200, "shrink": 5.0, "power": 1.0},
             {"k": 1000, "shrink": 5.0, "power": 1.0}, {"k": None, "shrink": 10.0, "power": 2.0}]
+    space = {"k": Choice((None, LogUniform(5, 2000, integer=True))),
+             "shrink": Choice((0.0, LogUniform(1.0, 100.0))), "power": Uniform(0.5, 3.0)}
 
     def __init__(self, config: object | None = None, **options: object) -> None:
         super().__init__(config, **options)

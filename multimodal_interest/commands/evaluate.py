@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from multimodal_interest.baselines import MAX_GRID
+from multimodal_interest.baselines import DEFAULT_BUDGET
 from multimodal_interest.commands import _protocol
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
@@ -41,9 +41,10 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="TrainConfig (YAML/JSON) for the interest model")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--sampled", action="store_true", help="also rank against 999 sampled negatives")
-    p.add_argument("--tuning-budget", type=int, default=MAX_GRID, metavar="N",
-                   help=f"configurations each baseline tries on the validation users, the first N "
-                        f"of its grid (1..{MAX_GRID}, default {MAX_GRID})")
+    p.add_argument("--tuning-budget", type=int, default=DEFAULT_BUDGET, metavar="N",
+                   help=f"settings each baseline tries on the validation users (>= 1, default "
+                        f"{DEFAULT_BUDGET}: its grid); above its grid's size, the grid then seeded random "
+                        f"draws from its documented space, e.g. 20 for about the interest model's number")
     p.add_argument("--output", type=Path, required=True,
                    help="folder for results, figures and runs; each method's results are saved as "
                         "it finishes, and a rerun on the folder skips the methods already done "
@@ -53,6 +54,8 @@ def build_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     methods = parse_methods(args.methods)
+    if args.tuning_budget < 1:
+        raise ValueError(f"--tuning-budget must be >= 1, got {args.tuning_budget}")
     _protocol.check(args, curve=True)
     config = (TrainConfig.from_file(args.config, args.set) if args.config
               else TrainConfig.from_dict(apply_overrides({}, args.set), "--set"))
