@@ -13,7 +13,7 @@ import torch
 
 from fusion import InterestConfig, InterestModel
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.training.closed_form.features import CONST, IDS, TOKENS, Featurizer, Rows
+from multimodal_interest.training.closed_form.features import COOC, CONST, IDS, TOKENS, Featurizer, Rows
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.record import task_identity
@@ -40,6 +40,8 @@ def build_linear_model(task: ColdStartTask, features: ItemFeatures, config: Trai
     table = coef(IDS)
     if TOKENS in carriers.blocks:
         table = table + feat.tokens @ coef(TOKENS)
+    if COOC in carriers.blocks:
+        table = table + feat.cooc @ coef(COOC)
     lin = model.fusion
     with torch.no_grad():
         lin.items.ids[src].weight.copy_(torch.from_numpy(table))

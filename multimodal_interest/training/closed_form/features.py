@@ -2,6 +2,7 @@
 
     ids     h / sqrt(n)                       h [N_s] the history's bag of kept items
     tokens  h T / sqrt(n)                     T [N_s, V] tf-idf of the items' texts
+    cooc    h Q_s / sqrt(n)                   Q_s [N_s, k] the source's co-occurrence among all its users (:mod:`.cooc`)
     m       (mean_{j has m} x_m[j] - mu_m) W_m   each modality, whitened (W_m = (C_m + dI)^-1/2)
     const   1
 """
@@ -15,7 +16,10 @@ import scipy.sparse as sp
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.features import ItemFeatures
 
-IDS, TOKENS, CONST = "ids", "tokens", "const"
+from multimodal_interest.training.closed_form.blocks import CONST, COOC, IDS, TOKENS
+from multimodal_interest.training.closed_form.cooc import cooc_basis
+
+__all__ = ["CONST", "COOC", "IDS", "TOKENS", "Featurizer", "Rows", "fit_tfidf", "whitening"]
 
 
 @dataclass
@@ -41,9 +45,12 @@ class Featurizer:
         texts = features.texts.get(p)
         self.tokens = (sp.csr_matrix(self.vectorizer.transform(texts))  # [N_s, V]
                        if texts is not None and self.vectorizer is not None else None)
+        self.cooc = cooc_basis(task, p)  # [N_s, k] or None
         seen = np.asarray(fit_bags.sum(0)).ravel() > 0
         tokened = np.diff(self.tokens.indptr) > 0 if self.tokens is not None else np.zeros(n, bool)
-        self.table_present = seen | tokened  # [N_s] items with a table row (ids or tokens)
+        self.table_present = seen | tokened  # [N_s] items with a table row (ids, tokens or co-occurrence)
+        if self.cooc is not None:
+            self.table_present |= np.abs(self.cooc).sum(1) > 0
         self.kept = self.table_present.copy()  # [N_s] items a history keeps: a table row or a modality
         for has in self.has.values():
             self.kept |= has
@@ -59,6 +66,8 @@ class Featurizer:
         out = Rows(users, {IDS: rooted})
         if self.tokens is not None:
             out.blocks[TOKENS] = sp.csr_matrix(rooted @ self.tokens)  # [R, V]
+        if self.cooc is not None:
+            out.blocks[COOC] = np.asarray(rooted @ self.cooc)  # [R, k]
         for m, x in self.vectors.items():
             with_m = sp.csr_matrix(bags.multiply(self.has[m][None, :]))
             count = np.asarray(with_m.sum(1)).ravel()  # [R]

@@ -25,6 +25,7 @@ from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import _seen_on_target
 from multimodal_interest.run import Run
 from multimodal_interest.training.closed_form.build import build_linear_model
+from multimodal_interest.training.closed_form.cooc import choose_smoothing
 from multimodal_interest.training.closed_form.features import Featurizer, Rows
 from multimodal_interest.training.closed_form.items import ContentChoice, TargetContent, choose
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
@@ -156,6 +157,9 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
         u_valid = kvl @ alpha
         best = scored(best.lam, u_valid @ v.T, rank, "nystrom")
         info["landmarks"] = m
+    v, best, info["smoothing"], smoothing_trials = choose_smoothing(
+        task, v, lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), valid_truth, valid_seen), best)
+    trials += smoothing_trials
     choice, content_trials = target_content(task, features, feat, v, every.targets, u_valid, valid_truth,
                                             valid_seen, best)
     trials += content_trials

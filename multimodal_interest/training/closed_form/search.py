@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from multimodal_interest.training.closed_form.features import CONST
+from multimodal_interest.training.closed_form.blocks import CONST
 
 log = logging.getLogger("multimodal_interest.training.closed_form")
 
