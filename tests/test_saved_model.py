@@ -193,6 +193,16 @@ def test_a_model_saved_with_the_old_id_presence_names_loads_as_it_scored(world, 
     assert torch.equal(logits(old, task, task.test_users), logits(new, task, task.test_users))
 
 
+def test_mmi_train_names_the_flag_where_the_library_names_the_setting(world, tmp_path, capsys):
+    """The library says ``kind='transformer'``; ``mmi train`` says the flag that sets it."""
+    root = world["root"]
+    assert main(["-q", "train", str(root / "data"), "--source", "a", "--target", "b", "--split", "s0",
+                 "--store", str(root / "store"), "--output", str(tmp_path / "run"), "--init", str(world["lone"])]) == 2
+    err = capsys.readouterr().err
+    assert "train the transformer (kind='transformer') (here: --set kind=transformer)" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_the_run_folder_is_written_through_run(world):
     run = world["run"]
     assert run.config(TrainConfig).id_min_users == MIN_USERS
