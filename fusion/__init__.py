@@ -13,8 +13,7 @@ Pure torch: importable without ``multimodal_interest`` or accelerate.
 """
 from __future__ import annotations
 
-from fusion.adapters import (Adapter, create_adapter, get_adapter_class, list_adapters, load_adapter,
-                             register_adapter)
+from fusion.adapters import Adapter, create_adapter, get_adapter_class, list_adapters, register_adapter
 from fusion.config import FusionConfig, FusionSettings, HeadSettings, InterestConfig, ModelSettings, TargetConfig
 from fusion.files import sha256_file
 from fusion.items import ItemEmbedder, ItemSpace, logits
@@ -24,4 +23,4 @@ from fusion.transformer import FusionTransformer
 
 __all__ = ["Adapter", "FusionConfig", "FusionSettings", "FusionTransformer", "HeadSettings", "InterestConfig",
            "InterestModel", "ItemEmbedder", "ItemSpace", "LinearFusion", "ModelSettings", "TargetConfig", "create_adapter",
-           "get_adapter_class", "list_adapters", "load_adapter", "logits", "register_adapter", "sha256_file"]
+           "get_adapter_class", "list_adapters", "logits", "register_adapter", "sha256_file"]

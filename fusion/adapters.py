@@ -4,7 +4,7 @@ An adapter maps the interest vector ``[..., in_dim]`` into a target platform's i
 ``[..., out_dim]`` (and, in a content space, the items' shared-space vectors into it). Adapters
 live in an explicit registry: :func:`register_adapter` names a class, :func:`list_adapters`
 lists the names, :func:`create_adapter` builds one (``None`` keywords dropped, an unknown
-keyword is an error), :func:`load_adapter` rebuilds a saved one from its folder.
+keyword is an error), :meth:`Adapter.load` rebuilds a saved one from its folder.
 
 Adapters that map a space onto itself start as (close to) the identity, so an untrained
 head keeps what the shared space already knows; the zero-shot path works from step 0.
@@ -14,14 +14,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.config import CONFIG_FILE, load_weights, read_json, save_weights, write_json
+from fusion.saving import load_part, part_files, read_part_config, save_part
 
 _ADAPTERS: dict[str, type[Adapter]] = {}
 
@@ -66,25 +65,12 @@ def create_adapter(name: str, **kwargs: Any) -> Adapter:
     return cls(**kwargs)
 
 
-def load_adapter(folder: str | os.PathLike) -> Adapter:
-    """Rebuild an adapter written by :meth:`Adapter.save` (its type is in ``config.json``)."""
-    config = read_json(Path(folder) / CONFIG_FILE)
-    if not isinstance(config, dict) or "type" not in config:
-        raise ValueError(f"{Path(folder) / CONFIG_FILE}: no adapter 'type'")
-    name = config.pop("type")
-    try:
-        adapter = create_adapter(name, **config)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{Path(folder) / CONFIG_FILE}: {e}") from None
-    load_weights(adapter, folder)
-    return adapter
-
-
 class Adapter(nn.Module):
     """Base of all adapters: ``forward(x [..., in_dim]) -> [..., out_dim]``.
 
     ``config_keys`` are the constructor's arguments; :meth:`save` writes them with the
-    registered type to ``config.json`` and the weights to ``model.safetensors``.
+    registered type to ``config.json`` and the weights to ``model.safetensors``;
+    :meth:`load` rebuilds it.
     ``same_dim`` adapters map a space onto itself and refuse ``in_dim != out_dim``.
     """
 
@@ -103,8 +89,24 @@ class Adapter(nn.Module):
         return {k: getattr(self, k) for k in self.config_keys}
 
     def save(self, folder: str | os.PathLike) -> None:
-        write_json(Path(folder) / CONFIG_FILE, {"type": self.registry_name, **self.get_config()})
-        save_weights(self, folder)
+        save_part(self, folder, {"type": self.registry_name, **self.get_config()})
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Adapter:
+        """The adapter saved in ``folder``, of the registered type its ``config.json`` names
+        (that of ``cls``; ``Adapter.load`` takes any)."""
+        files = part_files(folder)
+        config = read_part_config(files)
+        name = config.pop("type", None)
+
+        def build() -> Adapter:
+            if not isinstance(name, str):
+                raise ValueError("no adapter 'type'")
+            if cls is not Adapter and get_adapter_class(name) is not cls:
+                raise ValueError(f"an adapter of type {name!r}, not {cls.registry_name!r}")
+            return create_adapter(name, **config)
+
+        return load_part(files, build)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.get_config().items())

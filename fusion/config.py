@@ -1,8 +1,7 @@
-"""Configurations of the fusion model, as dataclasses: a misspelt key is an error.
+"""Configurations of the interest model, as dataclasses: a misspelt key is an error.
 
-
-:class:`FusionConfig` shapes the fusion transformer (item projections, id embeddings,
-transformer, pooling); :class:`TargetConfig` shapes one target platform's head (its item
+:class:`FusionConfig` shapes the fusion (its kind, linear or transformer; width; item
+projections and id embeddings; the transformer's layers and pooling); :class:`TargetConfig` shapes one target platform's head (its item
 space, adapters, item bias, temperature); :class:`InterestConfig` bundles them.
 ``from_dict`` accepts what ``to_dict`` writes and names any unknown or missing key.
 
@@ -16,17 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from torch import nn
-
-from fusion import files
-from fusion.files import JSON_LIMIT, MANIFEST_LIMIT
 
 C = TypeVar("C")
 
@@ -99,22 +92,22 @@ class _Dict:
 
 @dataclass(kw_only=True)
 class FusionSettings(_Dict):
-    """The fusion transformer's shape, as a user chooses it; each setting's one default.
+    """The fusion's shape, as a user chooses it; each setting's one default.
 
-    ``dim`` wide, ``n_layers`` pre-norm blocks of ``n_heads`` heads, ``max_len`` position
-    embeddings (counting back from the most recent item; older items share the last one),
-    ``dropout`` in the blocks and ``modality_dropout`` of whole modality vectors in training,
-    ``n_experts`` > 1 makes each modality's projection UniSRec's whitened mixture of experts,
-    ``pooling`` of the history into one vector: ``"mean"`` or ``"attention"``.
-
-    ``kind`` picks the fusion module: ``"linear"``
-    (:class:`~fusion.linear.LinearFusion`: pooled per-item tables and whitened projections,
+    ``kind`` picks the fusion module: ``"linear"`` (the default;
+    :class:`~fusion.linear.LinearFusion`: pooled per-item tables and whitened projections,
     fitted in closed form by :mod:`multimodal_interest.training.closed_form`; it reads
     ``dim``, ``max_len`` and the data's fields, no transformer setting) or ``"transformer"``
     (:class:`~fusion.transformer.FusionTransformer`, trained by gradient). The linear model
     is the default: it leads or ties the best baseline on each dataset of BENCHMARKS.md, where
-    the transformer lost.
-    A config saved before ``kind`` existed is a transformer's (its manifest says so).
+    the transformer lost. A config saved before ``kind`` existed is a transformer's
+    (:mod:`fusion.legacy`).
+
+    The transformer's shape: ``n_layers`` pre-norm blocks of ``n_heads`` heads, ``max_len``
+    position embeddings (counting back from the most recent item; older items share the last
+    one), ``dropout`` in the blocks and ``modality_dropout`` of whole modality vectors in
+    training, ``n_experts`` > 1 makes each modality's projection UniSRec's whitened mixture of
+    experts, ``pooling`` of the history into one vector: ``"mean"`` or ``"attention"``.
 
     ``dim`` is the interest vector's width; None (the default) means :data:`DEFAULT_DIMS` of
     the kind: 128 for the transformer; for the linear model at most 1024, the closed-form fit
@@ -151,7 +144,7 @@ class FusionSettings(_Dict):
 
 @dataclass
 class FusionConfig(FusionSettings):
-    """The fusion transformer: history of items -> one interest vector of width ``dim``.
+    """The fusion (linear or transformer): history of items -> one interest vector of width ``dim``.
 
     Its :class:`FusionSettings` (keywords) and what the data fixes: ``modalities`` maps each
     modality to its encoder's vector width (``{"text": 384, "image": 1280}``; empty for
@@ -261,7 +254,7 @@ class ModelSettings(HeadSettings, FusionSettings):
 
 @dataclass
 class InterestConfig:
-    """The whole model: the fusion transformer and one head per target platform."""
+    """The whole model: the fusion and one head per target platform."""
 
     fusion: FusionConfig
     targets: dict[str, TargetConfig]
@@ -281,81 +274,3 @@ class InterestConfig:
             raise ValueError(f"InterestConfig: expected keys fusion, targets; got {got}")
         targets = {p: from_dict(TargetConfig, t, f"targets.{p}") for p, t in d["targets"].items()}
         return cls(from_dict(FusionConfig, d["fusion"], "fusion"), targets)
-
-
-# ------------------------------------------------------------------------ files of a part
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename): a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | os.PathLike, limit: int = JSON_LIMIT) -> Any:
-    """The JSON document at ``path`` by the loader rule (:func:`fusion.files.read_json`:
-    bounded size and depth; errors name the file)."""
-    return files.read_json(path, limit)
-
-
-def read_manifest(path: str | os.PathLike, fmt: str, version: int, what: str) -> dict[str, Any]:
-    """The JSON manifest at ``path``, which must be an object declaring ``format`` ``fmt``
-    and ``format_version`` ``version``; ``what`` says what a missing one means."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {what}")
-    manifest = files.expect_mapping(read_json(path, MANIFEST_LIMIT), path)
-    if manifest.get("format") != fmt or manifest.get("format_version") != version:
-        raise ValueError(f"{path}: format {manifest.get('format')!r} version "
-                         f"{manifest.get('format_version')!r}; expected {fmt!r} {version}")
-    return manifest
-
-
-def read_config(cls: type[C], folder: str | os.PathLike) -> C:
-    """Dataclass ``cls`` from ``folder/config.json``; errors name the file."""
-    path = Path(folder) / CONFIG_FILE
-    return from_dict(cls, read_json(path, MANIFEST_LIMIT), str(path))
-
-
-def save_weights(module: nn.Module, folder: str | os.PathLike) -> None:
-    """``module``'s state dict as ``folder/model.safetensors`` (atomic; no pickle)."""
-    from safetensors.torch import save_file
-
-    path = Path(folder) / WEIGHTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def load_weights(module: nn.Module, folder: str | os.PathLike) -> None:
-    """Load ``folder/model.safetensors`` into ``module``; every tensor must match by name."""
-    path = Path(folder) / WEIGHTS_FILE
-    state = files.load_tensors(path)
-    check_finite(state, path)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: does not fit the model its config describes: {e}") from None
-
-
-def check_finite(tensors: dict[str, Any], path: str | os.PathLike) -> None:
-    """Refuse NaN or an infinity in any floating tensor of ``tensors``, read from ``path``:
-    the error names the file and the tensor (a weight like that turns every score it
-    touches into NaN, which ranks as nothing)."""
-    import torch
-
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            bad = ~torch.isfinite(t)
-            kinds = [k for k, hit in (("nan", torch.isnan(t).any()), ("+inf", (t == torch.inf).any()),
-                                      ("-inf", (t == -torch.inf).any())) if bool(hit)]
-            raise ValueError(f"{path}: tensor {name!r} has {int(bad.sum())} non-finite value(s) "
-                             f"({', '.join(kinds)}) of {t.numel()}; the file is corrupt or the model "
-                             f"diverged in training")
-

@@ -3,9 +3,9 @@
 :class:`ItemEmbedder` turns item indices of any platform into vectors of the shared width
 ``dim``: the sum, over the modalities an item *has*, of that modality's projection of its
 item feature, plus the item's learned id embedding where the platform has one and the
-item's id row was trained (the id presence, :meth:`ItemEmbedder.set_id_presence`: a
-persistent bool buffer ``id_present_<platform> [N]``, saved with the weights, so a saved
-model knows it without its training data). A modality an item lacks is left out, never
+item's id row was trained (the id presence: each platform's :class:`IdEmbedding` holds its
+rows and which of them are trained, ``present [N]``, saved with the weights, so a saved model
+knows it without its training data). A modality an item lacks is left out, never
 zero-filled. The item features are registered at run time
 (:meth:`ItemEmbedder.set_features`) as non-persistent buffers: they come from the embedding
 store, not from the model file.
@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from fusion.adapters import MoEAdapter
-from fusion.config import CONFIG_FILE, FusionConfig, TargetConfig, check_name, save_weights, write_json
+from fusion.config import FusionConfig, TargetConfig, check_name, from_dict
+from fusion.saving import CONFIG_FILE, load_part, part_files, read_part_config, save_part
 
 ID = "id"  # the name of the learned id embedding where presence masks are given
-ID_PRESENT = "id_present_"  # + platform: the buffer saying which items have a trained id row
 
 
 def _check_vectors(where: str, x: Any, width: int, rows: int | None) -> torch.Tensor:
@@ -64,17 +63,33 @@ class FeatureTable(nn.Module):
         self.n_items = n_items
         self.modalities: list[str] = []
 
-    def add(self, name: str, x: torch.Tensor | None, has: torch.Tensor) -> None:
-        if x is not None:
-            self.modalities.append(name)
-            self.register_buffer(f"x_{name}", x, persistent=False)
+    def add(self, name: str, x: torch.Tensor, has: torch.Tensor) -> None:
+        self.modalities.append(name)
+        self.register_buffer(f"x_{name}", x, persistent=False)
         self.register_buffer(f"has_{name}", has, persistent=False)
 
-    def has(self, name: str) -> torch.Tensor | None:
-        return getattr(self, f"has_{name}", None)
+    def has(self, name: str) -> torch.Tensor:
+        return getattr(self, f"has_{name}")
 
     def x(self, name: str) -> torch.Tensor:
         return getattr(self, f"x_{name}")
+
+
+class IdEmbedding(nn.Embedding):
+    """One platform's learned item-id rows, ``weight [N, dim]``, and which of them were
+    trained, ``present [N]`` bool (a persistent buffer, saved with the weights): only those
+    embed their item. ``present`` is None in a model loaded from a file saved before presence
+    was recorded (:mod:`fusion.legacy`): every row is then used, and saving records none."""
+
+    def __init__(self, n_items: int, dim: int):
+        super().__init__(n_items, dim)
+        self.register_buffer("present", torch.ones(n_items, dtype=torch.bool))
+
+    def used(self) -> torch.Tensor:
+        """``[N]`` bool: the rows that embed their item (all, where none are recorded)."""
+        if self.present is not None:
+            return self.present
+        return torch.ones(self.num_embeddings, dtype=torch.bool, device=self.weight.device)
 
 
 class ItemEmbedder(nn.Module):
@@ -90,34 +105,16 @@ class ItemEmbedder(nn.Module):
         self.config = config
         self.proj = nn.ModuleDict({m: MoEAdapter(d, config.dim, config.n_experts)
                                    for m, d in config.modalities.items()})
-        self.ids = nn.ModuleDict({p: nn.Embedding(n, config.dim) for p, n in config.id_items.items()})
-        for p, n in config.id_items.items():  # saved with the weights: a model scores on its own
-            self.register_buffer(ID_PRESENT + p, torch.ones(n, dtype=torch.bool))
+        self.ids = nn.ModuleDict({p: IdEmbedding(n, config.dim) for p, n in config.id_items.items()})
         self.tables = nn.ModuleDict()
-
-    # ------------------------------------------------------------------ id presence (model state)
-    def id_presence(self, platform: str) -> torch.Tensor | None:
-        """Which items of ``platform`` have a trained id row, bool ``[N]`` (a persistent
-        buffer, saved with the weights); None when the platform has no id embedding or the
-        model was loaded from a file that did not record it (then every row is used)."""
-        return getattr(self, ID_PRESENT + platform, None) if platform in self.ids else None
 
     def set_id_presence(self, platform: str, present: Any) -> None:
         """Mark which items of ``platform`` have a trained id row (bool ``[N]``); only those
         use their id embedding. Saved with the model."""
         if platform not in self.ids:
             raise ValueError(f"platform {platform!r} has no id embedding (FusionConfig.id_items)")
-        has = self._present(platform, ID, {ID: present}, self.ids[platform].num_embeddings)
-        has = has.to(self.ids[platform].weight.device)
-        setattr(self, ID_PRESENT + platform, has)  # a registered buffer: replaced, stays persistent
-        if platform in self.tables:
-            self.tables[platform].add(ID, None, has)
-
-    def forget_id_presence(self, platform: str) -> None:
-        """Record no id presence for ``platform`` (every row used): how a model saved before
-        presence was recorded loads (its weights have no such buffer)."""
-        if platform in self.ids:
-            self.register_buffer(ID_PRESENT + platform, None)
+        ids = self.ids[platform]
+        ids.present = self._present(platform, ID, {ID: present}, ids.num_embeddings).to(ids.weight.device)
 
     def set_features(self, platform: str, features: dict[str, Any],
                      present: dict[str, Any] | None = None) -> None:
@@ -152,8 +149,6 @@ class ItemEmbedder(nn.Module):
         self.tables[platform] = table
         if ID in present:
             self.set_id_presence(platform, present[ID])
-        elif self.id_presence(platform) is not None:
-            table.add(ID, None, self.id_presence(platform))  # shown with the features (same tensor)
 
     @staticmethod
     def _present(platform: str, m: str, present: dict[str, Any], n: int) -> torch.Tensor:
@@ -201,9 +196,7 @@ class ItemEmbedder(nn.Module):
             has.append(rows(table.has(m)))
         if platform in self.ids:
             values.append(rows(self.ids[platform].weight))
-            id_has = self.id_presence(platform)
-            has.append(rows(id_has) if id_has is not None else
-                       torch.ones(values[-1].shape[:-1], dtype=torch.bool, device=values[-1].device))
+            has.append(rows(self.ids[platform].used()))
         present = torch.stack(has, -1)  # [..., S]
         keep = present
         if self.training and modality_dropout > 0:
@@ -291,6 +284,13 @@ class ItemSpace(nn.Module):
 
     def save(self, folder: str | os.PathLike) -> None:
         """``config.json`` (the target's config but its adapters, which save themselves) and
-        ``model.safetensors`` (bias, temperature)."""
-        write_json(Path(folder) / CONFIG_FILE, {k: getattr(self.config, k) for k in self.SAVED_KEYS})
-        save_weights(self, folder)
+        ``model.safetensors`` (bias, temperature, learned item vectors)."""
+        save_part(self, folder, {k: getattr(self.config, k) for k in self.SAVED_KEYS})
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, platform: str, dim: int) -> ItemSpace:
+        """The item space of ``platform`` saved in ``folder`` (``dim``: the fusion's width). Its
+        config names no adapters: the model sets them (:meth:`InterestModel.set_head`)."""
+        files = part_files(folder)
+        config = from_dict(TargetConfig, read_part_config(files), str(files.root / CONFIG_FILE))
+        return load_part(files, lambda: cls(platform, config, dim))

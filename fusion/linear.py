@@ -22,36 +22,29 @@ never change ``u`` (the blocks are bags); the most recent ``max_len`` items are 
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.config import CONFIG_FILE, FusionConfig, save_weights, write_json
-from fusion.items import ItemEmbedder
+from fusion.base import Fusion
+from fusion.config import FusionConfig
 
 
-class LinearFusion(nn.Module):
+class LinearFusion(Fusion):
     """See the module docstring. Parameters: ``items`` (an :class:`~fusion.items.ItemEmbedder`
     whose id tables are the item tables ``T_p`` and whose projections are ``proj_m``) and
     ``const [D]``."""
 
+    kind = "linear"
+
     def __init__(self, config: FusionConfig):
-        super().__init__()
         if config.n_experts != 1:
             raise ValueError(f"a linear fusion projects each modality linearly: n_experts must be 1, "
                              f"got {config.n_experts}")
-        self.config = config
-        self.items = ItemEmbedder(config)
+        super().__init__(config)
         for table in self.items.ids.values():
             nn.init.zeros_(table.weight)
         self.const = nn.Parameter(torch.zeros(config.dim))
-
-    def set_item_features(self, platform: str, features: dict, present: dict | None = None) -> None:
-        """See :meth:`fusion.items.ItemEmbedder.set_features`."""
-        self.items.set_features(platform, features, present)
 
     def _platforms(self, items: torch.Tensor, mask: torch.Tensor,
                    platform: str | torch.Tensor) -> list[tuple[str, torch.Tensor]]:
@@ -87,7 +80,7 @@ class LinearFusion(nn.Module):
                 raise ValueError(f"platform {name!r}: item index out of range [0, {n})")
             has_any = torch.zeros_like(sel)
             if name in self.items.ids:
-                use = sel & self._id_present(name)[idx]
+                use = sel & self.items.ids[name].used()[idx]
                 rooted += (self.items.ids[name].weight[idx] * use[..., None]).sum(1)
                 has_any |= use
             table = self.items.tables[name] if name in self.items.tables else None
@@ -108,15 +101,6 @@ class LinearFusion(nn.Module):
         """Platforms whose histories the fit learned from: those with an item table."""
         return list(self.items.ids)
 
-    def _id_present(self, platform: str) -> torch.Tensor:
-        present = self.items.id_presence(platform)
-        return present if present is not None else torch.ones(
-            self.items.ids[platform].num_embeddings, dtype=torch.bool, device=self.const.device)
-
     def forward(self, items: torch.Tensor, mask: torch.Tensor, platform: str | torch.Tensor) -> torch.Tensor:
         """Unit interest vectors ``[B, D]`` (see the module docstring)."""
         return F.normalize(self.pooled(items, mask, platform), dim=-1)
-
-    def save(self, folder: str | os.PathLike) -> None:
-        write_json(Path(folder) / CONFIG_FILE, self.config.to_dict())
-        save_weights(self, folder)

@@ -21,11 +21,11 @@ hashes were recorded still loads, with a warning that it is unverified.
 
 A saved folder holds everything scoring needs but the item features: the weights, each
 target's item bias and temperature, which items have a trained id row (the id presence,
-``set_id_presence``: a bool buffer saved with the fusion weights), the encoders' and item
-spaces' fingerprints, its own type and ``info`` (provenance, e.g. the training task; not
-part of the model's function). Copied alone anywhere, it scores as it did in its run. A
-folder saved before id presence was recorded loads with every id row used (and a warning:
-re-save it from its run). Item features and external vectors are data, not weights: set
+``set_id_presence``: a bool buffer of each platform's id embedding, saved with the fusion
+weights), the encoders' and item spaces' fingerprints, its own type and ``info``
+(provenance, e.g. the training task; not part of the model's function). Copied alone
+anywhere, it scores as it did in its run. Each part saves and loads itself (``save`` /
+``load``); folders of older versions load through :mod:`fusion.legacy` alone. Item features and external vectors are data, not weights: set
 them again after loading (``set_item_features`` / ``set_item_vectors``).
 
 Training: call the model itself, ``model(items, mask, platform, target, item_idx)`` ->
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import os
 import platform as _platform
-import warnings
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -49,23 +48,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.files import (MANIFEST_LIMIT, FileRefused, Folder, check_tensors, expect_mapping,
-                          safetensors_header, sha256_file, verify_hashes)
+from fusion import legacy
 from fusion.adapters import Adapter, create_adapter, get_adapter_class, list_adapters
-from fusion.config import (CONFIG_FILE, WEIGHTS_FILE, FusionConfig, InterestConfig, TargetConfig,
-                           check_name, from_dict, load_weights, read_config, read_json, read_manifest,
-                           write_json)
-from fusion.items import ID_PRESENT, ItemSpace
+from fusion.base import Fusion
+from fusion.config import InterestConfig, TargetConfig, check_name
+from fusion.files import FileRefused, Folder, sha256_file, verify_hashes
+from fusion.items import ItemSpace
 from fusion.linear import LinearFusion
+from fusion.saving import CONFIG_FILE, HASHES, MANIFEST, WEIGHTS_FILE, read_manifest, write_json
 from fusion.transformer import FusionTransformer
 
-MANIFEST = "manifest.json"
 FORMAT = "multimodal-interest/interest-model"
 FORMAT_VERSION = 1
 TYPE = "InterestModel"  # manifest key "type": the class that loads the folder
-HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file save_pretrained wrote
+FUSIONS: dict[str, type[Fusion]] = {c.kind: c for c in (LinearFusion, FusionTransformer)}  # by FusionConfig.kind
 # what each manifest part's "role" holds; an adapter's "type" is a name in fusion.adapters' registry
-FUSIONS: dict[str, type[nn.Module]] = {"linear": LinearFusion, "transformer": FusionTransformer}  # by kind
 PART_CLASSES: dict[str, tuple[type[nn.Module], ...]] = {
     "fusion": tuple(FUSIONS.values()), "item_space": (ItemSpace,), "adapter": (Adapter,),
     "item_adapter": (Adapter,)}
@@ -102,27 +99,43 @@ class InterestModel(nn.Module):
     def add_target(self, platform: str, config: TargetConfig) -> None:
         """Add (or replace) the head of target ``platform``: e.g. a new platform scored
         zero-shot from its catalog alone (``TargetConfig(n, adapter="identity")``)."""
+        D = self.fusion.config.dim
+        adapter = create_adapter(config.adapter, in_dim=D, out_dim=config.external_dim or D,
+                                 **config.adapter_kwargs)
+        item_adapter = None
+        if config.space == "content":
+            item_adapter = create_adapter(config.item_adapter, in_dim=D, out_dim=D, **config.item_adapter_kwargs)
+        self.set_head(platform, ItemSpace(platform, config, D), adapter, item_adapter)
+
+    def set_head(self, platform: str, space: ItemSpace, adapter: Adapter, item_adapter: Adapter | None = None) -> None:
+        """Make these parts the head of target ``platform`` (replacing any): its item space,
+        the adapter of its queries and, for a content space (only), the adapter of its items.
+        They must fit the fusion; the space's config then names the adapters."""
         check_name("platform", platform)
+        config, D = space.config, self.fusion.config.dim
         n_ids = self.fusion.config.id_items.get(platform)
         if config.space == "content" and n_ids is not None and n_ids != config.n_items:
             raise ValueError(f"target {platform!r}: n_items {config.n_items} but its id embedding "
                              f"has {n_ids} items (FusionConfig.id_items)")
-        D = self.fusion.config.dim
-        adapter = create_adapter(config.adapter, in_dim=D, out_dim=config.external_dim or D,
-                                 **config.adapter_kwargs)
-        self.adapters[platform] = adapter
-        config = replace(config, adapter_kwargs=_kwargs(adapter.get_config()))  # with defaults
-        if config.space == "content":
-            item_adapter = create_adapter(config.item_adapter, in_dim=D, out_dim=D,
-                                          **config.item_adapter_kwargs)
-            self.item_adapters[platform] = item_adapter
-            config = replace(config, item_adapter_kwargs=_kwargs(item_adapter.get_config()))
+        if (item_adapter is None) == (config.space == "content"):
+            raise ValueError(f"target {platform!r}: a {config.space} space "
+                             f"{'needs an' if config.space == 'content' else 'has no'} item adapter")
+        widths = {"adapter": (adapter, config.external_dim or D), "item adapter": (item_adapter, D)}
+        for what, (a, out) in widths.items():
+            if a is not None and (a.in_dim, a.out_dim) != (D, out):
+                raise ValueError(f"target {platform!r}: its {what} maps width {a.in_dim} to {a.out_dim}; "
+                                 f"the model needs {D} to {out}")
+        named = {"adapter": adapter.registry_name, "adapter_kwargs": _kwargs(adapter.get_config())}
+        if item_adapter is not None:
+            named.update(item_adapter=item_adapter.registry_name,
+                         item_adapter_kwargs=_kwargs(item_adapter.get_config()))
+        space.config = replace(config, **named)
+        self.adapters[platform] = adapter.to(self.device)
+        if item_adapter is not None:
+            self.item_adapters[platform] = item_adapter.to(self.device)
         elif platform in self.item_adapters:
             del self.item_adapters[platform]
-        self.spaces[platform] = ItemSpace(platform, config, D)
-        for heads in (self.adapters, self.item_adapters, self.spaces):
-            if platform in heads:
-                heads[platform].to(self.device)
+        self.spaces[platform] = space.to(self.device)
 
     def _space(self, platform: str) -> ItemSpace:
         if platform not in self.spaces:
@@ -152,12 +165,13 @@ class InterestModel(nn.Module):
     def id_presence(self, platform: str) -> torch.Tensor | None:
         """``[N_P]`` bool: items of ``platform`` with a trained id row (None: no id embedding,
         or a model saved before presence was recorded, whose every row is used)."""
-        return self.fusion.items.id_presence(platform)
+        ids = self.fusion.items.ids
+        return ids[platform].present if platform in ids else None
 
     @property
     def id_presence_recorded(self) -> bool:
         """False for a model loaded from a folder saved before id presence was recorded."""
-        return all(self.id_presence(p) is not None for p in self.fusion.config.id_items)
+        return all(ids.present is not None for ids in self.fusion.items.ids.values())
 
     def set_item_vectors(self, platform: str, vectors: Any) -> None:
         """An external space's item vectors ``[N_P, D_P]`` (from the platform's own recommender)."""
@@ -264,38 +278,38 @@ class InterestModel(nn.Module):
         only for a caller that has checked every file of :func:`saved_files` itself (a bundle,
         against its own manifest); the weights are checked finite either way."""
         folder = Path(folder)
-        manifest = read_manifest(folder / MANIFEST, FORMAT, FORMAT_VERSION,
-                                 "not a saved InterestModel (or its save was interrupted)")
-        parts = _parts(manifest, folder / MANIFEST)
+        path = folder / MANIFEST
+        manifest = read_manifest(path, FORMAT, FORMAT_VERSION, "not a saved InterestModel (or its save was interrupted)")
         if manifest.get("type", TYPE) != TYPE:
-            raise ValueError(f"{folder / MANIFEST}: a saved {manifest['type']!r}, not an {TYPE}")
-        for part in parts:  # an unknown type is refused before any file is read
-            part_class(part, folder / MANIFEST)
+            raise ValueError(f"{path}: a saved {manifest['type']!r}, not an {TYPE}")
+        parts = _parts(manifest, path)
+        classes = [part_class(part, path) for part in parts]  # an unknown type is refused before any file is read
         if verify:
             verify_files(folder, manifest)
         files = Folder(folder, "the model folder")
-        for part in parts:  # every file read lies inside the folder, links followed
-            files.file(part["path"], folder / MANIFEST)
-        fusion = next(folder / p["path"] for p in parts if p["role"] == "fusion")
-        targets = {p["platform"]: _target_config(folder, p, parts) for p in parts
-                   if p["role"] == "item_space"}
-        config = InterestConfig(_fusion_config(fusion, parts), targets)
-        extra = (manifest.get("encoder_fingerprints"), manifest.get("info"))
-        _check_weight_shapes(cls, config, files, parts)
-        model = cls(config, *extra)
+        for part in parts:  # every part lies inside the folder, links followed
+            files.file(part["path"], path)
+        fusion = next(c.load(folder / p["path"]) for p, c in zip(parts, classes) if p["role"] == "fusion")
+        heads: dict[str, dict[str, nn.Module]] = {}
+        for part, part_cls in zip(parts, classes):
+            where, role = folder / part["path"], part["role"]
+            if role != "fusion":
+                context = (part["platform"], fusion.config.dim) if role == "item_space" else ()
+                heads.setdefault(part["platform"], {})[role] = part_cls.load(where, *context)
+        with torch.device("meta"):  # its fusion is replaced at once: build none
+            model = cls(InterestConfig(fusion.config, {}), manifest.get("encoder_fingerprints"), manifest.get("info"))
+        model.fusion = fusion
+        for platform, head in heads.items():
+            missing = [r for r in ("item_space", "adapter") if r not in head]
+            if missing:
+                raise FileRefused(path, f"target {platform!r} has no {' and no '.join(missing)} part", "parts")
+            try:
+                model.set_head(platform, head["item_space"], head["adapter"], head.get("item_adapter"))
+            except ValueError as e:
+                raise FileRefused(path, str(e), "parts") from None
         if encoder_fingerprints is not None:
             model.check_fingerprints(encoder_fingerprints)
-        _forget_unsaved_id_presence(model, fusion / WEIGHTS_FILE)
-        load_weights(model.fusion, fusion)
-        for p in parts:
-            if p["role"] != "fusion":
-                load_weights(model._head(p), folder / p["path"])
         return model.to(device) if device is not None else model
-
-    def _head(self, part: dict[str, Any]) -> nn.Module:
-        """The module of this model that a manifest part (not the fusion) holds."""
-        heads = {"item_space": self.spaces, "adapter": self.adapters, "item_adapter": self.item_adapters}
-        return heads[part["role"]][part["platform"]]
 
 
 def _parts(manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
@@ -311,29 +325,9 @@ def _parts(manifest: dict[str, Any], path: Path) -> list[dict[str, Any]]:
     fusions = sum(p["role"] == "fusion" for p in parts)
     if fusions != 1:
         raise FileRefused(path, f"{fusions} fusion parts; a saved model has exactly one", "parts")
+    if len({(p["role"], p.get("platform")) for p in parts}) != len(parts):
+        raise FileRefused(path, "two parts of the same role for one platform", "parts")
     return parts
-
-
-def _check_weight_shapes(cls: type[InterestModel], config: InterestConfig, files: Folder,
-                         parts: list[dict[str, Any]]) -> None:
-    """Every part's weights file holds exactly the tensors, of exactly the shapes, that the
-    configs make: compared from the files' headers with a model built on the ``meta``
-    device, so sizes written in a config are never allocated before the files back them."""
-    fusion = next(p for p in parts if p["role"] == "fusion")
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # from_pretrained warns, once, for the real model
-            skeleton = cls(config)
-            _forget_unsaved_id_presence(skeleton, files.file(f"{fusion['path']}/{WEIGHTS_FILE}"))
-    except (RuntimeError, OverflowError, MemoryError) as e:
-        where = files.root / fusion["path"] / CONFIG_FILE
-        raise FileRefused(where, f"sizes no model can have ({e})") from None
-    for part in parts:
-        module = skeleton.fusion if part["role"] == "fusion" else skeleton._head(part)
-        relative = f"{part['path']}/{WEIGHTS_FILE}"
-        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        check_tensors(files.root / relative, files.header(relative), expected,
-                      f"{part['path']}/{CONFIG_FILE}")
 
 
 def part_class(part: dict[str, Any], manifest: Path) -> type[nn.Module]:
@@ -353,33 +347,6 @@ def part_class(part: dict[str, Any], manifest: Path) -> type[nn.Module]:
         raise ValueError(f"{manifest}: part {part.get('name')!r} has type {name!r}, which this version "
                          f"cannot load; known {role} types: {', '.join(known)}{hint}")
     return get_adapter_class(name) if adapter else next(c for c in classes if c.__name__ == name)
-
-
-def _fusion_config(folder: Path, parts: list[dict]) -> FusionConfig:
-    """The fusion's config; a file saved before ``kind`` was recorded is the transformer's."""
-    path = folder / CONFIG_FILE
-    d = dict(expect_mapping(read_json(path, MANIFEST_LIMIT), path))
-    saved = next(p["type"] for p in parts if p["role"] == "fusion")
-    kind = next(k for k, c in FUSIONS.items() if c.__name__ == saved)
-    if d.setdefault("kind", kind) != kind:
-        raise ValueError(f"{path}: kind {d['kind']!r}, but the manifest records a {saved}")
-    return from_dict(FusionConfig, d, str(path))
-
-
-def _forget_unsaved_id_presence(model: InterestModel, weights: Path) -> None:
-    """A fusion weights file saved before id presence was recorded has no presence buffers:
-    load it with every id row used (as that version's ``from_pretrained`` did), and warn."""
-    if not model.fusion.config.id_items or not weights.is_file():
-        return
-    saved = set(safetensors_header(weights))
-    missing = [p for p in model.fusion.config.id_items if f"items.{ID_PRESENT}{p}" not in saved]
-    for p in missing:
-        model.fusion.items.forget_id_presence(p)
-    if missing:
-        warnings.warn(f"{weights}: records no id presence for {', '.join(missing)} (saved by an older "
-                      f"version): every id row is used, trained or not; re-save the model from its run "
-                      f"(multimodal_interest.training.load_run(...).save_pretrained) or re-train it",
-                      stacklevel=3)
 
 
 def _part_files(parts: list[dict]) -> list[str]:
@@ -408,33 +375,14 @@ def verify_files(folder: str | os.PathLike, manifest: dict[str, Any]) -> None:
     (a changed, missing or unrecorded file is refused, naming it); a manifest without hashes
     (saved by an older version) passes with a warning that the files are unverified."""
     folder = Path(folder)
-    recorded = manifest.get(HASHES)
-    if recorded is None:
-        warnings.warn(f"{folder / MANIFEST}: records no file hashes (saved by an older version): the "
-                      f"model's files are loaded unverified; save it again to record them", stacklevel=3)
+    if not legacy.hashes_recorded(manifest, folder / MANIFEST, HASHES):
         return
+    recorded = manifest[HASHES]
     if not isinstance(recorded, dict):
         raise ValueError(f"{folder / MANIFEST}: {HASHES!r} must map file paths to sha256 hashes")
     verify_hashes(folder, recorded, _part_files(_parts(manifest, folder / MANIFEST)), folder / MANIFEST, "the model",
                   "the model folder", "the file changed after the model was saved (corrupt or edited)",
                   "save or train the model again")
-
-
-def _target_config(folder: Path, part: dict, parts: list[dict]) -> TargetConfig:
-    """A target's config from its item-space folder and its adapters' folders."""
-    own = folder / part["path"] / CONFIG_FILE
-    d = dict(expect_mapping(read_json(own, MANIFEST_LIMIT), own))
-    for p in parts:
-        if p.get("platform") == part["platform"] and p["role"] in ("adapter", "item_adapter"):
-            where = folder / p["path"] / CONFIG_FILE
-            a = dict(expect_mapping(read_json(where, MANIFEST_LIMIT), where))
-            saved = a.pop("type", p["type"])
-            if saved != p["type"]:
-                raise ValueError(f"{where}: an adapter of type {saved!r}, but {folder / MANIFEST} "
-                                 f"records {p['type']!r}")
-            d[p["role"]] = p["type"]  # built through the adapter registry by add_target
-            d[f"{p['role']}_kwargs"] = _kwargs(a)
-    return from_dict(TargetConfig, d, str(folder / part["path"] / CONFIG_FILE))
 
 
 def _kwargs(adapter_config: dict[str, Any]) -> dict[str, Any]:

@@ -16,15 +16,13 @@ Reads like nanoGPT's ``model.py``: bidirectional attention instead of causal.
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fusion.config import CONFIG_FILE, FusionConfig, load_weights, read_config, save_weights, write_json
-from fusion.items import ItemEmbedder
+from fusion.base import Fusion
+from fusion.config import FusionConfig
 
 
 class SelfAttention(nn.Module):
@@ -73,7 +71,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class FusionTransformer(nn.Module):
+class FusionTransformer(Fusion):
     """``forward(items [B, L], mask [B, L], platform) -> u [B, dim]``, unit length (or 0).
 
     ``platform`` is the name of the platform all tokens come from, or an int64 tensor
@@ -81,10 +79,10 @@ class FusionTransformer(nn.Module):
     from :meth:`set_item_features` (see :class:`~fusion.items.ItemEmbedder`).
     """
 
+    kind = "transformer"
+
     def __init__(self, config: FusionConfig):
-        super().__init__()
-        self.config = config
-        self.items = ItemEmbedder(config)
+        super().__init__(config)
         self.platform_emb = nn.Embedding(len(config.platforms), config.dim)
         self.pos_emb = nn.Embedding(config.max_len, config.dim)
         self.drop = nn.Dropout(config.dropout)
@@ -107,10 +105,6 @@ class FusionTransformer(nn.Module):
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-
-    def set_item_features(self, platform: str, features: dict, present: dict | None = None) -> None:
-        """See :meth:`fusion.items.ItemEmbedder.set_features`."""
-        self.items.set_features(platform, features, present)
 
     def platform_index(self, platform: str) -> int:
         try:
@@ -174,13 +168,3 @@ class FusionTransformer(nn.Module):
         else:
             pooled = (x * attend[..., None]).sum(1) / attend.sum(1, keepdim=True)
         return torch.where(empty[:, None], 0.0, F.normalize(pooled, dim=-1))
-
-    def save(self, folder: str | os.PathLike) -> None:
-        write_json(Path(folder) / CONFIG_FILE, self.config.to_dict())
-        save_weights(self, folder)
-
-    @classmethod
-    def load(cls, folder: str | os.PathLike) -> FusionTransformer:
-        model = cls(read_config(FusionConfig, folder))
-        load_weights(model, folder)
-        return model

@@ -48,10 +48,11 @@ import numpy as np
 import torch
 
 from fusion import InterestModel
-from fusion.config import CONFIG_FILE, check_finite, check_name, read_json, read_manifest, write_json
+from fusion.config import check_name
 from fusion.files import (MANIFEST_LIMIT, FileRefused, Folder, check_tensors, expect_mapping, inside,
-                          load_tensors, safetensors_header, sha256_file, verify_hashes)
-from fusion.model import MANIFEST as MODEL_MANIFEST, saved_files
+                          load_tensors, read_json, safetensors_header, sha256_file, verify_hashes)
+from fusion.model import saved_files
+from fusion.saving import CONFIG_FILE, HASHES, MANIFEST, check_finite, read_manifest, write_json
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.features import ItemFeatures
 from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRetriever, Retriever,
@@ -65,9 +66,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "multimodal-interest/bundle"
 FORMAT_VERSION = 2  # 2: the manifest records every file's sha256
-MANIFEST = "manifest.json"
 MODEL = "model"  # the bundle's copy of the saved model (a bundle's layout, not a run's)
-HASHES = "sha256"  # manifest key: relative path -> hex sha256 of every file of the bundle
 REEXPORT = "re-export it with `mmi export-index` (or Bundle.build(...).save(...))"
 ID = "id"
 APPROXIMATE = ("ivf", "hnsw")  # index kinds that may miss true top items
@@ -80,7 +79,7 @@ def model_fingerprint(folder: str | Path, verified: dict[str, str] | None = None
     """``sha256:<hex>`` of a saved InterestModel (see the module docstring). ``verified``:
     sha256 of files already checked (path relative to ``folder``), not read again."""
     folder = Path(folder)
-    manifest = expect_mapping(read_json(folder / MODEL_MANIFEST, MANIFEST_LIMIT), folder / MODEL_MANIFEST)
+    manifest = expect_mapping(read_json(folder / MANIFEST, MANIFEST_LIMIT), folder / MANIFEST)
     verified = verified or {}
     h = hashlib.sha256()
     for path in sorted(folder.rglob("*")):
@@ -349,7 +348,7 @@ def _trained_on(model_dir: Path, model: InterestModel, dataset: CrossPlatformDat
     (else its platforms in training order, source first, and the given split): labels only.
     A model trained on another dataset or split than the ones given is refused."""
     task = model.info.get("task") or {}
-    where = f"{model_dir / MODEL_MANIFEST} (info.task)"
+    where = f"{model_dir / MANIFEST} (info.task)"
     if task.get("dataset", dataset.name) != dataset.name:
         raise ValueError(f"{where}: the model was trained on dataset {task['dataset']!r}, "
                          f"not {dataset.name!r}")

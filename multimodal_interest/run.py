@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from fusion import InterestModel
 from fusion.files import JSON_LIMIT, MANIFEST_LIMIT, expect_mapping, parse_json, read_bytes, read_json
-from fusion.model import MANIFEST as MODEL_MANIFEST
+from fusion.saving import MANIFEST as MODEL_MANIFEST
 from multimodal_interest.store import atomic_write_bytes
 
 CONFIG_FILE = "config.json"

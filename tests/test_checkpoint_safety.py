@@ -105,7 +105,7 @@ def test_with_no_good_checkpoint_left_the_error_names_the_file_and_how_to_start_
     for folder in steps(run):
         (folder / "optimizer.json").write_text("{}")
     with pytest.raises(ValueError, match=r"no checkpoint .* can be resumed: .*step-\d+/optimizer\.json: altered "
-                                         r"or damaged.*--no-resume"):
+                                         r"or damaged.*resume=False"):
         train(task, features, CONFIG, run, progress_bar=False)
     assert len(steps(run)) == 2  # nothing moved or deleted: the user decides
     afresh = train(task, features, TrainConfig(**SMALL, epochs=1, patience=1), run, resume=False,
@@ -173,7 +173,7 @@ def test_an_old_accelerate_format_checkpoint_is_refused_not_unpickled(world, tra
             p.unlink()
     for name in (*PICKLE_NAMES, "model.safetensors"):
         (old / name).write_bytes(pickle.dumps(Touch(marker)))
-    with pytest.raises(ValueError, match=r"accelerate's pickle format.*not loaded.*--no-resume"):
+    with pytest.raises(ValueError, match=r"accelerate's pickle format.*not loaded.*resume=False"):
         train(task, features, CONFIG, run, progress_bar=False)
     assert not marker.exists()
     said = []

@@ -174,7 +174,7 @@ def test_what_only_the_transformer_does_is_refused_naming_the_setting(world, tmp
     own = type(features)(features.vectors, features.present, features.fingerprints)
     own.add_item_space(task.target, torch.randn(task.n_items[task.target], 8), "f" * 16)
     with pytest.raises(ValueError, match=r"score a platform's own item space, train the transformer "
-                                         r"\(--set kind=transformer\)"):
+                                         r"\(kind='transformer'\)"):
         train(task, own, TrainConfig(), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fusion.adapters
-from fusion import Adapter, create_adapter, get_adapter_class, list_adapters, load_adapter, register_adapter
+from fusion import Adapter, create_adapter, get_adapter_class, list_adapters, register_adapter
 
 
 def square_and_not(name: str) -> list[tuple[int, int]]:
@@ -41,7 +41,7 @@ def test_save_load_round_trip(name, in_dim, out_dim, tmp_path):
     adapter.save(tmp_path / name)
     config = json.loads((tmp_path / name / "config.json").read_text())
     assert config["type"] == name and config["in_dim"] == in_dim and config["out_dim"] == out_dim
-    loaded = load_adapter(tmp_path / name)
+    loaded = Adapter.load(tmp_path / name)
     assert type(loaded) is type(adapter) and loaded.get_config() == adapter.get_config()
     x = torch.randn(7, in_dim)
     assert torch.equal(loaded(x), adapter(x))

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_a_model_saved_before_id_presence_was_recorded(world, tmp_path):
     run = Run(tmp_path / "old-run")
     shutil.copytree(world["run"].folder, run.folder, ignore=shutil.ignore_patterns("checkpoints"))
     weights = run.model_dir / "fusion" / "model.safetensors"
-    tensors = {k: v for k, v in load_file(str(weights)).items() if "id_present" not in k}
+    tensors = {k: v for k, v in load_file(str(weights)).items() if not k.endswith(".present")}
     save_file(tensors, str(weights))
     manifest = json.loads((run.model_dir / "manifest.json").read_text())
     manifest["sha256"]["fusion/model.safetensors"] = sha256_file(weights)
@@ -164,6 +165,42 @@ def test_a_model_saved_before_id_presence_was_recorded(world, tmp_path):
     assert again.id_presence_recorded
     world["features"].attach(again, ["a", "b"])
     assert torch.equal(logits(again, task, task.test_users), run_scores(world))
+
+
+def test_a_model_saved_with_the_old_id_presence_names_loads_as_it_scored(world, tmp_path):
+    """Before one id holder per platform, presence was saved as ``items.id_present_<platform>``:
+    such a folder loads (no warning) with the same presence and the same scores."""
+    folder = tmp_path / "old-names"
+    shutil.copytree(world["lone"], folder)
+    weights = folder / "fusion" / "model.safetensors"
+    renamed = {k.replace("items.ids.", "items.id_present_").removesuffix(".present") if k.endswith(".present")
+               else k: v for k, v in load_file(str(weights)).items()}
+    assert {"items.id_present_a", "items.id_present_b"} <= set(renamed)
+    save_file(renamed, str(weights))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["sha256"]["fusion/model.safetensors"] = sha256_file(weights)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        old = InterestModel.from_pretrained(folder)
+    new = InterestModel.from_pretrained(world["lone"])
+    assert old.id_presence_recorded
+    for p in ("a", "b"):
+        assert torch.equal(old.id_presence(p), new.id_presence(p))
+    task = world["task"]
+    world["features"].attach(old, ["a", "b"])
+    world["features"].attach(new, ["a", "b"])
+    assert torch.equal(logits(old, task, task.test_users), logits(new, task, task.test_users))
+
+
+def test_mmi_train_names_the_flag_where_the_library_names_the_setting(world, tmp_path, capsys):
+    """The library says ``kind='transformer'``; ``mmi train`` says the flag that sets it."""
+    root = world["root"]
+    assert main(["-q", "train", str(root / "data"), "--source", "a", "--target", "b", "--split", "s0",
+                 "--store", str(root / "store"), "--output", str(tmp_path / "run"), "--init", str(world["lone"])]) == 2
+    err = capsys.readouterr().err
+    assert "train the transformer (kind='transformer') (here: --set kind=transformer)" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_run_folder_is_written_through_run(world):

@@ -80,7 +80,7 @@ def test_bundle_reproduces_the_trained_model(world, rec):
     assert_same_ranking([x.score for x in got.items], got_idx, want.values, want.indices, atol=1e-4)
     seen = np.isin(np.arange(N_B), task.train.loc[task.train["platform"] == "b", "item_idx"])
     assert not seen.all()  # so a wrong "seen in training" mask would change the logits above
-    assert np.array_equal(rec.model.fusion.items.tables["b"].has("id").numpy(), seen)
+    assert np.array_equal(rec.model.id_presence("b").numpy(), seen)
 
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])

@@ -260,7 +260,7 @@ def test_a_new_platform_is_scored_zero_shot_then_only_its_head_is_fine_tuned(tmp
 def test_resume_refuses_a_checkpoint_trained_otherwise_and_names_what_differs(world, finished_run):
     task, features = world
     config = TrainConfig(**SMALL, epochs=1, patience=1)
-    with pytest.raises(ValueError, match=r"lr 0\.005 \(now 0\.001\).*new output folder.*--no-resume"):
+    with pytest.raises(ValueError, match=r"lr 0\.005 \(now 0\.001\).*new output folder.*resume=False"):
         train(task, features, dataclasses.replace(config, lr=1e-3), finished_run, progress_bar=False)
     assert json.loads((finished_run / "config.json").read_text())["lr"] == 5e-3  # still its model's
     other_encoder = dataclasses.replace(features, fingerprints={"text": "f" * 16})

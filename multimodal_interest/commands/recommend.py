@@ -13,9 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
-from fusion.config import read_json
-from fusion.files import MANIFEST_LIMIT
-from multimodal_interest.bundle import FORMAT, MANIFEST, Bundle
+from fusion.files import MANIFEST_LIMIT, read_json
+from fusion.saving import MANIFEST
+from multimodal_interest.bundle import FORMAT, Bundle
 from multimodal_interest.commands.export_index import add_model_arguments, build_bundle
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve

@@ -14,6 +14,7 @@ from multimodal_interest.data.registry import resolve
 from multimodal_interest.run import Run, model_folder
 from multimodal_interest.training import ItemFeatures, TrainConfig, add_platform, train
 from multimodal_interest.training.config import apply_overrides
+from multimodal_interest.training.errors import SettingsError
 from multimodal_interest.training.features import parse_item_spaces
 from multimodal_interest.training.record import RESUMABLE
 
@@ -43,6 +44,11 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     _protocol.add_arguments(p)
 
 
+def flags(settings: dict) -> str:
+    """``{"resume": False, "kind": "transformer"}`` -> ``"--no-resume, --set kind=transformer"``."""
+    return ", ".join("--no-resume" if (k, v) == ("resume", False) else f"--set {k}={v}" for k, v in settings.items())
+
+
 def run(args: argparse.Namespace) -> int:
     _protocol.check(args)
     config = (TrainConfig.from_file(args.config, args.set) if args.config
@@ -57,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         init = InterestModel.from_pretrained(model_folder(args.init), encoder_fingerprints=features.fingerprints)
         if task.target not in init.targets:
             add_platform(init, task, features)
-    result = train(task, features, config, args.output, resume=not args.no_resume,
-                   progress_bar=args.progress, init=init)
+    try:
+        result = train(task, features, config, args.output, resume=not args.no_resume,
+                       progress_bar=args.progress, init=init)
+    except SettingsError as e:  # the library names settings; say them as this command's flags
+        raise ValueError(f"{e} (here: {flags(e.settings)})") from None
     chosen = result.history[-1].get("chosen") if result.history else None
     if chosen is not None:  # the linear model's closed-form fit: what validation chose
         weights = ", ".join(f"{k[2:]} {v:g}" for k, v in chosen.items() if k.startswith("w_"))

@@ -44,6 +44,7 @@ import safetensors.torch
 import torch
 
 from fusion.files import FileRefused, parse_json
+from multimodal_interest.training.errors import SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ REQUIRED = (WEIGHTS_FILE, OPTIMIZER_TENSORS_FILE, OPTIMIZER_FILE, PROGRESS_FILE,
 KEEP = 2  # complete checkpoints kept: the newest and one to fall back to
 ACCELERATE_FILES = ("custom_checkpoint_0.pkl", "random_states_0.pkl", "pytorch_model.bin", "model.safetensors",
                     "optimizer.bin", "scaler.pt")
-AFRESH = "start afresh with `mmi train --no-resume` (train(..., resume=False)) or in a new output folder"
+AFRESH = "start afresh with resume=False (which deletes the checkpoints) or in a new output folder"
+START_AFRESH = {"resume": False}  # the settings AFRESH names
 _STEP = re.compile(r"step-(\d+)")
 
 
@@ -131,9 +133,9 @@ def refuse_old_format(folder: Path) -> None:
         return
     old = sorted(p.name for p in folder.iterdir() if p.name in ACCELERATE_FILES or p.suffix in (".pkl", ".bin"))
     if old:
-        raise ValueError(f"{folder}: a checkpoint in accelerate's pickle format ({', '.join(old)}), written by "
-                         f"an older version; it is not loaded, since unpickling a file can run code. "
-                         f"To train this folder again, {AFRESH}")
+        raise SettingsError(f"{folder}: a checkpoint in accelerate's pickle format ({', '.join(old)}), written "
+                            f"by an older version; it is not loaded, since unpickling a file can run code. "
+                            f"To train this folder again, {AFRESH}", START_AFRESH)
 
 
 # ---------------------------------------------------------------- reading and verifying
@@ -332,8 +334,8 @@ def choose_checkpoint(acc, root: Path) -> Checkpoint | None:
         rejected.append((folder, why or f"{folder}: could not be read by another process"))
         logger.warning("checkpoint %s cannot be resumed: %s", folder.name, rejected[-1][1])
     if chosen is None:
-        raise ValueError(f"no checkpoint in {root} can be resumed: {rejected[0][1]}. {AFRESH[0].upper()}"
-                         f"{AFRESH[1:]}")
+        raise SettingsError(f"no checkpoint in {root} can be resumed: {rejected[0][1]}. {AFRESH[0].upper()}"
+                            f"{AFRESH[1:]}", START_AFRESH)
     if rejected:
         logger.warning("falling back to %s (%d newer one%s moved aside as rejected-step-N)", chosen.folder,
                        len(rejected), "" if len(rejected) == 1 else "s")

@@ -20,8 +20,9 @@ from typing import Any
 
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.run import Run
-from multimodal_interest.training.checkpoint import refuse_old_format
+from multimodal_interest.training.checkpoint import START_AFRESH, refuse_old_format
 from multimodal_interest.training.config import TrainConfig
+from multimodal_interest.training.errors import SettingsError
 from multimodal_interest.training.features import ItemFeatures
 
 RECORD_FILE = "trained_with.json"
@@ -49,7 +50,7 @@ def check_resumable(checkpoint: Path, current: dict[str, Any]) -> None:
                                      "version's)") from None
     record = checkpoint / RECORD_FILE
     afresh = (f"start afresh in a new output folder, or delete {checkpoint.parent} "
-              f"(`mmi train --no-resume` does that too)")
+              f"(resume=False does that too)")
     if not record.is_file():
         raise NotResumable(f"{checkpoint}: the checkpoint does not record what it was trained with "
                            f"(no {RECORD_FILE}: written by an older version), so it cannot be "
@@ -62,13 +63,13 @@ def check_resumable(checkpoint: Path, current: dict[str, Any]) -> None:
                            f"trained with other settings: {'; '.join(diffs)}", diffs)
 
 
-class NotResumable(ValueError):
-    """A checkpoint :func:`check_resumable` refuses. ``reason``: why, in a few words, for a
-    caller that says so in its own terms; ``differences``: the settings that differ
-    (``"lr 0.005 (now 0.001)"``, empty when the reason is not a difference)."""
+class NotResumable(SettingsError):
+    """A checkpoint :func:`check_resumable` refuses (``resume=False`` starts afresh). ``reason``:
+    why, in a few words, for a caller that says so in its own terms; ``differences``: the
+    settings that differ (``"lr 0.005 (now 0.001)"``, empty when the reason is not a difference)."""
 
     def __init__(self, message: str, reason: str, differences: list[str] | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, START_AFRESH)
         self.reason, self.differences = reason, list(differences or [])
 
 

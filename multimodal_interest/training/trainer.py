@@ -49,6 +49,7 @@ from multimodal_interest.training.checkpoint import (PROGRESS_FILE, CheckpointEr
                                                      latest_checkpoint as _latest, remove_partial, restore,
                                                      save_checkpoint)
 from multimodal_interest.training.config import TrainConfig
+from multimodal_interest.training.errors import SettingsError
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.model import attach_features, build_model, freeze_all_but_target_head
 from multimodal_interest.training.objective import Objective
@@ -121,8 +122,9 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
 
         if init is not None or features.item_spaces:
             what = "start from a given model" if init is not None else "score a platform's own item space"
-            raise ValueError(f"the linear model is fitted in closed form, from scratch, in its own item "
-                             f"space; to {what}, train the transformer (--set kind=transformer)")
+            raise SettingsError(f"the linear model is fitted in closed form, from scratch, in its own item "
+                                f"space; to {what}, train the transformer (kind='transformer')",
+                                {"kind": "transformer"})
         return train_linear(task, features, config, output_dir, resume)
     from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin, set_seed

@@ -1,0 +1,61 @@
+"""What every fusion module shares: its config, its items and its two files.
+
+A fusion turns histories ``items [B, L]`` int64 with ``mask [B, L]`` bool (and their
+platform: a name, or ``[B, L]`` indices into ``config.platforms``) into unit interest
+vectors ``[B, D]``. :class:`~fusion.linear.LinearFusion` and
+:class:`~fusion.transformer.FusionTransformer` are the two kinds (``FusionConfig.kind``);
+each embeds items with an :class:`~fusion.items.ItemEmbedder` and saves itself as a part
+(``config.json`` + ``model.safetensors``).
+"""
+from __future__ import annotations
+
+import os
+from typing import ClassVar, Self
+
+from torch import nn
+
+from fusion import legacy
+from fusion.config import FusionConfig, from_dict
+from fusion.items import ItemEmbedder
+from fusion.saving import CONFIG_FILE, WEIGHTS_FILE, load_part, part_files, read_part_config, save_part
+
+
+class Fusion(nn.Module):
+    """Base of the fusion modules: ``config``, ``items`` (built first), :meth:`save` and
+    :meth:`load`. ``kind`` is the ``FusionConfig.kind`` a subclass implements."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, config: FusionConfig):
+        super().__init__()
+        if config.kind != self.kind:
+            raise ValueError(f"a {type(self).__name__} is the {self.kind!r} fusion; the config says "
+                             f"kind={config.kind!r}")
+        self.config = config
+        self.items = ItemEmbedder(config)
+
+    def set_item_features(self, platform: str, features: dict, present: dict | None = None) -> None:
+        """See :meth:`fusion.items.ItemEmbedder.set_features`."""
+        self.items.set_features(platform, features, present)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        save_part(self, folder, self.config.to_dict())
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Self:
+        """The fusion saved in ``folder`` (an older version's too: :mod:`fusion.legacy`)."""
+        files = part_files(folder)
+        where = files.root / CONFIG_FILE
+        config = from_dict(FusionConfig, legacy.fusion_config(read_part_config(files)), str(where))
+        names = files.header(WEIGHTS_FILE).keys()
+        renames = legacy.fusion_renames(names, config.id_items)
+        unrecorded = legacy.unrecorded_presence([renames.get(n, n) for n in names], config.id_items,
+                                                files.root / WEIGHTS_FILE)
+
+        def build() -> Self:
+            fusion = cls(config)
+            for p in unrecorded:
+                fusion.items.ids[p].present = None
+            return fusion
+
+        return load_part(files, build, renames)
