@@ -88,3 +88,12 @@ def test_nothing_outside_commands_imports_a_command():
             if bad:
                 found[rel] = bad
     assert not found, f"modules outside commands/ importing a command: {found}"
+
+
+def test_the_closed_form_does_not_import_the_gradient_trainer():
+    """``training/trainer.py`` dispatches to the closed form; the closed form takes what both
+    return from ``training/result.py``, so the two never import each other."""
+    found = {path.relative_to(REPO).as_posix(): sorted(m for m in imported_modules(path)
+                                                      if m.startswith("multimodal_interest.training.trainer"))
+             for path in sorted((REPO / "multimodal_interest/training/closed_form").rglob("*.py"))}
+    assert not {p: m for p, m in found.items() if m}, found

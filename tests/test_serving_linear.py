@@ -46,7 +46,8 @@ def test_the_run_logs_its_trials_and_the_chosen_setting(world):
     trials, chosen = log[:-1], log[-1]
     assert len(trials) >= 7 and all("lam" in t and "valid_ndcg10" in t for t in trials)
     assert chosen["rank"] == chosen["chosen"]["rank"] == 32  # the fusion width (dim=32 here) < 100 items
-    assert chosen["chosen"]["valid_ndcg10"] == max(t["valid_ndcg10"] for t in trials if t["rank"] == 32)
+    assert chosen["chosen"] in trials  # a logged trial of the saved model's rank: the one taken
+    assert chosen["fit"]["path"] == "exact" and chosen["fit"]["fit_rows"] > 0
     assert chosen["valid_ndcg10"] == pytest.approx(chosen["chosen"]["valid_ndcg10"], abs=1e-5)
 
 
