@@ -103,59 +103,24 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
              {b: fit.blocks[b].shape[1] for b in kff})
     validator = Validator(kff, kvf, sample, within, valid_truth, valid_seen, seed)
     info["left_out_users"] = len(validator.groups)
-    if lam is not None or weights is not None:
+    given = lam is not None or weights is not None
+    if given:
         w = {b: 1.0 for b in kff} if weights is None else {b: float(weights.get(b, 0.0)) for b in kff}
         best, trials = Trial(LAMBDAS[3] if lam is None else lam, w, np.zeros(0)), []
     else:
         best, trials = search(validator, list(kff))
         info.update(optimism(trials))
-    searched = [best] if not trials else []
-
-    def scored(lam_: float, scores: np.ndarray, rank: int | None, path: str) -> Trial:
-        t = Trial(lam_, best.weights, ndcg10(torch.from_numpy(scores), valid_truth, valid_seen), rank=rank, path=path)
-        log.info("closed form: %s solve, lam %g%s: validation NDCG@10 %.4f", path, lam_,
-                 f" at rank {rank}" if rank else "", t.valid_ndcg10)
-        trials.append(t)
-        return t
-
-    kvf_w = combine(kvf, best.weights)
+    scorer = Scorer(valid_truth, valid_seen, trials)
     if exact:
-        rank = min(config.model.dim or DEFAULT_DIMS["linear"], n_t, len(every))
-        chol = validator.factor(best.lam, best.weights)
-        v = exact_factors(chol, every.targets, best.lam, rank)
-        chosen = None
-        for factor in RANK_LAMBDAS if rank < min(n_t, len(every)) and not searched else (1.0,):
-            c = chol if factor == 1.0 else validator.factor(best.lam * factor, best.weights)
-            alpha = coefficients(c, every.targets, v)
-            t = scored(best.lam * factor, (kvf_w @ alpha) @ v.T, rank, "exact")
-            if chosen is None or t.beats(chosen[0]):
-                chosen = (t, alpha)
-        best, alpha = chosen
-        carriers, u_valid = fit, kvf_w @ alpha
+        best, alpha, v, u_valid = solve_exact(validator, every, kvf, best, rank_of(config, n_t, len(every)),
+                                              refit_lam=not given, scorer=scorer)
+        carriers = fit
     else:
         m = min(config.landmarks, len(sample))
         marks = np.sort(np.random.default_rng(seed + 1).permutation(len(sample))[:m])
         carriers = select(fit, marks)
-        rank = min(config.model.dim or DEFAULT_DIMS["linear"], n_t, m)
-        kll = combine(cross_kernels(carriers, carriers, scale), best.weights)
-
-        def chunks():
-            for lo in range(0, len(every), CHUNK_ROWS):
-                part = every.select(np.arange(lo, min(lo + CHUNK_ROWS, len(every))))
-                yield cross_kernels(feat.rows(part.users, part.bags), carriers, scale), part.targets
-
-        sums = NystromSums(chunks(), best.weights, m, n_t)
-        kvl = combine(cross_kernels(valid, carriers, scale), best.weights)
-        chosen = None
-        for factor in sorted({1.0, math.sqrt(len(every) / len(sample)), len(every) / len(sample)}):
-            beta = sums.beta(kll, best.lam * factor)
-            t = scored(best.lam * factor, kvl @ beta, None, "nystrom")
-            if chosen is None or t.valid_ndcg10 > chosen[0].valid_ndcg10:
-                chosen = (t, beta)
-        best, beta = chosen
-        alpha, v = landmark_factors(kll, beta, rank)
-        u_valid = kvl @ alpha
-        best = scored(best.lam, u_valid @ v.T, rank, "nystrom")
+        best, alpha, v, u_valid = solve_nystrom(feat, every, carriers, valid, scale, best, len(sample),
+                                                rank_of(config, n_t, m), scorer)
         info["landmarks"] = m
     v, best, info["smoothing"], smoothing_trials = choose_smoothing(
         task, v, lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), valid_truth, valid_seen), best)
@@ -171,12 +136,82 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     return FitResult(model, trials, best, score, time.perf_counter() - t0, info)
 
 
+def rank_of(config: TrainConfig, n_t: int, rows: int) -> int:
+    """The saved model's width: ``dim`` (None: the linear default), at most the fit's rank."""
+    return min(config.model.dim or DEFAULT_DIMS["linear"], n_t, rows)
+
+
+@dataclass
+class Scorer:
+    """Scores a solve on the validation users and logs it as a trial (appended to ``trials``)."""
+
+    truth: sp.csr_matrix
+    seen: sp.csr_matrix
+    trials: list[Trial]
+
+    def __call__(self, base: Trial, lam: float, scores: np.ndarray, rank: int | None, path: str) -> Trial:
+        t = Trial(lam, base.weights, ndcg10(torch.from_numpy(scores), self.truth, self.seen), rank=rank, path=path)
+        log.info("closed form: %s solve, lam %g%s: validation NDCG@10 %.4f", path, lam,
+                 f" at rank {rank}" if rank else "", t.valid_ndcg10)
+        self.trials.append(t)
+        return t
+
+
+def solve_exact(validator: Validator, every: FitRows, kvf: dict, best: Trial, rank: int, refit_lam: bool,
+                scorer: Scorer) -> tuple[Trial, np.ndarray, np.ndarray, np.ndarray]:
+    """``(trial, alpha [n, r], V [N_t, r], the validation users' interest [V, r])`` of the exact
+    reduced-rank fit. Below full rank, a larger ``lam`` smooths the fit, which a low rank may keep
+    better: ``lam`` is chosen again (:data:`RANK_LAMBDAS`, ``V`` kept) for the model that is saved."""
+    chol = validator.factor(best.lam, best.weights)
+    v = exact_factors(chol, every.targets, best.lam, rank)
+    kvf_w = combine(kvf, best.weights)
+    full = rank >= min(every.targets.shape)
+    chosen = None
+    for factor in RANK_LAMBDAS if refit_lam and not full else (1.0,):
+        c = chol if factor == 1.0 else validator.factor(best.lam * factor, best.weights)
+        alpha = coefficients(c, every.targets, v)
+        t = scorer(best, best.lam * factor, (kvf_w @ alpha) @ v.T, rank, "exact")
+        if chosen is None or t.beats(chosen[0]):
+            chosen = (t, alpha)
+    t, alpha = chosen
+    return t, alpha, v, kvf_w @ alpha
+
+
+def solve_nystrom(feat: Featurizer, every: FitRows, carriers: Rows, valid: Rows, scale: dict, best: Trial,
+                  searched_rows: int, rank: int, scorer: Scorer) -> tuple[Trial, np.ndarray, np.ndarray, np.ndarray]:
+    """``(trial, alpha [m, r], V [N_t, r], the validation users' interest [V, r])`` of the
+    approximate fit over every row through the landmark rows ``carriers``; its ``lam`` chosen
+    again on the validation users (the search's, and scaled up by the rows it did not see)."""
+    kll = combine(cross_kernels(carriers, carriers, scale), best.weights)
+
+    def chunks():
+        for lo in range(0, len(every), CHUNK_ROWS):
+            part = every.select(np.arange(lo, min(lo + CHUNK_ROWS, len(every))))
+            yield cross_kernels(feat.rows(part.users, part.bags), carriers, scale), part.targets
+
+    sums = NystromSums(chunks(), best.weights, len(kll), every.targets.shape[1])
+    kvl = combine(cross_kernels(valid, carriers, scale), best.weights)
+    ratio = len(every) / searched_rows
+    chosen = None
+    for factor in sorted({1.0, math.sqrt(ratio), ratio}):
+        beta = sums.beta(kll, best.lam * factor)
+        t = scorer(best, best.lam * factor, kvl @ beta, None, "nystrom")
+        if chosen is None or t.valid_ndcg10 > chosen[0].valid_ndcg10:
+            chosen = (t, beta)
+    t, beta = chosen
+    alpha, v = landmark_factors(kll, beta, rank)
+    u_valid = kvl @ alpha
+    return scorer(t, t.lam, u_valid @ v.T, rank, "nystrom"), alpha, v, u_valid
+
+
 def target_content(task: ColdStartTask, features: ItemFeatures, feat: Featurizer, v: np.ndarray,
                    targets: sp.csr_matrix, u_valid: np.ndarray, valid_truth: sp.csr_matrix,
                    valid_seen: sp.csr_matrix, base: Trial) -> tuple[ContentChoice, list[Trial]]:
     """:func:`.items.choose` for this fit: ``u_valid [V, r]`` the validation users' interest
     (unnormalised), ``targets [n, N_t]`` the fit rows' items (who touched each item)."""
     counts = np.asarray(targets.sum(0)).ravel()
+    if (counts > 0).all():  # nothing to map: every item has a learned vector
+        return ContentChoice(v, base, {"content": "off", "why": "every target item is touched"}), []
 
     def ndcg_of(truth: sp.csr_matrix):
         return lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), truth, valid_seen)
