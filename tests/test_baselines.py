@@ -24,6 +24,7 @@ SMALL = {
     "cmf": {"dim": 16, "batch_size": 256, "lr": 0.01},
     "ptupcdr": {"dim": 16, "batch_size": 256, "lr": 0.01, "meta_lr": 5e-3},
     "ials": {"factors": 16},
+    "attr2factor": {"factors": 16},  # also test_baselines_attr2factor.py
     "bm25-knn": {},  # needs item text: tested in test_baselines_ials_bm25.py
     "ease": {}, "ease-merged": {}, "rp3beta": {}, "user-knn": {},  # also test_baselines_cf.py
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 # importing each module registers its baselines
 from multimodal_interest.baselines import cmf, emcdr, itemknn, popularity, ptupcdr  # noqa: F401
-from multimodal_interest.baselines import bm25knn, ials  # noqa: F401
+from multimodal_interest.baselines import attr2factor, bm25knn, ials  # noqa: F401
 from multimodal_interest.baselines import ease, rp3beta, userknn  # noqa: F401
 from multimodal_interest.baselines.base import (BASELINES, DEFAULT_BUDGET, MAX_GRID, Baseline, Tuned,
                                                 create_baseline, judged_by, list_baselines, register_baseline,

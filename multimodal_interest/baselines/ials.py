@@ -14,6 +14,7 @@ their score of target item j is ``<x_u, y_j>``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,16 +35,17 @@ class IALSConfig:
     alpha: float = 10.0  # confidence of an observed pair (unobserved: 1)
     iterations: int = 15  # ALS sweeps (users, then items)
     seed: int = 0
+    method: ClassVar[str] = "ials"  # the name errors give (a method built on iALS names itself)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.factors, int) and self.factors >= 1):
-            raise ValueError(f"ials: factors must be a positive integer, got {self.factors!r}")
+            raise ValueError(f"{self.method}: factors must be a positive integer, got {self.factors!r}")
         if not (isinstance(self.iterations, int) and self.iterations >= 1):
-            raise ValueError(f"ials: iterations must be a positive integer, got {self.iterations!r}")
+            raise ValueError(f"{self.method}: iterations must be a positive integer, got {self.iterations!r}")
         if not self.regularization > 0:
-            raise ValueError(f"ials: regularization must be > 0, got {self.regularization!r}")
+            raise ValueError(f"{self.method}: regularization must be > 0, got {self.regularization!r}")
         if not self.alpha > 0:
-            raise ValueError(f"ials: alpha must be > 0, got {self.alpha!r}")
+            raise ValueError(f"{self.method}: alpha must be > 0, got {self.alpha!r}")
 
 
 # tried on the validation users in this order, as many as the tuning budget allows (on
