@@ -42,13 +42,14 @@ from typing import Annotated, Any
 import anyio
 import faiss
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal_interest.interest import InterestDocumentError
 from multimodal_interest.recommend import Recommendation, Recommender, RequestError
@@ -60,6 +61,9 @@ MAX_ID_LENGTH = 256
 MAX_EXPLAIN = 10
 MAX_BODY_BYTES = 1 << 20
 MAX_QUERY = 100  # characters of a title search
+MAX_ERRORS = 10  # errors a 422 lists (the first ones)
+MAX_QUOTE = 200  # characters of the request a 4xx quotes back, per quoted value
+MAX_DETAIL = 2000  # characters of a refusal's reason
 MAX_RESULTS = 50  # items a title search answers with
 DOCS_ASSETS = "/static/docs"  # where the documentation pages' scripts, styles and icon are served
 WEB_ASSETS = "/static/web"  # the try-it page's script, style and icon
@@ -150,6 +154,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
                   docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, refused)
     add_offline_docs(app)
     add_page(app)
     bundle = recommender.bundle
@@ -170,7 +175,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
     def platforms() -> dict[str, Any]:
         return recommender.describe()
 
-    @app.post("/recommend", response_model=TitledRecommendation)
+    @app.post("/recommend", response_model=TitledRecommendation, dependencies=[JSON_BODY])
     def recommend(body: RecommendRequest) -> TitledRecommendation:
         r = serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
                   source=body.source, user_id=body.user_id, interest=body.interest,
@@ -199,7 +204,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         return MapAnswer(source=m.source, users=len(m.points), explained_variance=m.explained.tolist(),
                          points=np.round(m.points.astype(np.float64), 4).tolist())
 
-    @app.post("/users/map", response_model=MapPoint)
+    @app.post("/users/map", response_model=MapPoint, dependencies=[JSON_BODY])
     def locate(body: Person) -> MapPoint:
         m = _map()
         doc = serve(recommender.export_interest, body.pairs(), source=body.source,
@@ -212,7 +217,7 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
             raise HTTPException(404, NO_MAP)
         return bundle.user_map
 
-    @app.post("/users/embed")
+    @app.post("/users/embed", dependencies=[JSON_BODY])
     def embed(body: Person) -> dict[str, Any]:
         return serve(recommender.export_interest, body.pairs(), source=body.source,
                      user_id=body.user_id, skip_unknown=body.skip_unknown)
@@ -261,9 +266,32 @@ def _docs_asset_folder() -> str:
     return str(importlib.resources.files("fastapi_offline") / "static")
 
 
+def json_body(request: Request) -> None:
+    """A route's dependency: its body must be labelled JSON (``application/json``, or any
+    ``application/*+json``), else 415. Form, multipart and plain-text bodies (which any web
+    page can send without a CORS preflight), a missing label and a mislabelled body alike."""
+    label = request.headers.get("content-type", "")
+    kind = label.split(";", 1)[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise HTTPException(415, f"the body must be JSON, sent with Content-Type: application/json "
+                                 f"(got {_cut(label) if label else 'no Content-Type'})")
+
+
+JSON_BODY = Depends(json_body)
+
+
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 answer to a request pydantic refuses, as strict JSON (see :func:`_strict`)."""
-    return JSONResponse({"detail": [_strict(e) for e in exc.errors()]}, status_code=422)
+    """FastAPI's 422 answer to a request pydantic refuses, as strict JSON (see :func:`_strict`),
+    bounded: the first :data:`MAX_ERRORS` errors, each quoting at most :data:`MAX_QUOTE`
+    characters of the request."""
+    return JSONResponse({"detail": [_strict(e) for e in exc.errors()[:MAX_ERRORS]]}, status_code=422)
+
+
+async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every other 4xx (and FastAPI's 400 for a body its JSON parser gives up on) as
+    ``{"detail": reason}``, the reason cut to :data:`MAX_DETAIL` characters."""
+    detail = _cut(exc.detail, MAX_DETAIL) if isinstance(exc.detail, str) else exc.detail
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 _UNQUOTABLE = object()
@@ -271,27 +299,43 @@ _UNQUOTABLE = object()
 
 def _strict(error: dict[str, Any]) -> dict[str, Any]:
     """A pydantic error as strict UTF-8 JSON: lone surrogates in any string (field names in
-    ``loc``, the quoted ``input``) backslash-escaped, and without the request's ``input`` if
-    it still cannot be written: it holds NaN or an infinity (Python's JSON reads them, strict
-    JSON has no such numbers) or is nested too deep to write."""
+    ``loc``, the quoted ``input``) backslash-escaped, every string cut to :data:`MAX_QUOTE`
+    characters, the ``input`` over that written out as JSON and cut (a string), and without
+    the ``input`` if it still cannot be written: it holds NaN or an infinity (Python's JSON
+    reads them, strict JSON has no such numbers) or is nested too deep to write."""
     out = {}
     for key, value in error.items():
-        value = _quotable(value) if key == "input" else _utf8_safe(jsonable_encoder(value))
+        value = _quotable(value) if key == "input" else _cut(_utf8_safe(jsonable_encoder(value)))
         if value is not _UNQUOTABLE:
             out[key] = value
     return out
 
 
 def _quotable(value: Any) -> Any:
-    """``value`` (a parsed JSON value) as the answer can quote it, or ``_UNQUOTABLE``."""
+    """``value`` (a parsed JSON value, or the bytes of a body that is not JSON) as the answer
+    can quote it, or ``_UNQUOTABLE``."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:MAX_QUOTE]).decode("utf-8", "backslashreplace")
     for candidate in (lambda: value, lambda: _utf8_safe(value)):
         try:
             shown = candidate()
-            json.dumps(shown, allow_nan=False, ensure_ascii=False).encode("utf-8")
-            return shown
-        except (ValueError, RecursionError):  # NaN, a lone surrogate, too deep
+            text = json.dumps(shown, allow_nan=False, ensure_ascii=False)
+            text.encode("utf-8")
+            return shown if len(text) <= MAX_QUOTE else _cut(text)
+        except (ValueError, TypeError, RecursionError):  # NaN, a lone surrogate, too deep, not JSON
             continue
     return _UNQUOTABLE
+
+
+def _cut(value: Any, limit: int = MAX_QUOTE) -> Any:
+    """``value`` with every string over ``limit`` characters cut, saying how long it was."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {_cut(k, limit): _cut(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_cut(v, limit) for v in value]
+    return value
 
 
 def _utf8_safe(value: Any) -> Any:

@@ -109,9 +109,14 @@ def encode(body) -> bytes:
 def check(r, body) -> None:
     assert r.status_code < 500, (r.status_code, r.text[:300], encode(body)[:300])
     event(f"status {r.status_code}")  # --hypothesis-show-statistics: how many got how far
-    answer = json.loads(r.content.decode("utf-8"),  # strict UTF-8 JSON, no NaN
-                        parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+    strict_json(r)
+
+
+def strict_json(r) -> dict:
+    """The answer's body: a JSON object in strict UTF-8 JSON (no NaN)."""
+    answer = json.loads(r.content.decode("utf-8"), parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
     assert isinstance(answer, dict)
+    return answer
 
 
 # ------------------------------------------------------------------ properties
@@ -208,3 +213,55 @@ def test_a_deeply_nested_body_is_refused_not_a_500(served, depth):
     for path in ("/recommend", "/users/embed"):
         r = client.post(path, content=deep(depth, "list"), headers={"content-type": "application/json"})
         assert r.status_code in (400, 422), r.text[:200]
+
+
+BODY_ROUTES = ["/recommend", "/users/embed", "/users/map"]
+GOOD = b'{"platform": "b", "source": "a", "history": ["a3"]}'
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+@pytest.mark.parametrize("label, body", [
+    ("application/x-www-form-urlencoded", GOOD),  # curl -d's default
+    ("application/x-www-form-urlencoded", b"platform=b&source=a&history=a3"),
+    ("text/plain", GOOD),  # what a web page on any site may send without a CORS preflight
+    ("text/plain;charset=UTF-8", GOOD),
+    ("multipart/form-data; boundary=x", b'--x\r\ncontent-disposition: form-data; name="platform"\r\n\r\nb\r\n--x--\r\n'),
+    (None, GOOD),
+    ("image/png", GOOD),  # a JSON body labelled as something else
+    ("application/octet-stream", b"\x89PNG\r\n\x1a\n\x00\xff"),
+])
+def test_a_body_not_labelled_json_is_a_415(served, path, label, body):
+    client, _ = served
+    r = client.post(path, content=body, headers={"content-type": label} if label else {})
+    assert r.status_code == 415, r.text[:300]
+    assert "application/json" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("label", ["application/json", "application/json; charset=utf-8", "Application/JSON",
+                                   "application/merge-patch+json"])
+def test_a_body_labelled_json_is_served(served, label):
+    client, _ = served
+    r = client.post("/users/embed", content=b'{"source": "a", "history": ["a3"]}', headers={"content-type": label})
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_a_form_body_labelled_json_is_a_422(served):
+    client, _ = served
+    r = client.post("/recommend", content=b"platform=b&source=a", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/recommend", {"platform": "b", "source": "a", "history": ["a3"] * 100_000}),  # too long: quoted cut
+    ("/users/embed", {"source": "a", "history": [[i] for i in range(50_000)]}),  # 100,000 wrong items
+    ("/recommend", {"platform": "b" * 100_000, "source": "a", "history": ["a3"]}),
+    ("/users/embed", {"source": "a", "history": ["a3"], "x" * 200_000: 1}),  # a long unknown field name
+    ("/recommend", {"platform": "b", "interest": {"vector": "v" * 300_000}}),
+])
+def test_a_4xx_quotes_a_bounded_excerpt_of_the_request(served, path, body):
+    """However large the request (up to the body limit), its error answer stays small."""
+    client, _ = served
+    r = client.post(path, json=body)
+    assert 400 <= r.status_code < 500, r.text[:300]
+    assert len(r.content) < 8_000, (len(r.content), r.text[:300])
+    strict_json(r)
