@@ -34,19 +34,18 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import os
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
 import faiss
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -60,6 +59,7 @@ MAX_HISTORY = 1000  # items per request; the model uses the most recent max_len 
 MAX_ID_LENGTH = 256
 MAX_EXPLAIN = 10
 MAX_BODY_BYTES = 1 << 20
+BODY_TIMEOUT = 10.0  # seconds a request body may take to arrive, from its headers
 MAX_QUERY = 100  # characters of a title search
 MAX_ERRORS = 10  # errors a 422 lists (the first ones)
 MAX_QUOTE = 200  # characters of the request a 4xx quotes back, per quoted value
@@ -139,20 +139,27 @@ class MapPoint(BaseModel):
     items: int = Field(description="history items the interest vector was made of (0: an empty history)")
 
 
+class JSONBytes(JSONResponse):
+    """A JSON answer written by orjson straight from dataclasses, dicts and lists: the
+    answers the service computes are sent as they are, not validated again against their
+    ``response_model`` (which documents them in OpenAPI)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
-               concurrency: int | None = None) -> FastAPI:
-    """The app; ``concurrency`` requests are computed at once (default: the CPU count), in
-    uvicorn's thread pool, each on one thread; the others wait their turn."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        anyio.to_thread.current_default_thread_limiter().total_tokens = concurrency or os.cpu_count() or 1
-        yield
-
-    app = FastAPI(title="multimodal-interest", version="1", lifespan=lifespan,
+               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+    """The app. Every route is a coroutine that computes on the event loop's own thread, one
+    request at a time, with no hop to a thread pool (a request costs about a millisecond:
+    handing it to a thread and back cost more); a process serves one core's worth, and
+    ``mmi serve --workers N`` runs N processes on one listening socket. A body must arrive
+    whole within ``body_timeout`` seconds of its headers (else 408) and be at most
+    ``max_body_bytes`` (else 413)."""
+    app = FastAPI(title="multimodal-interest", version="1",
                   description="Cross-platform recommendations from a person's history on other platforms.",
                   docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, refused)
     add_offline_docs(app)
@@ -168,15 +175,15 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
             raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok", "model": recommender.fingerprint}
 
     @app.get("/platforms")
-    def platforms() -> dict[str, Any]:
+    async def platforms() -> dict[str, Any]:
         return recommender.describe()
 
     @app.post("/recommend", response_model=TitledRecommendation, dependencies=[JSON_BODY])
-    def recommend(body: RecommendRequest) -> TitledRecommendation:
+    async def recommend(body: RecommendRequest) -> Response:
         r = serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
                   source=body.source, user_id=body.user_id, interest=body.interest,
                   exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
@@ -185,10 +192,10 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         shown: dict[str, dict[str, str]] = {}
         for p, i in sorted(named):
             shown.setdefault(p, {})[i] = titles.title(p, i)
-        return TitledRecommendation(**vars(r), titles=shown)
+        return JSONBytes(TitledRecommendation(**vars(r), titles=shown))
 
     @app.get("/items/search", response_model=SearchAnswer)
-    def search(platform: Annotated[str, Query(min_length=1, max_length=64)],
+    async def search(platform: Annotated[str, Query(min_length=1, max_length=64)],
                q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="words of the title")],
                k: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 10) -> SearchAnswer:
         if platform not in bundle.item_ids:
@@ -199,28 +206,28 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
                             items=[SearchHit(item_id=i, title=t) for i, t in hits])
 
     @app.get("/map", response_model=MapAnswer)
-    def user_map() -> MapAnswer:
+    async def user_map() -> MapAnswer:
         m = _map()
         return MapAnswer(source=m.source, users=len(m.points), explained_variance=m.explained.tolist(),
                          points=np.round(m.points.astype(np.float64), 4).tolist())
 
     @app.post("/users/map", response_model=MapPoint, dependencies=[JSON_BODY])
-    def locate(body: Person) -> MapPoint:
+    async def locate(body: Person) -> Response:
         m = _map()
         doc = serve(recommender.export_interest, body.pairs(), source=body.source,
                     user_id=body.user_id, skip_unknown=body.skip_unknown)
-        return MapPoint(point=m.project(np.array(doc["vector"], dtype=np.float32)).tolist(),
-                        items=doc["history"]["items"])
+        return JSONBytes(MapPoint(point=m.project(np.array(doc["vector"], dtype=np.float32)).tolist(),
+                                  items=doc["history"]["items"]).model_dump())
 
     def _map():
         if bundle.user_map is None:
             raise HTTPException(404, NO_MAP)
         return bundle.user_map
 
-    @app.post("/users/embed", dependencies=[JSON_BODY])
-    def embed(body: Person) -> dict[str, Any]:
-        return serve(recommender.export_interest, body.pairs(), source=body.source,
-                     user_id=body.user_id, skip_unknown=body.skip_unknown)
+    @app.post("/users/embed", response_model=dict[str, Any], dependencies=[JSON_BODY])
+    async def embed(body: Person) -> Response:
+        return JSONBytes(serve(recommender.export_interest, body.pairs(), source=body.source,
+                               user_id=body.user_id, skip_unknown=body.skip_unknown))
 
     return app
 
@@ -266,7 +273,7 @@ def _docs_asset_folder() -> str:
     return str(importlib.resources.files("fastapi_offline") / "static")
 
 
-def json_body(request: Request) -> None:
+async def json_body(request: Request) -> None:
     """A route's dependency: its body must be labelled JSON (``application/json``, or any
     ``application/*+json``), else 415. Form, multipart and plain-text bodies (which any web
     page can send without a CORS preflight), a missing label and a mislabelled body alike."""
@@ -355,27 +362,33 @@ def _utf8_safe(value: Any) -> Any:
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or sent)
-    before anything parses it; the body, once read whole, is passed on."""
+    """ASGI middleware: read a request's whole body before anything parses it, and answer 413
+    to one over ``max_bytes`` (declared or sent), 408 to one that takes over ``timeout``
+    seconds to arrive (a client trickling a byte at a time holds no connection for long);
+    the body, once read whole, is passed on."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._too_large(scope, receive, send)
+            return await self._refuse(413, f"request body over {self.max_bytes} bytes", scope, receive, send)
         body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await self._too_large(scope, receive, send)
+        with anyio.move_on_after(self.timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    return await self._refuse(413, f"request body over {self.max_bytes} bytes", scope, receive, send)
+        if more:
+            return await self._refuse(408, f"request body not received within {self.timeout:g} s",
+                                      scope, receive, send)
         sent = False
 
         async def replay():
@@ -387,6 +400,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope, receive, send) -> None:
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
-        await response(scope, receive, send)
+    @staticmethod
+    async def _refuse(status: int, reason: str, scope, receive, send) -> None:
+        """Answer and close the connection: the rest of the body is never read."""
+        await JSONResponse({"detail": reason}, status_code=status, headers={"connection": "close"})(scope, receive, send)
