@@ -265,3 +265,50 @@ def test_a_4xx_quotes_a_bounded_excerpt_of_the_request(served, path, body):
     assert 400 <= r.status_code < 500, r.text[:300]
     assert len(r.content) < 8_000, (len(r.content), r.text[:300])
     strict_json(r)
+
+
+LABELS = st.one_of(st.sampled_from([
+    None, "application/json", "application/json; charset=utf-8", "application/json; charset=latin-1",
+    "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "multipart/form-data",
+    "text/plain", "text/plain;charset=UTF-8", "image/png", "application/octet-stream", "application/xml",
+    "application/problem+json", "application/jsonx", "json", "", ";", "application/json;;;", "*/*"]),
+    st.text(st.characters(codec="latin-1"), max_size=40))  # any header value HTTP can carry
+
+
+def form(body) -> bytes:
+    """``body`` as a form would send it (fields url-encoded; nested values as JSON)."""
+    from urllib.parse import urlencode
+
+    if isinstance(body, bytes):
+        return body
+    fields = body if isinstance(body, dict) else {"body": body}
+    return urlencode({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()},
+                     encoding="utf-8", errors="surrogatepass").encode()
+
+
+def multipart(body) -> bytes:
+    return (b'--x\r\ncontent-disposition: form-data; name="body"\r\ncontent-type: application/json\r\n\r\n'
+            + encode(body) + b"\r\n--x--\r\n")
+
+
+@FUZZ
+@given(path=st.one_of(st.sampled_from(BODY_ROUTES), st.sampled_from(BODY_ROUTES), st.sampled_from(BODY_ROUTES),
+                     st.sampled_from(["/health", "/platforms", "/map", "/items/search", "/nowhere"])),
+       method=st.sampled_from(["POST"] * 6 + ["GET", "PUT"]),
+       label=st.one_of(st.just("application/json"), LABELS),
+       body=st.one_of(near_valid(OPTIONS, platform=PLATFORM), near_valid({"skip_unknown": st.booleans()}), JSON, RAW),
+       shape=st.sampled_from([encode, encode, form, multipart]))
+def test_any_content_type_on_any_route_is_answered_below_500_in_json(served, path, method, label, body, shape):
+    """Every route, every Content-Type (form, text, multipart, none, and lies: JSON labelled
+    image/png, a form labelled application/json): below 500, and every error in JSON."""
+    client, _ = served
+    content = shape(body)
+    headers = {"content-type": label.encode("latin-1")} if label is not None else {}
+    r = client.request(method, path, content=content, headers=headers)
+    assert r.status_code < 500, (method, path, label, r.status_code, r.text[:300], content[:200])
+    event(f"status {r.status_code} {method} {path}")
+    if r.status_code >= 400 or path in BODY_ROUTES:
+        strict_json(r)
+    if path in BODY_ROUTES and method == "POST" and r.status_code < 415:
+        kind = (label or "").split(";")[0].strip().lower()
+        assert kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")), label
