@@ -24,9 +24,12 @@ escape can carry but UTF-8 cannot, is shown backslash-escaped), so no request bo
 error handler itself fail. A request the model cannot serve
 (:class:`~multimodal_interest.recommend.RequestError`: unknown platform, items or user; an
 :class:`~multimodal_interest.interest.InterestDocumentError`) gets 422 with the reason in
-``detail``; any other error is a bug, and a 500. A body that is not JSON gets 422 (400 when
-Python's JSON parser gives up on it: nested too deep, an integer of over 4300 digits); a
-body over ``max_body_bytes`` gets 413 before it is parsed. Nothing in a request names a
+``detail``; any other error is a bug, and a 500. A body not labelled JSON (form, multipart,
+plain text, none) gets 415; a body that is not JSON gets 422 (400 when Python's JSON parser
+gives up on it: nested too deep, an integer of over 4300 digits); a body over
+``max_body_bytes`` gets 413 before it is parsed, one slower than ``body_timeout`` 408. A 4xx
+quotes at most :data:`MAX_QUOTE` characters of any request value and lists at most
+:data:`MAX_ERRORS` errors. Nothing in a request names a
 file: the model, the index and the user table are loaded once, read-only, before the app
 starts. ``mmi serve`` binds 127.0.0.1 unless told otherwise.
 """
