@@ -38,18 +38,7 @@ def serve(app, host: str, port: int, workers: int = 1, header_timeout: float = H
         uvicorn.Server(config).run()
         return 0
     sock = config.bind_socket()
-    children = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:  # a worker
-            code = 1
-            try:
-                uvicorn.Server(config).run(sockets=[sock])
-                code = 0
-            finally:
-                os._exit(code)
-        children.append(pid)
-    sock.close()
+    children: list[int] = []
 
     def stop(signum, frame) -> None:
         for pid in children:
@@ -58,8 +47,21 @@ def serve(app, host: str, port: int, workers: int = 1, header_timeout: float = H
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGINT, stop)  # before the first fork: no signal finds the parent unprepared
     signal.signal(signal.SIGTERM, stop)
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: the default handlers until uvicorn sets its own
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            code = 1
+            try:
+                uvicorn.Server(config).run(sockets=[sock])
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
     status, running = 0, set(children)
     while running:
         pid, code = os.wait()
