@@ -2,6 +2,7 @@
 HTTP; requests/s; memory of a 1M-item index; recall@10 of IVF and HNSW against exact.
 
     PYTHONPATH=. python benchmarks/bench_serving.py [--sizes 20000,1000000] [--seconds 20]
+    PYTHONPATH=. python benchmarks/bench_serving.py --http-only --sizes 20000 --kind linear --baseline ../main
 
 What runs: a bundle of a model (dim 128, 2 layers, 4 heads, attention pooling, window 50,
 384-d text features for the 20,000 history-platform items) with **random weights** -- latency
@@ -14,16 +15,23 @@ on isotropic random vectors and queries (no structure: the worst case for IVF an
 recall depends on the data, so ``mmi export-index --index ivf,hnsw`` measures it again on a
 real bundle with real users' queries and records it in the manifest.
 
-HTTP: ``mmi serve`` started by this script on 127.0.0.1 (a separate process), then a
-bounded client (httpx, asyncio) posting for ``--seconds``: one connection (latency without
-queueing), then ``--concurrency`` connections (throughput; latency includes the queue).
-Client and server share this machine's cores. Every request runs on one thread (torch and
-FAISS single-threaded, as ``mmi serve`` runs them). Exact torch is the reference for every ratio.
+HTTP (``--http-only``: only this): ``mmi serve`` started by this script on 127.0.0.1 (a
+separate process; ``--workers`` 1 and N), then ``benchmarks/http_load.py`` -- a process of
+its own, ``--concurrency`` keep-alive connections on raw asyncio sockets -- posting for
+``--seconds`` after 2 s of warm-up, with and without explanations. Client and server share
+this machine's cores, so each row also gives the CPU each side spent per request (the
+server's, summed over its processes, is the figure the load of other jobs disturbs least)
+and the server's memory before and after (RSS summed over processes counts the pages the
+workers share in each of them; PSS splits them). ``--baseline DIR``: a checkout of the code
+to compare with (e.g. ``main``), served row by row between this code's rows under the same
+load. ``--kind linear`` serves the linear model (``mmi train``'s default) of the same width
+instead of the transformer. Every request runs on one thread (torch and FAISS
+single-threaded, as ``mmi serve`` runs them). Exact torch is the reference for every ratio.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -60,11 +68,12 @@ def clustered(n: int, centres: torch.Tensor, noise: float, seed: int) -> torch.T
     return out
 
 
-def make_bundle(folder: Path, n_items: int) -> tuple[Bundle, torch.Tensor]:
-    """A model of the measured size (random weights) a -> b, and ``n_items`` synthetic b items."""
+def make_bundle(folder: Path, n_items: int, kind: str = "transformer") -> tuple[Bundle, torch.Tensor]:
+    """A model of the measured size (random weights) a -> b, and ``n_items`` synthetic b items:
+    the transformer as measured in BENCHMARKS.md, or the linear model (``mmi train``'s default)."""
     torch.manual_seed(0)
-    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], kind="transformer", dim=DIM, max_len=HISTORY,
-                          n_layers=2, pooling="attention")  # as measured in BENCHMARKS.md
+    shape = dict(n_layers=2, pooling="attention") if kind == "transformer" else {}
+    fusion = FusionConfig(modalities={"text": TEXT}, platforms=["a"], kind=kind, dim=DIM, max_len=HISTORY, **shape)
     model = InterestModel(InterestConfig(fusion, {"b": TargetConfig(n_items)}), {"text": "synthetic"})
     model.save_pretrained(folder / "model")
     model.set_item_features("a", {"text": torch.randn(N_SOURCE, TEXT)})
@@ -158,59 +167,82 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, bodies: list[dict], concurrency: int, seconds: float) -> tuple[list[float], int]:
+def start_server(root: Path, folder: Path, kind: str, port: int, workers: int) -> tuple[subprocess.Popen, float]:
+    """``mmi serve`` of the code in ``root`` (``--workers`` only when over 1: today's code has
+    no such option), and its start-up time."""
     import httpx
 
-    latencies, errors = [], 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        async def worker(w: int) -> None:
-            nonlocal errors
-            i = w
-            while time.perf_counter() < deadline:
-                t = time.perf_counter()
-                r = await client.post("/recommend", json=bodies[i % len(bodies)])
-                latencies.append((time.perf_counter() - t) * 1e3)
-                errors += r.status_code != 200
-                i += concurrency
-
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return latencies, errors
-
-
-def over_http(folder: Path, kind: str, explain: int, connections: int, n: int, args,
-              rng: np.random.Generator) -> list:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "multimodal_interest.cli", "-q", "serve", "--model", str(folder),
-           "--index", kind, "--port", str(port)]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        import httpx
+           "--index", kind, "--port", str(port)] + (["--workers", str(workers)] if workers > 1 else [])
+    server = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.perf_counter()
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server, time.perf_counter() - t0
+        except httpx.TransportError:
+            time.sleep(0.5)
 
-        url = f"http://127.0.0.1:{port}"
-        t0 = time.perf_counter()
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        startup = time.perf_counter() - t0
-        bodies = [{"platform": "b", "k": 10, "source": "a", "explain": explain,
-                   "history": [f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)]} for _ in range(256)]
-        asyncio.run(load(url, bodies, connections, 2))  # warm-up
-        latencies, errors = asyncio.run(load(url, bodies, connections, args.seconds))
-        rss = psutil.Process(server.pid).memory_info().rss / 2**20
+
+def family(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def server_cpu(pid: int) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in family(pid))
+
+
+def server_memory(pid: int) -> tuple[float, float]:
+    """MiB: resident (RSS, summed over processes: shared pages counted in each) and
+    proportional (PSS: each shared page split between its sharers) of the server's processes."""
+    info = [p.memory_full_info() for p in family(pid)]
+    return sum(i.rss for i in info) / 2**20, sum(i.pss for i in info) / 2**20
+
+
+def over_http(name: str, root: Path, folder: Path, kind: str, explain: int, connections: int, workers: int,
+              n: int, args, bodies: Path) -> list:
+    """One row: ``benchmarks/http_load.py`` (a process of its own, raw asyncio sockets,
+    keep-alive) against ``mmi serve`` of the code in ``root`` for ``--seconds``."""
+    port = free_port()
+    server, startup = start_server(root, folder, kind, port, workers)
+    try:
+        client = [sys.executable, str(REPO / "benchmarks" / "http_load.py"), "--url",
+                  f"http://127.0.0.1:{port}/recommend", "--bodies", str(bodies), "--concurrency", str(connections),
+                  "--seconds", str(args.seconds), "--warmup", "2"]
+        proc = subprocess.Popen(client, stdout=subprocess.PIPE, text=True)
+        time.sleep(2)  # the client's warm-up
+        cpu0, mem0 = server_cpu(server.pid), server_memory(server.pid)
+        out, _ = proc.communicate()
+        cpu1, mem1 = server_cpu(server.pid), server_memory(server.pid)
+        result = json.loads(out)
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    p50, p99 = percentiles(latencies)
-    return [f"{n:,}", kind, explain, connections, len(latencies), f"{len(latencies) / args.seconds:.1f}",
-            p50, p99, errors, f"{rss:,.0f}", f"{startup:.1f}"]
+        server.wait(timeout=60)
+    count = max(result["requests"], 1)
+    return [name, f"{n:,}", kind, explain, workers, connections, result["requests"], f"{result['req_per_s']:.0f}",
+            result["p50_ms"], result["p99_ms"], result["errors"], f"{(cpu1 - cpu0) / count * 1e3:.2f}",
+            f"{result['client_cpu_s'] / count * 1e3:.2f}", f"{mem0[0]:,.0f} -> {mem1[0]:,.0f}",
+            f"{mem1[1]:,.0f}", f"{startup:.1f}"]
+
+
+def http_rows(folder: Path, n: int, args, rng: np.random.Generator, tmp: Path) -> list[list]:
+    """Today's code (``--baseline``) and this code, row after row under the same load."""
+    rows = []
+    for explain in (0, 3):
+        bodies = tmp / f"bodies-{n}-{explain}.json"
+        bodies.write_text(json.dumps([{"platform": "b", "k": 10, "source": "a", "explain": explain,
+                                       "history": [f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)]}
+                                      for _ in range(256)]))
+        kind = "flat" if n <= 100_000 or explain else "ivf"
+        if args.baseline:
+            rows.append(over_http("baseline", args.baseline, folder, kind, explain, args.concurrency, 1, n, args, bodies))
+        for workers in sorted({1, args.workers}):
+            rows.append(over_http("this code", REPO, folder, kind, explain, args.concurrency, workers, n, args, bodies))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--hnsw-max", type=int, default=100_000, help="build HNSW only up to this many items (slow)")
     p.add_argument("--no-http", action="store_true")
+    p.add_argument("--http-only", action="store_true", help="only the HTTP rows (no in-process, recall or memory)")
+    p.add_argument("--kind", default="transformer", choices=("transformer", "linear"), help="the model served")
+    p.add_argument("--workers", type=int, default=2, help="`mmi serve --workers` of the last HTTP row per setting")
+    p.add_argument("--baseline", type=Path, help="a checkout of today's code (e.g. `git worktree add /tmp/main "
+                                                 "main`): its `mmi serve` measured in the same run, row by row")
     args = p.parse_args(argv)
     import faiss
 
@@ -233,15 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             folder = Path(tmp) / f"bundle-{n}"
-            bundle, queries = make_bundle(Path(tmp) / f"src-{n}", n)
+            bundle, queries = make_bundle(Path(tmp) / f"src-{n}", n, args.kind)
             items = bundle.targets["b"]
             indexes, built = {"exact": ExactRetriever(items)}, {}
             for kind in ("flat", "ivf", "hnsw"):
-                if kind != "hnsw" or n <= args.hnsw_max:
+                if (kind != "hnsw" or n <= args.hnsw_max) and (kind == "flat" or n > 100_000 or not args.http_only):
                     indexes[kind], built[kind] = build(kind, items, bundle)
-            lat += in_process(bundle, indexes, args.requests if n <= 100_000 else args.requests // 5, rng)
-            rec_rows += recall_rows(n, "clustered", items, queries, indexes, args)
-            rec_rows += recall_rows(n, "isotropic", *isotropic(n, items.bias), {}, args)
+            if not args.http_only:
+                lat += in_process(bundle, indexes, args.requests if n <= 100_000 else args.requests // 5, rng)
+                rec_rows += recall_rows(n, "clustered", items, queries, indexes, args)
+                rec_rows += recall_rows(n, "isotropic", *isotropic(n, items.bias), {}, args)
             with build_threads():
                 t = time.perf_counter()
                 bundle.save(folder, indexes=tuple(built))
@@ -253,20 +291,20 @@ def main(argv: list[str] | None = None) -> int:
                         f"{(folder / 'targets' / 'b.safetensors').stat().st_size / 2**20:,.0f}", f"{saved:.1f} (save)"])
             del indexes, bundle
             if not args.no_http:
-                runs = [("flat", 0, 1), ("flat", 0, args.concurrency),
-                        ("flat", 3, args.concurrency) if n <= 100_000 else ("ivf", 0, args.concurrency)]
-                for kind, explain, connections in runs:
-                    http.append(over_http(folder, kind, explain, connections, n, args, rng))
-    print("## In-process: one user, 50-item history, top-10 (ms per request)\n")
-    print(markdown_table(["items", "index", "explain", "requests", "p50 ms", "p99 ms", "speed vs exact (p50)"], lat))
-    print("\n## Recall@10 against exact (500 synthetic queries; clustered as above, and isotropic)\n")
-    print(markdown_table(["items", "vectors", "index", "setting", "recall@10", "ms/query"], rec_rows))
-    print(f"\n## Index memory (file size = in-memory size of the index; built on {os.cpu_count()} threads)\n")
-    print(markdown_table(["items", "index", "MiB", "build s"], mem))
+                http += http_rows(folder, n, args, rng, Path(tmp))
+    if not args.http_only:
+        print("## In-process: one user, 50-item history, top-10 (ms per request)\n")
+        print(markdown_table(["items", "index", "explain", "requests", "p50 ms", "p99 ms", "speed vs exact (p50)"], lat))
+        print("\n## Recall@10 against exact (500 synthetic queries; clustered as above, and isotropic)\n")
+        print(markdown_table(["items", "vectors", "index", "setting", "recall@10", "ms/query"], rec_rows))
+        print(f"\n## Index memory (file size = in-memory size of the index; built on {os.cpu_count()} threads)\n")
+        print(markdown_table(["items", "index", "MiB", "build s"], mem))
     if http:
-        print(f"\n## HTTP on 127.0.0.1: {args.seconds:.0f} s per row (client and server on this machine)\n")
-        print(markdown_table(["items", "index", "explain", "connections", "requests", "req/s", "p50 ms", "p99 ms",
-                              "errors", "server RSS MiB", "startup s"], http))
+        print(f"\n## HTTP on 127.0.0.1: {args.kind} model, {args.seconds:.0f} s per row after 2 s of warm-up "
+              f"(client and server on this machine's {os.cpu_count()} cores)\n")
+        print(markdown_table(["code", "items", "index", "explain", "workers", "connections", "requests", "req/s",
+                              "p50 ms", "p99 ms", "errors", "server CPU ms/req", "client CPU ms/req",
+                              "server RSS MiB (start -> end)", "server PSS MiB", "startup s"], http))
     print(f"\ncommand: PYTHONPATH=. python benchmarks/bench_serving.py {' '.join(argv or sys.argv[1:])}; "
           f"{time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
     return 0

@@ -84,10 +84,12 @@ class LinearFusion(Fusion):
                 rooted += (self.items.ids[name].weight[idx] * use[..., None]).sum(1)
                 has_any |= use
             table = self.items.tables[name] if name in self.items.tables else None
+            if table is not None:  # each distinct item projected once (explanations repeat each L-1 times)
+                distinct, where = torch.unique(idx, return_inverse=True)
             for m in table.modalities if table is not None else []:
                 use = sel & table.has(m)[idx]
                 s, c = dense[m]
-                s += (self.items.proj[m](table.x(m)[idx]) * use[..., None]).sum(1)
+                s += (self.items.proj[m](table.x(m)[distinct])[where] * use[..., None]).sum(1)
                 c += use.sum(1)
                 has_any |= use
             kept += has_any.sum(1)

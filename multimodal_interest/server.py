@@ -24,9 +24,12 @@ escape can carry but UTF-8 cannot, is shown backslash-escaped), so no request bo
 error handler itself fail. A request the model cannot serve
 (:class:`~multimodal_interest.recommend.RequestError`: unknown platform, items or user; an
 :class:`~multimodal_interest.interest.InterestDocumentError`) gets 422 with the reason in
-``detail``; any other error is a bug, and a 500. A body that is not JSON gets 422 (400 when
-Python's JSON parser gives up on it: nested too deep, an integer of over 4300 digits); a
-body over ``max_body_bytes`` gets 413 before it is parsed. Nothing in a request names a
+``detail``; any other error is a bug, and a 500. A body not labelled JSON (form, multipart,
+plain text, none) gets 415; a body that is not JSON gets 422 (400 when Python's JSON parser
+gives up on it: nested too deep, an integer of over 4300 digits); a body over
+``max_body_bytes`` gets 413 before it is parsed, one slower than ``body_timeout`` 408. A 4xx
+quotes at most :data:`MAX_QUOTE` characters of any request value and lists at most
+:data:`MAX_ERRORS` errors. Nothing in a request names a
 file: the model, the index and the user table are loaded once, read-only, before the app
 starts. ``mmi serve`` binds 127.0.0.1 unless told otherwise.
 """
@@ -34,21 +37,21 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import os
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
 import faiss
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
+import orjson
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal_interest.interest import InterestDocumentError
 from multimodal_interest.recommend import Recommendation, Recommender, RequestError
@@ -59,7 +62,11 @@ MAX_HISTORY = 1000  # items per request; the model uses the most recent max_len 
 MAX_ID_LENGTH = 256
 MAX_EXPLAIN = 10
 MAX_BODY_BYTES = 1 << 20
+BODY_TIMEOUT = 10.0  # seconds a request body may take to arrive, from its headers
 MAX_QUERY = 100  # characters of a title search
+MAX_ERRORS = 10  # errors a 422 lists (the first ones)
+MAX_QUOTE = 200  # characters of the request a 4xx quotes back, per quoted value
+MAX_DETAIL = 2000  # characters of a refusal's reason
 MAX_RESULTS = 50  # items a title search answers with
 DOCS_ASSETS = "/static/docs"  # where the documentation pages' scripts, styles and icon are served
 WEB_ASSETS = "/static/web"  # the try-it page's script, style and icon
@@ -135,21 +142,29 @@ class MapPoint(BaseModel):
     items: int = Field(description="history items the interest vector was made of (0: an empty history)")
 
 
+class JSONBytes(JSONResponse):
+    """A JSON answer written by orjson straight from dataclasses, dicts and lists: the
+    answers the service computes are sent as they are, not validated again against their
+    ``response_model`` (which documents them in OpenAPI)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
-               concurrency: int | None = None) -> FastAPI:
-    """The app; ``concurrency`` requests are computed at once (default: the CPU count), in
-    uvicorn's thread pool, each on one thread; the others wait their turn."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        anyio.to_thread.current_default_thread_limiter().total_tokens = concurrency or os.cpu_count() or 1
-        yield
-
-    app = FastAPI(title="multimodal-interest", version="1", lifespan=lifespan,
+               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+    """The app. Every route is a coroutine that computes on the event loop's own thread, one
+    request at a time, with no hop to a thread pool (a request costs about a millisecond:
+    handing it to a thread and back cost more); a process serves one core's worth, and
+    ``mmi serve --workers N`` runs N processes on one listening socket. A body must arrive
+    whole within ``body_timeout`` seconds of its headers (else 408) and be at most
+    ``max_body_bytes`` (else 413)."""
+    app = FastAPI(title="multimodal-interest", version="1",
                   description="Cross-platform recommendations from a person's history on other platforms.",
                   docs_url=None, redoc_url=None)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(StarletteHTTPException, refused)
     add_offline_docs(app)
     add_page(app)
     bundle = recommender.bundle
@@ -163,15 +178,15 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
             raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
 
     @app.get("/health")
-    def health() -> dict[str, str]:
+    async def health() -> dict[str, str]:
         return {"status": "ok", "model": recommender.fingerprint}
 
     @app.get("/platforms")
-    def platforms() -> dict[str, Any]:
+    async def platforms() -> dict[str, Any]:
         return recommender.describe()
 
-    @app.post("/recommend", response_model=TitledRecommendation)
-    def recommend(body: RecommendRequest) -> TitledRecommendation:
+    @app.post("/recommend", response_model=TitledRecommendation, dependencies=[JSON_BODY])
+    async def recommend(body: RecommendRequest) -> Response:
         r = serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
                   source=body.source, user_id=body.user_id, interest=body.interest,
                   exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
@@ -180,10 +195,10 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         shown: dict[str, dict[str, str]] = {}
         for p, i in sorted(named):
             shown.setdefault(p, {})[i] = titles.title(p, i)
-        return TitledRecommendation(**vars(r), titles=shown)
+        return JSONBytes(TitledRecommendation(**vars(r), titles=shown))
 
     @app.get("/items/search", response_model=SearchAnswer)
-    def search(platform: Annotated[str, Query(min_length=1, max_length=64)],
+    async def search(platform: Annotated[str, Query(min_length=1, max_length=64)],
                q: Annotated[str, Query(min_length=1, max_length=MAX_QUERY, description="words of the title")],
                k: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 10) -> SearchAnswer:
         if platform not in bundle.item_ids:
@@ -194,28 +209,28 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
                             items=[SearchHit(item_id=i, title=t) for i, t in hits])
 
     @app.get("/map", response_model=MapAnswer)
-    def user_map() -> MapAnswer:
+    async def user_map() -> MapAnswer:
         m = _map()
         return MapAnswer(source=m.source, users=len(m.points), explained_variance=m.explained.tolist(),
                          points=np.round(m.points.astype(np.float64), 4).tolist())
 
-    @app.post("/users/map", response_model=MapPoint)
-    def locate(body: Person) -> MapPoint:
+    @app.post("/users/map", response_model=MapPoint, dependencies=[JSON_BODY])
+    async def locate(body: Person) -> Response:
         m = _map()
         doc = serve(recommender.export_interest, body.pairs(), source=body.source,
                     user_id=body.user_id, skip_unknown=body.skip_unknown)
-        return MapPoint(point=m.project(np.array(doc["vector"], dtype=np.float32)).tolist(),
-                        items=doc["history"]["items"])
+        return JSONBytes(MapPoint(point=m.project(np.array(doc["vector"], dtype=np.float32)).tolist(),
+                                  items=doc["history"]["items"]).model_dump())
 
     def _map():
         if bundle.user_map is None:
             raise HTTPException(404, NO_MAP)
         return bundle.user_map
 
-    @app.post("/users/embed")
-    def embed(body: Person) -> dict[str, Any]:
-        return serve(recommender.export_interest, body.pairs(), source=body.source,
-                     user_id=body.user_id, skip_unknown=body.skip_unknown)
+    @app.post("/users/embed", response_model=dict[str, Any], dependencies=[JSON_BODY])
+    async def embed(body: Person) -> Response:
+        return JSONBytes(serve(recommender.export_interest, body.pairs(), source=body.source,
+                               user_id=body.user_id, skip_unknown=body.skip_unknown))
 
     return app
 
@@ -261,9 +276,32 @@ def _docs_asset_folder() -> str:
     return str(importlib.resources.files("fastapi_offline") / "static")
 
 
+async def json_body(request: Request) -> None:
+    """A route's dependency: its body must be labelled JSON (``application/json``, or any
+    ``application/*+json``), else 415. Form, multipart and plain-text bodies (which any web
+    page can send without a CORS preflight), a missing label and a mislabelled body alike."""
+    label = request.headers.get("content-type", "")
+    kind = label.split(";", 1)[0].strip().lower()
+    if kind != "application/json" and not (kind.startswith("application/") and kind.endswith("+json")):
+        raise HTTPException(415, f"the body must be JSON, sent with Content-Type: application/json "
+                                 f"(got {_cut(label) if label else 'no Content-Type'})")
+
+
+JSON_BODY = Depends(json_body)
+
+
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 answer to a request pydantic refuses, as strict JSON (see :func:`_strict`)."""
-    return JSONResponse({"detail": [_strict(e) for e in exc.errors()]}, status_code=422)
+    """FastAPI's 422 answer to a request pydantic refuses, as strict JSON (see :func:`_strict`),
+    bounded: the first :data:`MAX_ERRORS` errors, each quoting at most :data:`MAX_QUOTE`
+    characters of the request."""
+    return JSONResponse({"detail": [_strict(e) for e in exc.errors()[:MAX_ERRORS]]}, status_code=422)
+
+
+async def refused(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Every other 4xx (and FastAPI's 400 for a body its JSON parser gives up on) as
+    ``{"detail": reason}``, the reason cut to :data:`MAX_DETAIL` characters."""
+    detail = _cut(exc.detail, MAX_DETAIL) if isinstance(exc.detail, str) else exc.detail
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 _UNQUOTABLE = object()
@@ -271,27 +309,43 @@ _UNQUOTABLE = object()
 
 def _strict(error: dict[str, Any]) -> dict[str, Any]:
     """A pydantic error as strict UTF-8 JSON: lone surrogates in any string (field names in
-    ``loc``, the quoted ``input``) backslash-escaped, and without the request's ``input`` if
-    it still cannot be written: it holds NaN or an infinity (Python's JSON reads them, strict
-    JSON has no such numbers) or is nested too deep to write."""
+    ``loc``, the quoted ``input``) backslash-escaped, every string cut to :data:`MAX_QUOTE`
+    characters, the ``input`` over that written out as JSON and cut (a string), and without
+    the ``input`` if it still cannot be written: it holds NaN or an infinity (Python's JSON
+    reads them, strict JSON has no such numbers) or is nested too deep to write."""
     out = {}
     for key, value in error.items():
-        value = _quotable(value) if key == "input" else _utf8_safe(jsonable_encoder(value))
+        value = _quotable(value) if key == "input" else _cut(_utf8_safe(jsonable_encoder(value)))
         if value is not _UNQUOTABLE:
             out[key] = value
     return out
 
 
 def _quotable(value: Any) -> Any:
-    """``value`` (a parsed JSON value) as the answer can quote it, or ``_UNQUOTABLE``."""
+    """``value`` (a parsed JSON value, or the bytes of a body that is not JSON) as the answer
+    can quote it, or ``_UNQUOTABLE``."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value[:MAX_QUOTE]).decode("utf-8", "backslashreplace")
     for candidate in (lambda: value, lambda: _utf8_safe(value)):
         try:
             shown = candidate()
-            json.dumps(shown, allow_nan=False, ensure_ascii=False).encode("utf-8")
-            return shown
-        except (ValueError, RecursionError):  # NaN, a lone surrogate, too deep
+            text = json.dumps(shown, allow_nan=False, ensure_ascii=False)
+            text.encode("utf-8")
+            return shown if len(text) <= MAX_QUOTE else _cut(text)
+        except (ValueError, TypeError, RecursionError):  # NaN, a lone surrogate, too deep, not JSON
             continue
     return _UNQUOTABLE
+
+
+def _cut(value: Any, limit: int = MAX_QUOTE) -> Any:
+    """``value`` with every string over ``limit`` characters cut, saying how long it was."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}... ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {_cut(k, limit): _cut(v, limit) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_cut(v, limit) for v in value]
+    return value
 
 
 def _utf8_safe(value: Any) -> Any:
@@ -311,27 +365,33 @@ def _utf8_safe(value: Any) -> Any:
 
 
 class BodyLimit:
-    """ASGI middleware: answer 413 to a request body over ``max_bytes`` (declared or sent)
-    before anything parses it; the body, once read whole, is passed on."""
+    """ASGI middleware: read a request's whole body before anything parses it, and answer 413
+    to one over ``max_bytes`` (declared or sent), 408 to one that takes over ``timeout``
+    seconds to arrive (a client trickling a byte at a time holds no connection for long);
+    the body, once read whole, is passed on."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await self._too_large(scope, receive, send)
+            return await self._refuse(413, f"request body over {self.max_bytes} bytes", scope, receive, send)
         body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                return await self._too_large(scope, receive, send)
+        with anyio.move_on_after(self.timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > self.max_bytes:
+                    return await self._refuse(413, f"request body over {self.max_bytes} bytes", scope, receive, send)
+        if more:
+            return await self._refuse(408, f"request body not received within {self.timeout:g} s",
+                                      scope, receive, send)
         sent = False
 
         async def replay():
@@ -343,6 +403,7 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope, receive, send) -> None:
-        response = JSONResponse({"detail": f"request body over {self.max_bytes} bytes"}, status_code=413)
-        await response(scope, receive, send)
+    @staticmethod
+    async def _refuse(status: int, reason: str, scope, receive, send) -> None:
+        """Answer and close the connection: the rest of the body is never read."""
+        await JSONResponse({"detail": reason}, status_code=status, headers={"connection": "close"})(scope, receive, send)

@@ -109,9 +109,14 @@ def encode(body) -> bytes:
 def check(r, body) -> None:
     assert r.status_code < 500, (r.status_code, r.text[:300], encode(body)[:300])
     event(f"status {r.status_code}")  # --hypothesis-show-statistics: how many got how far
-    answer = json.loads(r.content.decode("utf-8"),  # strict UTF-8 JSON, no NaN
-                        parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+    strict_json(r)
+
+
+def strict_json(r) -> dict:
+    """The answer's body: a JSON object in strict UTF-8 JSON (no NaN)."""
+    answer = json.loads(r.content.decode("utf-8"), parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
     assert isinstance(answer, dict)
+    return answer
 
 
 # ------------------------------------------------------------------ properties
@@ -208,3 +213,102 @@ def test_a_deeply_nested_body_is_refused_not_a_500(served, depth):
     for path in ("/recommend", "/users/embed"):
         r = client.post(path, content=deep(depth, "list"), headers={"content-type": "application/json"})
         assert r.status_code in (400, 422), r.text[:200]
+
+
+BODY_ROUTES = ["/recommend", "/users/embed", "/users/map"]
+GOOD = b'{"platform": "b", "source": "a", "history": ["a3"]}'
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+@pytest.mark.parametrize("label, body", [
+    ("application/x-www-form-urlencoded", GOOD),  # curl -d's default
+    ("application/x-www-form-urlencoded", b"platform=b&source=a&history=a3"),
+    ("text/plain", GOOD),  # what a web page on any site may send without a CORS preflight
+    ("text/plain;charset=UTF-8", GOOD),
+    ("multipart/form-data; boundary=x", b'--x\r\ncontent-disposition: form-data; name="platform"\r\n\r\nb\r\n--x--\r\n'),
+    (None, GOOD),
+    ("image/png", GOOD),  # a JSON body labelled as something else
+    ("application/octet-stream", b"\x89PNG\r\n\x1a\n\x00\xff"),
+])
+def test_a_body_not_labelled_json_is_a_415(served, path, label, body):
+    client, _ = served
+    r = client.post(path, content=body, headers={"content-type": label} if label else {})
+    assert r.status_code == 415, r.text[:300]
+    assert "application/json" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("label", ["application/json", "application/json; charset=utf-8", "Application/JSON",
+                                   "application/merge-patch+json"])
+def test_a_body_labelled_json_is_served(served, label):
+    client, _ = served
+    r = client.post("/users/embed", content=b'{"source": "a", "history": ["a3"]}', headers={"content-type": label})
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_a_form_body_labelled_json_is_a_422(served):
+    client, _ = served
+    r = client.post("/recommend", content=b"platform=b&source=a", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/recommend", {"platform": "b", "source": "a", "history": ["a3"] * 100_000}),  # too long: quoted cut
+    ("/users/embed", {"source": "a", "history": [[i] for i in range(50_000)]}),  # 100,000 wrong items
+    ("/recommend", {"platform": "b" * 100_000, "source": "a", "history": ["a3"]}),
+    ("/users/embed", {"source": "a", "history": ["a3"], "x" * 200_000: 1}),  # a long unknown field name
+    ("/recommend", {"platform": "b", "interest": {"vector": "v" * 300_000}}),
+])
+def test_a_4xx_quotes_a_bounded_excerpt_of_the_request(served, path, body):
+    """However large the request (up to the body limit), its error answer stays small."""
+    client, _ = served
+    r = client.post(path, json=body)
+    assert 400 <= r.status_code < 500, r.text[:300]
+    assert len(r.content) < 8_000, (len(r.content), r.text[:300])
+    strict_json(r)
+
+
+LABELS = st.one_of(st.sampled_from([
+    None, "application/json", "application/json; charset=utf-8", "application/json; charset=latin-1",
+    "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "multipart/form-data",
+    "text/plain", "text/plain;charset=UTF-8", "image/png", "application/octet-stream", "application/xml",
+    "application/problem+json", "application/jsonx", "json", "", ";", "application/json;;;", "*/*"]),
+    st.text(st.characters(codec="latin-1"), max_size=40))  # any header value HTTP can carry
+
+
+def form(body) -> bytes:
+    """``body`` as a form would send it (fields url-encoded; nested values as JSON)."""
+    from urllib.parse import urlencode
+
+    if isinstance(body, bytes):
+        return body
+    fields = body if isinstance(body, dict) else {"body": body}
+    return urlencode({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()},
+                     encoding="utf-8", errors="surrogatepass").encode()
+
+
+def multipart(body) -> bytes:
+    return (b'--x\r\ncontent-disposition: form-data; name="body"\r\ncontent-type: application/json\r\n\r\n'
+            + encode(body) + b"\r\n--x--\r\n")
+
+
+@FUZZ
+@given(path=st.one_of(st.sampled_from(BODY_ROUTES), st.sampled_from(BODY_ROUTES), st.sampled_from(BODY_ROUTES),
+                     st.sampled_from(["/health", "/platforms", "/map", "/items/search", "/nowhere"])),
+       method=st.sampled_from(["POST"] * 6 + ["GET", "PUT"]),
+       label=st.one_of(st.just("application/json"), LABELS),
+       body=st.one_of(near_valid(OPTIONS, platform=PLATFORM), near_valid({"skip_unknown": st.booleans()}), JSON, RAW),
+       shape=st.sampled_from([encode, encode, form, multipart]))
+def test_any_content_type_on_any_route_is_answered_below_500_in_json(served, path, method, label, body, shape):
+    """Every route, every Content-Type (form, text, multipart, none, and lies: JSON labelled
+    image/png, a form labelled application/json): below 500, and every error in JSON."""
+    client, _ = served
+    content = shape(body)
+    headers = {"content-type": label.encode("latin-1")} if label is not None else {}
+    r = client.request(method, path, content=content, headers=headers)
+    assert r.status_code < 500, (method, path, label, r.status_code, r.text[:300], content[:200])
+    event(f"status {r.status_code} {method} {path}")
+    if r.status_code >= 400 or path in BODY_ROUTES:
+        strict_json(r)
+    if path in BODY_ROUTES and method == "POST" and r.status_code < 415:
+        kind = (label or "").split(";")[0].strip().lower()
+        assert kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")), label

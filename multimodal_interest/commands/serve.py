@@ -2,8 +2,9 @@
 default; OpenAPI docs at ``/docs``. See ``docs/serving.md``.
 
 Each request is computed on one thread (torch and FAISS run single-threaded: on a busy
-machine their thread pools wait on each other far longer than one query takes), and
-``--concurrency`` requests are computed at once."""
+machine their thread pools wait on each other far longer than one query takes), one at a
+time per process; ``--workers N`` forks N processes after loading the bundle once (they share
+its memory and one listening socket): one per core serves the most."""
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,19 @@ def build_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger requests get 413")
-    p.add_argument("--concurrency", type=int, default=None,
-                   help="requests computed at once (default: the number of CPUs)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving at once, forked after the bundle is loaded (default 1; "
+                        "one per core serves the most)")
 
 
 def run(args: argparse.Namespace) -> int:
+    import faiss
     import torch
-    import uvicorn
 
-    torch.set_num_threads(1)  # one thread per request (the server sets FAISS's per thread)
+    from multimodal_interest.serve_workers import serve
+
+    torch.set_num_threads(1)  # one thread per request, in the parent before any fork
+    faiss.omp_set_num_threads(1)
     dataset = CrossPlatformDataset.load(resolve(args.dataset)) if args.dataset else None
-    app = create_app(Recommender.load(args.model, args.index, dataset), args.max_body_bytes, args.concurrency)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.progress else "info")
-    return 0
+    app = create_app(Recommender.load(args.model, args.index, dataset), args.max_body_bytes)
+    return serve(app, args.host, args.port, args.workers, log_level="warning" if not args.progress else "info")
