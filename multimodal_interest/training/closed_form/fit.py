@@ -216,14 +216,21 @@ def target_content(task: ColdStartTask, features: ItemFeatures, feat: Featurizer
     def ndcg_of(truth: sp.csr_matrix):
         return lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), truth, valid_seen)
 
-    score_cold = None
+    scores_cold = None
     cold = task.valid_cold_items
     if cold is not None and len(cold):
         among = sp.csr_matrix(valid_truth[:, cold])  # [V, C] the hidden cold items, ranked among the cold
         if among.nnz:
-            def score_cold(vectors: np.ndarray) -> np.ndarray:
+            mask = np.zeros(valid_truth.shape[1])
+            mask[cold] = 1.0
+            over_all = sp.csr_matrix(valid_truth.multiply(mask[None, :]))  # [V, N_t] the same, in the catalog
+            over_all.eliminate_zeros()
+
+            def among_cold(vectors: np.ndarray) -> np.ndarray:
                 return ndcg10(torch.from_numpy(u_valid @ vectors[cold].T), among)
-    return choose(TargetContent(task, features, feat.vectorizer), v, counts, ndcg_of(valid_truth), score_cold, base)
+
+            scores_cold = (among_cold, ndcg_of(over_all))
+    return choose(TargetContent(task, features, feat.vectorizer), v, counts, ndcg_of(valid_truth), scores_cold, base)
 
 
 def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir,

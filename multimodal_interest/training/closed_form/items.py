@@ -9,11 +9,7 @@ vectors over the touched items (Gantner et al., ICDM 2010),
 ``n_j`` the fit rows that hold it: an item nobody touched (``n_j = 0``) is scored by its content
 alone, and ``kappa = 0`` keeps every touched item's learned vector as it is. The ridge map
 shrinks (and an untouched item has no popularity to show), so ``c_j M`` is scaled by ``rho``.
-Which blocks, ``mu``, ``rho`` and ``kappa`` are chosen on the validation users (:func:`choose`):
-the blocks and ``mu`` by how their hidden *cold* items rank among the cold items (when the task
-has validation cold items: the content map's own quality, whatever its scale), ``rho`` and
-``kappa`` on every hidden item; the content path is kept only when it beats the learned vectors
-alone there.
+Which blocks, ``mu``, ``rho`` and ``kappa`` are chosen on the validation users (:func:`choose`).
 """
 from __future__ import annotations
 
@@ -27,14 +23,14 @@ import scipy.sparse as sp
 
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.closed_form.features import TOKENS, whitening
-from multimodal_interest.training.closed_form.search import Trial
+from multimodal_interest.training.closed_form.search import MIN_GAIN, STEP_SE, Trial
 from multimodal_interest.training.features import ItemFeatures
 
 log = logging.getLogger("multimodal_interest.training.closed_form")
 
 LSA_DIMS = 256  # the tokens' content dimensions
 MUS = (0.01, 0.1, 1.0)  # the map's ridge, times the mean diagonal of C^T C
-SCALES = (0.5, 0.7, 1.0, 1.4, 2.0)  # the content vectors' length, times the map's (a ridge map shrinks them)
+SCALES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # the content vectors' length, times the map's (a ridge map shrinks them)
 KAPPAS = (0.0, 1.0, 4.0)  # the learned vector's shrinkage towards the content one: s = n / (n + kappa)
 
 
@@ -115,13 +111,25 @@ class ContentChoice:
     info: dict  # blocks, mu, kappa (or "off") and the validation figures behind them
 
 
-def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray,
-           score: Callable[[np.ndarray], np.ndarray], score_cold: Callable[[np.ndarray], np.ndarray] | None,
+def not_worse(trial: Trial, base: Trial) -> bool:
+    """``trial`` loses no more to ``base`` than noise: the mean paired per-user difference is
+    above minus :data:`~.search.STEP_SE` standard errors (and :data:`~.search.MIN_GAIN`)."""
+    d = trial.users - base.users
+    return float(d.mean()) >= -max(MIN_GAIN, STEP_SE * float(d.std(ddof=1)) / np.sqrt(len(d)))
+
+
+def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray, score: Callable[[np.ndarray], np.ndarray],
+           cold: tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]] | None,
            base: Trial) -> tuple[ContentChoice, list[Trial]]:
     """The item vectors to keep: ``v`` as learned, or blended with a content map (see the module
-    docstring). ``score(V')``/``score_cold(V')``: the validation users' NDCG@10 ``[V]`` on all
-    their hidden items / on the hidden cold ones (None: the task has no validation cold items);
-    ``score_cold`` ranks the cold items among themselves; ``base`` the trial of ``v`` itself."""
+    docstring). ``score(V')``: the validation users' NDCG@10 ``[V]`` on all their hidden items;
+    ``cold`` (None: the task has no validation cold items): the same on their hidden cold items
+    ranked among the cold items, and ranked over the whole catalog; ``base`` the trial of ``v``.
+
+    With cold items, the blocks and ``mu`` are those that rank the cold items best among
+    themselves, and ``(rho, kappa)`` those that rank them best over the whole catalog without
+    losing more than noise on every hidden item (:func:`not_worse`); without, ``(rho, kappa)``
+    must beat ``v`` on every hidden item (:meth:`~.search.Trial.beats`)."""
     touched = counts > 0
     if not content.blocks or touched.all() or touched.sum() < 2:
         return ContentChoice(v, base, {"content": "off", "why": "no content" if not content.blocks
@@ -129,30 +137,42 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray,
     names = sorted(content.blocks)
     subsets = [s for r in range(1, len(names) + 1) for s in itertools.combinations(names, r)]
     trials: list[Trial] = []
-    best = None
-    if score_cold is not None:  # the blocks and mu: the cold items among themselves
-        for blocks, mu in itertools.product(subsets, MUS):
-            cold = float(np.nanmean(score_cold(content.mapped(v, touched, blocks, mu))))
+    info: dict = {"untouched_items": int((~touched).sum())}
+    blocks, mu = tuple(names), MUS[1]
+    if cold is not None:  # the blocks and mu: the cold items among themselves
+        among, over_all = cold
+        best = None
+        for b, m in itertools.product(subsets, MUS):
+            value = float(np.nanmean(among(content.mapped(v, touched, b, m))))
             log.info("closed form: content map %s, mu %g: validation NDCG@10 among the cold items %.4f",
-                     "+".join(blocks), mu, cold)
-            if best is None or cold > best[2]:
-                best = (blocks, mu, cold)
-    blocks, mu = best[:2] if best else (tuple(names), MUS[1])
+                     "+".join(b), m, value)
+            if best is None or value > best[2]:
+                best = (b, m, value)
+        blocks, mu = best[:2]
+        info["cold_among_cold_valid_ndcg10"] = round(best[2], 6)
+        base_cold = float(np.nanmean(over_all(v)))
     mapped = content.mapped(v, touched, blocks, mu)
-    chosen, chosen_v, setting = base, v, None
+    chosen, chosen_v, setting, chosen_cold = base, v, None, None
     for rho, kappa in itertools.product(SCALES, KAPPAS):
         vk = blend(v, rho * mapped, counts, kappa)
         t = Trial(base.lam, {**base.weights, **{f"content_{b}": 1.0 for b in blocks}}, score(vk), rank=base.rank,
                   path=f"content mu={mu:g} rho={rho:g} kappa={kappa:g}")
-        log.info("closed form: %s: validation NDCG@10 %.4f", t.path, t.valid_ndcg10)
         trials.append(t)
-        if t.beats(chosen):
-            chosen, chosen_v, setting = t, vk, (rho, kappa)
+        if cold is None:
+            log.info("closed form: %s: validation NDCG@10 %.4f", t.path, t.valid_ndcg10)
+            if t.beats(chosen):
+                chosen, chosen_v, setting = t, vk, (rho, kappa)
+            continue
+        value = float(np.nanmean(cold[1](vk)))
+        log.info("closed form: %s: validation NDCG@10 %.4f, on the cold items over the catalog %.4f",
+                 t.path, t.valid_ndcg10, value)
+        if value > max(base_cold, chosen_cold or base_cold) + MIN_GAIN and not_worse(t, base):
+            chosen, chosen_v, setting, chosen_cold = t, vk, (rho, kappa), value
+    info.update(blocks=list(blocks), mu=mu)
     if setting is None:
-        return ContentChoice(v, base, {"content": "off", "why": "the content path did not beat the learned vectors",
-                                       "blocks": list(blocks), "mu": mu}), trials
-    info = {"content": "on", "blocks": list(blocks), "mu": mu, "rho": setting[0], "kappa": setting[1],
-            "untouched_items": int((~touched).sum())}
-    if best:
-        info["cold_among_cold_valid_ndcg10"] = round(best[2], 6)
+        return ContentChoice(v, base, {"content": "off", "why": "the content path did not pay on validation",
+                                       **info}), trials
+    info.update(content="on", rho=setting[0], kappa=setting[1])
+    if chosen_cold is not None:
+        info["cold_valid_ndcg10"] = round(chosen_cold, 6)
     return ContentChoice(chosen_v, chosen, info), trials
