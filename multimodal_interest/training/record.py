@@ -100,10 +100,11 @@ _ABSENT = object()
 
 
 def _flat(record: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint recorded before the linear model existed trained a transformer."""
+    """A checkpoint recorded before the linear model existed trained a transformer; a setting
+    added since it was recorded had its default (as a run folder's config reads)."""
     return {**record.get("task", {}),
             **{f"{m} encoder": fp for m, fp in record.get("encoders", {}).items()},
-            "kind": "transformer", **record.get("config", {})}
+            **TrainConfig().flat(), "kind": "transformer", **record.get("config", {})}
 
 
 def _show(d: dict[str, Any], key: str) -> str:
