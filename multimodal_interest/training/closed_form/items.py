@@ -127,9 +127,9 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray, score: Cal
     ranked among the cold items, and ranked over the whole catalog; ``base`` the trial of ``v``.
 
     With cold items, the blocks and ``mu`` are those that rank the cold items best among
-    themselves, and ``(rho, kappa)`` those that rank them best over the whole catalog without
-    losing more than noise on every hidden item (:func:`not_worse`); without, ``(rho, kappa)``
-    must beat ``v`` on every hidden item (:meth:`~.search.Trial.beats`)."""
+    themselves, and ``(rho, kappa)`` those that rank them best over the whole catalog (then
+    among themselves) without losing more than noise on every hidden item (:func:`not_worse`);
+    without, ``(rho, kappa)`` must beat ``v`` on every hidden item (:meth:`~.search.Trial.beats`)."""
     touched = counts > 0
     if not content.blocks or touched.all() or touched.sum() < 2:
         return ContentChoice(v, base, {"content": "off", "why": "no content" if not content.blocks
@@ -152,7 +152,8 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray, score: Cal
         info["cold_among_cold_valid_ndcg10"] = round(best[2], 6)
         base_cold = float(np.nanmean(over_all(v)))
     mapped = content.mapped(v, touched, blocks, mu)
-    chosen, chosen_v, setting, chosen_cold = base, v, None, None
+    chosen, chosen_v, setting, chosen_key = base, v, None, None
+    base_key = (round(base_cold, 4), float(np.nanmean(among(v)))) if cold is not None else None
     for rho, kappa in itertools.product(SCALES, KAPPAS):
         vk = blend(v, rho * mapped, counts, kappa)
         t = Trial(base.lam, {**base.weights, **{f"content_{b}": 1.0 for b in blocks}}, score(vk), rank=base.rank,
@@ -163,16 +164,20 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray, score: Cal
             if t.beats(chosen):
                 chosen, chosen_v, setting = t, vk, (rho, kappa)
             continue
-        value = float(np.nanmean(cold[1](vk)))
-        log.info("closed form: %s: validation NDCG@10 %.4f, on the cold items over the catalog %.4f",
-                 t.path, t.valid_ndcg10, value)
-        if value > max(base_cold, chosen_cold or base_cold) + MIN_GAIN and not_worse(t, base):
-            chosen, chosen_v, setting, chosen_cold = t, vk, (rho, kappa), value
+        # the cold items over the whole catalog first, then among themselves (where the learned
+        # vectors leave them tied at 0): a smaller scale that ranks them no worse is kept
+        key = (round(float(np.nanmean(cold[1](vk))), 4), float(np.nanmean(among(vk))))
+        log.info("closed form: %s: validation NDCG@10 %.4f, on the cold items over the catalog %.4f, "
+                 "among themselves %.4f", t.path, t.valid_ndcg10, *key)
+        gains = key[0] > base_key[0] + MIN_GAIN or (key[0] >= base_key[0] and key[1] > base_key[1] + MIN_GAIN)
+        if gains and not_worse(t, base) and (chosen_key is None or key[0] > chosen_key[0]
+                                             or (key[0] == chosen_key[0] and key[1] > chosen_key[1] + MIN_GAIN)):
+            chosen, chosen_v, setting, chosen_key = t, vk, (rho, kappa), key
     info.update(blocks=list(blocks), mu=mu)
     if setting is None:
         return ContentChoice(v, base, {"content": "off", "why": "the content path did not pay on validation",
                                        **info}), trials
     info.update(content="on", rho=setting[0], kappa=setting[1])
-    if chosen_cold is not None:
-        info["cold_valid_ndcg10"] = round(chosen_cold, 6)
+    if chosen_key is not None:
+        info["cold_valid_ndcg10"], info["cold_among_cold_chosen_valid_ndcg10"] = chosen_key[0], round(chosen_key[1], 6)
     return ContentChoice(chosen_v, chosen, info), trials
