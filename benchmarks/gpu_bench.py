@@ -61,7 +61,7 @@ def sizes(tiny: bool) -> dict[str, int]:
                     users=300, epochs=2, steps=6, rounds=1, fit_users=2000, fit_items=2000, exact_rows=500,
                     landmarks=128)
     return dict(texts=16384, text_batch=512, llm_texts=4096, llm_batch=128, images=2048,
-                image_batch=128, users=20000, epochs=3, steps=200, rounds=3, fit_users=50000, fit_items=50000,
+                image_batch=128, users=20000, epochs=3, steps=200, rounds=3, fit_users=20000, fit_items=50000,
                 exact_rows=4000, landmarks=1024)
 
 
