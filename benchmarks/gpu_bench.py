@@ -12,6 +12,8 @@ One run writes one Markdown table (``--out``, written to a temporary file and re
 * fusion training (``training.train``, the public API) on the synthetic world of
   ``tests/synthetic.py``: steps/s in fp32 and with ``mixed_precision="bf16"``, and the
   per-epoch training loss of both (they match when no epoch differs by more than 5%);
+* the closed-form fit of the default (linear) model, which runs on the CPU whatever
+  ``--device``: seconds on its approximate path (``benchmarks/bench_fit_scale.py``'s world);
 * the tests marked ``gpu`` (``pytest -m gpu``): how many passed, failed, skipped.
 
 ``--device cpu`` runs it all on the CPU (CUDA hidden); ``--tiny`` shrinks every size so a
@@ -56,9 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def sizes(tiny: bool) -> dict[str, int]:
     if tiny:
         return dict(texts=32, text_batch=16, llm_texts=8, llm_batch=4, images=8, image_batch=4,
-                    users=300, epochs=2, steps=6, rounds=1)
+                    users=300, epochs=2, steps=6, rounds=1, fit_users=2000, fit_items=2000, exact_rows=500,
+                    landmarks=128)
     return dict(texts=16384, text_batch=512, llm_texts=4096, llm_batch=128, images=2048,
-                image_batch=128, users=20000, epochs=3, steps=200, rounds=3)
+                image_batch=128, users=20000, epochs=3, steps=200, rounds=3, fit_users=20000, fit_items=50000,
+                exact_rows=4000, landmarks=1024)
 
 
 def texts(n: int) -> list[str]:
@@ -170,6 +174,26 @@ def bench_training(s: dict[str, int], device: str, work: Path) -> list[str]:
             f"{100 * worst:.1f}%, {verdict}"]
 
 
+def bench_closed_form(s: dict[str, int]) -> list[str]:
+    """The default model's closed-form fit (CPU, numpy and torch) on the ids-only synthetic
+    world of ``benchmarks/bench_fit_scale.py``, on its approximate path (more fit rows than
+    ``exact_rows``)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench_fit_scale import world
+
+    from multimodal_interest.training import TrainConfig
+    from multimodal_interest.training.closed_form import fit_closed_form
+
+    task, features = world(s["fit_users"], max(100, s["fit_users"] // 50), s["fit_items"])
+    config = TrainConfig(exact_rows=s["exact_rows"], landmarks=s["landmarks"])
+    result = fit_closed_form(task, features, config)
+    fit = result.info
+    return ["closed-form fit (CPU, synthetic ids-only world)", f"{result.seconds:.1f} s", "", "",
+            f"{fit['fit_rows']:,} fit rows, {s['fit_items']:,} items per platform, {fit['path']} path, "
+            f"search on {fit['search_rows']:,} rows, {fit.get('landmarks', '-')} landmarks, "
+            f"{os.cpu_count()} cores; validation NDCG@10 {result.valid_ndcg10:.4f}"]
+
+
 def gpu_tests(device: str) -> list[str]:
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     t = time.perf_counter()
@@ -220,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as work:
         rows.append(bench_training(s, args.device, Path(work)))
+    rows.append(bench_closed_form(s))
     if not args.skip_tests:
         rows.append(gpu_tests(args.device))
     command = "bash benchmarks/gpu.sh " + " ".join(argv if argv is not None else sys.argv[1:])

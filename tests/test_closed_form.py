@@ -2,18 +2,27 @@
 saved model scores as the fit does."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from fusion import InterestModel
 from multimodal_interest.evaluate import evaluate
+from multimodal_interest.run import Run
 from multimodal_interest.training import TrainConfig
 from multimodal_interest.training.closed_form import (CONST, IDS, Featurizer, Trial, Validator, bags, block_scales,
                                                       combine, cross_kernels, fit_closed_form, fit_rows, ndcg10,
                                                       optimism)
 from multimodal_interest.training.closed_form.validate import csr_of
 from multimodal_interest.training.scoring import ModelScorer
+from tests.launch import accelerate_launch
 from tests.synthetic import synthetic_task
 
 
@@ -313,3 +322,46 @@ def test_users_on_one_platform_only_shape_the_items_of_their_platform():
         assert only_alone, "the world has items only single-platform users hold"
         assert (np.abs(basis[only_alone]).sum(1) > 0).all()
     assert feat.table_present[sorted(set(train.loc[train["platform"] == alone.source, "item_idx"]))].all()
+
+
+TWO_PROCESS_FIT = textwrap.dedent("""
+    import json, sys
+    import torch
+    sys.path.insert(0, {tests!r})
+    from accelerate import PartialState
+    from synthetic import synthetic_task
+    import multimodal_interest.training.closed_form.fit as closed_form_fit
+    from multimodal_interest.training import TrainConfig, train
+    from multimodal_interest.training.scoring import ModelScorer
+    torch.set_num_threads(1)
+    closed_form_fit.CHUNK_ROWS = 64  # 8 chunks of the 480 fit rows: each process sums its share
+    task, features = synthetic_task(n_users=600, latent=4)
+    result = train(task, features, TrainConfig(exact_rows=200, landmarks=150), sys.argv[1], progress_bar=False)
+    state = PartialState()
+    print(json.dumps({{"process": state.process_index, "processes": state.num_processes,
+                      "valid_ndcg10": result.best_valid_ndcg10, "fit": result.history[-1]["fit"]}}), flush=True)
+    if state.is_main_process:
+        torch.save(ModelScorer(result.model, task)(task.test_users), sys.argv[1] + "/test-scores.pt")
+""")
+
+
+def test_two_processes_share_the_approximate_solve_and_fit_what_one_does(tmp_path):
+    """Launched in two processes, each sums half of the approximate solve's row chunks and the
+    sums are all-reduced: both processes fit the one-process model (validation NDCG@10 and
+    test scores equal up to float error), and the main process writes the run folder."""
+    script = tmp_path / "fit.py"
+    script.write_text(TWO_PROCESS_FIT.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True,
+                         capture_output=True, text=True, timeout=600)
+    two = accelerate_launch(str(script), str(tmp_path / "two"))
+    (alone,) = [json.loads(line) for line in one.stdout.splitlines() if line.startswith("{")]
+    launched = sorted((json.loads(line) for line in two.stdout.splitlines() if line.startswith("{")),
+                      key=lambda r: r["process"])
+    assert alone["processes"] == 1 and [r["process"] for r in launched] == [0, 1]
+    assert alone["fit"]["path"] == "nystrom" and all(r["fit"] == alone["fit"] for r in launched)
+    for r in launched:
+        assert r["valid_ndcg10"] == pytest.approx(alone["valid_ndcg10"], abs=1e-4)
+    a, b = (torch.load(tmp_path / run / "test-scores.pt", weights_only=True) for run in ("one", "two"))
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+    assert Run(tmp_path / "two").log()[-1]["fit"] == alone["fit"]

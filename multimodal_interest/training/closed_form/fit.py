@@ -31,7 +31,8 @@ from multimodal_interest.training.closed_form.items import ContentChoice, Target
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
 from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
-from multimodal_interest.training.closed_form.solve import NystromSums, coefficients, exact_factors, landmark_factors
+from multimodal_interest.training.closed_form.solve import (NystromSums, coefficients, exact_factors, landmark_factors,
+                                                            process_share)
 from multimodal_interest.training.closed_form.validate import Validator, csr_of, ndcg10
 from multimodal_interest.training.closed_form.zero_shot import fit_zero_shot
 from multimodal_interest.training.config import TrainConfig
@@ -185,7 +186,7 @@ def solve_nystrom(feat: Featurizer, every: FitRows, carriers: Rows, valid: Rows,
     kll = combine(cross_kernels(carriers, carriers, scale), best.weights)
 
     def chunks():
-        for lo in range(0, len(every), CHUNK_ROWS):
+        for lo in process_share(range(0, len(every), CHUNK_ROWS)):  # launched: this process's share
             part = every.select(np.arange(lo, min(lo + CHUNK_ROWS, len(every))))
             yield cross_kernels(feat.rows(part.users, part.bags), carriers, scale), part.targets
 
@@ -238,20 +239,30 @@ def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfi
     """``train`` for ``config.model.kind == "linear"``: fit, save the run (config, task, the
     trials in the log, the model), return a TrainResult. The fit takes minutes and has no
     checkpoints: a killed one is re-run whole. A folder holding a run with other settings is
-    refused unless ``resume`` is False (its checkpoints are then deleted)."""
+    refused unless ``resume`` is False (its checkpoints are then deleted). Launched in several
+    processes (``accelerate launch``), they share the approximate solve's sums and only the
+    main process writes the run folder."""
+    from accelerate import PartialState
+
+    from multimodal_interest.parallel import cpu_only
+
+    state = PartialState(cpu=cpu_only())
     run = Run(output_dir)
     if resume and run.config_file.is_file() and run.config(TrainConfig) != config:
         raise ValueError(f"{run.folder} holds a run with other settings; use another output folder, "
                          f"or start it afresh (resume=False)")
-    if not resume:
-        shutil.rmtree(run.checkpoints, ignore_errors=True)
-    run.folder.mkdir(parents=True, exist_ok=True)
-    run.save_config(config)
-    run.save_task(task_identity(task))
+    if state.is_main_process:
+        if not resume:
+            shutil.rmtree(run.checkpoints, ignore_errors=True)
+        run.folder.mkdir(parents=True, exist_ok=True)
+        run.save_config(config)
+        run.save_task(task_identity(task))
     result = fit_closed_form(task, features, config)
     history = [t.row() for t in result.trials]
     history.append({"chosen": result.best.row(), "rank": int(result.model.spaces[task.target].learned.shape[1]),
                     "valid_ndcg10": result.valid_ndcg10, "seconds": round(result.seconds, 2), "fit": result.info})
-    run.save_log(history)
-    run.save_model(result.model)
+    if state.is_main_process:
+        run.save_log(history)
+        run.save_model(result.model)
+    state.wait_for_everyone()
     return TrainResult(result.model, 1, result.valid_ndcg10, 1, result.seconds, result.seconds, history)

@@ -22,6 +22,7 @@ import torch
 from multimodal_interest.training.closed_form.kernels import combine
 
 DENSE_SVD = 1 << 25  # n * N_t at most: the fitted scores are formed and decomposed exactly
+SOLVE_COLUMNS = 4096  # target items solved for at once (float64) in NystromSums.beta
 OVERSAMPLE, POWER_ITERS = 16, 2  # the randomized range finder's extra columns and power iterations
 
 
@@ -67,26 +68,68 @@ def coefficients(chol: torch.Tensor, y: sp.csr_matrix, v: np.ndarray) -> np.ndar
     return torch.cholesky_solve(yv, chol).numpy()
 
 
+def process_share(chunks: range) -> range:
+    """This process's share of ``chunks`` (every ``N``-th from its rank) when ``N`` processes
+    were launched together (``accelerate launch``, torchrun); all of them alone."""
+    state = _processes()
+    return chunks[state.process_index::state.num_processes]
+
+
+def all_summed(*arrays: np.ndarray) -> None:
+    """Each array replaced, in place, by its sum over the launched processes (an all-reduce;
+    every process gets the same sum); nothing to do alone."""
+    state = _processes()
+    if state.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    on_cpu = state.device.type == "cpu"  # gloo reduces the array's own memory; NCCL wants it on the GPU
+    for a in arrays:
+        t = torch.from_numpy(a) if on_cpu else torch.from_numpy(a).to(state.device)
+        dist.all_reduce(t)
+        if not on_cpu:
+            a[...] = t.cpu().numpy()
+
+
+def _processes():
+    """accelerate's ``PartialState``: joins the launched processes in one group (gloo on CPUs)."""
+    from accelerate import PartialState
+
+    from multimodal_interest.parallel import cpu_only
+
+    return PartialState(cpu=cpu_only())
+
+
 class NystromSums:
     """``K_Ln K_nL`` ``[m, m]`` (float64) and ``K_Ln Y`` ``[m, N_t]`` over every fit row, from
-    ``chunks`` of ``(kernels to the landmarks {b: [c, m]}, targets [c, N_t])``."""
+    ``chunks`` of ``(kernels to the landmarks {b: [c, m]}, targets [c, N_t])``. Launched in
+    several processes, each gives its share of the chunks (:func:`process_share`) and the sums
+    are all-reduced: every process holds the sums over every chunk."""
 
     def __init__(self, chunks: Iterator[tuple[dict, sp.csr_matrix]], weights: dict[str, float], m: int, n_t: int):
         self.kk = np.zeros((m, m))
-        self.ky = np.zeros((m, n_t), dtype=np.float32)
-        self.rows = 0
+        ky_t = np.zeros((n_t, m), dtype=np.float32)  # K_nL^T Y, stored [N_t, m]: each chunk adds a row-major product
+        rows = np.zeros(1)
         for kcl, y in chunks:
             k = combine(kcl, weights)  # [c, m]
-            self.kk += k.T.astype(np.float64) @ k
-            self.ky += np.asarray((sp.csr_matrix(y, dtype=np.float32).T @ k).T)
-            self.rows += k.shape[0]
+            k64 = k.astype(np.float64)
+            self.kk += k64.T @ k64  # numpy sees the symmetric product: half the work of a general one
+            ky_t += sp.csr_matrix(sp.csr_matrix(y, dtype=np.float32).T) @ k  # [N_t, m]; a transposed add was 15x slower
+            rows += k.shape[0]
+        all_summed(self.kk, ky_t, rows)
+        self.ky = ky_t.T  # [m, N_t] (a view)
+        self.rows = int(rows[0])
 
     def beta(self, kll: np.ndarray, lam: float) -> np.ndarray:
         """``[m, N_t]`` the landmarks' coefficients at ``lam`` (``kll`` the weighted ``K_LL``)."""
         a = self.kk + lam * kll.astype(np.float64)
         a[np.diag_indices_from(a)] += 1e-6 * max(float(np.trace(a)) / len(a), 1e-12)  # K_LL may be singular
         chol = torch.linalg.cholesky(torch.from_numpy(a))
-        return torch.cholesky_solve(torch.from_numpy(self.ky).double(), chol).float().numpy()
+        out = np.empty(self.ky.shape, dtype=np.float32)
+        for lo in range(0, out.shape[1], SOLVE_COLUMNS):  # float64 a slice at a time, not [m, N_t]
+            part = torch.from_numpy(self.ky[:, lo:lo + SOLVE_COLUMNS]).double()
+            out[:, lo:lo + SOLVE_COLUMNS] = torch.cholesky_solve(part, chol).float().numpy()
+        return out
 
 
 def landmark_factors(kll: np.ndarray, beta: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from multimodal_interest.evaluate import CHUNK_SCORES
 from multimodal_interest.metrics import ndcg_at_k, top_ranks
 from multimodal_interest.training.closed_form.kernels import combine
 from multimodal_interest.training.closed_form.rows import FitRows
@@ -36,10 +37,12 @@ def ndcg10(scores: torch.Tensor, truth: sp.csr_matrix, seen: sp.csr_matrix | Non
     col = np.arange(width)
     mask = col[None, :] < n[:, None]  # [R, G]
     idx = np.where(mask, truth.indptr[:-1, None] + col[None, :], 0)
-    items = np.where(mask, truth.indices[idx] if truth.nnz else 0, 0)
-    ranks = top_ranks(scores, torch.from_numpy(items).long(), torch.from_numpy(mask), 10)
-    n_truth = torch.from_numpy(n)
-    out = ndcg_at_k(ranks, n_truth.clamp(min=1), 10).numpy()
+    items = torch.from_numpy(np.where(mask, truth.indices[idx] if truth.nnz else 0, 0)).long()
+    mask = torch.from_numpy(mask)
+    step = max(1, CHUNK_SCORES // max(scores.shape[1], 1))  # top_ranks copies a row per item in the top 10
+    ranks = torch.cat([top_ranks(scores[lo:lo + step], items[lo:lo + step], mask[lo:lo + step], 10)
+                       for lo in range(0, len(n), step)]) if len(n) else torch.zeros(0, width, dtype=torch.long)
+    out = ndcg_at_k(ranks, torch.from_numpy(n).clamp(min=1), 10).numpy()
     return np.where(n > 0, out, np.nan)
 
 
@@ -92,10 +95,20 @@ class Validator:
         rhs[:, :v] = torch.from_numpy(np.ascontiguousarray(combine(self.kvf, weights).T))
         rhs[torch.from_numpy(self.rows), v + torch.arange(len(self.rows))] = 1.0
         x = torch.cholesky_solve(rhs, chol).numpy()  # [n, V + P]: G k_v^T and the rows G[rows]
-        valid = torch.from_numpy(np.ascontiguousarray((self.yt @ x[:, :v]).T))  # [V, N_t]
         gy = np.ascontiguousarray((self.yt @ x[:, v:]).T)  # [P, N_t] (G Y)_rows
         g_rows = np.ascontiguousarray(x[self.rows, v:])  # [P, P] G_rows,rows
-        return ndcg10(valid, self.valid_truth, self.valid_seen), self.left_out(gy, g_rows)
+        return self.valid_ndcg10(x[:, :v]), self.left_out(gy, g_rows)
+
+    def valid_ndcg10(self, gk: np.ndarray) -> np.ndarray:
+        """``[V]`` the validation users' NDCG@10 from ``G k_v^T`` ``[n, V]``, scored
+        :data:`~multimodal_interest.evaluate.CHUNK_SCORES` scores at a time (never ``[V, N_t]``)."""
+        v, n_t = gk.shape[1], self.yt.shape[0]
+        step = max(1, CHUNK_SCORES // max(n_t, 1))
+        out = [ndcg10(torch.from_numpy(np.ascontiguousarray((self.yt @ gk[:, lo:lo + step]).T)),
+                      self.valid_truth[lo:lo + step],
+                      self.valid_seen[lo:lo + step] if self.valid_seen is not None else None)
+               for lo in range(0, v, step)]
+        return np.concatenate(out) if out else np.zeros(0)
 
     def left_out(self, gy: np.ndarray, g: np.ndarray) -> np.ndarray:
         """``[U]`` each sampled fit user's NDCG@10 (mean over their rows with items to recall),
