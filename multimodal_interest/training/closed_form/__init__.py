@@ -3,11 +3,15 @@ user's source history holds to their target items, every setting chosen on the r
 validation users. One module per job:
 
 - :mod:`.rows`      who teaches the mapping: every fit row's history and targets
-- :mod:`.features`  a history's feature blocks (ids, tf-idf tokens, whitened modalities, constant)
+- :mod:`.blocks`    the feature blocks' names
+- :mod:`.features`  a history's feature blocks (ids, tf-idf tokens, co-occurrence, whitened modalities, constant)
+- :mod:`.cooc`      each platform's item co-occurrence among all its users (every user, one platform or two)
 - :mod:`.kernels`   block kernels ``K_b``, scaled, and their weighted sum ``K = sum_b w_b K_b``
 - :mod:`.validate`  a setting's NDCG@10 on validation users and on fit users left out
 - :mod:`.search`    which settings are tried, when a step is taken, the search's optimism
 - :mod:`.solve`     the chosen setting's exact reduced-rank solve, or the approximate one
+- :mod:`.items`     the target items' content, and vectors for the items no fit row touched
+- :mod:`.zero_shot` no fit row at all: scoring by content in a space both platforms share
 - :mod:`.build`     the solve baked into an :class:`~fusion.InterestModel`
 - :mod:`.fit`       all of it in order, and the run folder
 

@@ -2,7 +2,7 @@
 
 Content of target item ``j``: ``c_j`` = [LSA of its tf-idf tokens (:data:`LSA_DIMS`, the basis
 learned from every platform's texts), each modality's whitened vector], every block scaled to
-mean squared norm 1 over the target's items and weighted. A ridge map from content to learned
+mean squared norm 1 over every platform's items (:class:`ContentSpace`). A ridge map from content to learned
 vectors over the touched items (Gantner et al., ICDM 2010),
 ``M = argmin sum_{j touched} |c_j M - V_j|^2 + mu |M|^2``, gives every item a content vector
 ``c_j M``; its vector is then ``s_j V_j + (1 - s_j) c_j M`` with ``s_j = n_j / (n_j + kappa)``,
