@@ -29,7 +29,7 @@ from multimodal_interest.training.closed_form.cooc import choose_smoothing
 from multimodal_interest.training.closed_form.features import Featurizer, Rows
 from multimodal_interest.training.closed_form.items import ContentChoice, TargetContent, choose
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
-from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags
+from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags, whole_users
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
 from multimodal_interest.training.closed_form.solve import (NystromSums, coefficients, exact_factors, landmark_factors,
                                                             process_share)
@@ -54,15 +54,6 @@ class FitResult:
     valid_ndcg10: float  # the saved model's (rank r), as the evaluator scores it
     seconds: float
     info: dict  # the path, rows, users, landmarks and the search's optimism (also in model.info["fit"])
-
-
-def whole_users(users: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
-    """Sorted positions of the rows of a seeded sample of ``users`` (whole users), at most
-    ``max_rows`` rows."""
-    ids, counts = np.unique(users, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n = int(np.searchsorted(np.cumsum(counts[order]), max_rows, "right"))
-    return np.flatnonzero(np.isin(users, ids[order[:max(n, 1)]]))
 
 
 def select(rows: Rows, idx: np.ndarray) -> Rows:

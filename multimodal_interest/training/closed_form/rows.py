@@ -65,6 +65,15 @@ def targets(users: np.ndarray, frame: pd.DataFrame, n_items: int) -> sp.csr_matr
     return y
 
 
+def whole_users(users: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    """Sorted positions of the rows of a seeded sample of ``users`` (whole users), at most
+    ``max_rows`` rows (one user at least)."""
+    ids, counts = np.unique(users, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n = int(np.searchsorted(np.cumsum(counts[order]), max_rows, "right"))
+    return np.flatnonzero(np.isin(users, ids[order[:max(n, 1)]]))
+
+
 def fit_rows(task: ColdStartTask, max_len: int, seed: int) -> FitRows:
     """Every fit row of ``task`` (see the module docstring), histories cut to ``max_len``."""
     users = task.overlap_users()

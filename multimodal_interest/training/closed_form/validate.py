@@ -19,7 +19,7 @@ import torch
 from multimodal_interest.evaluate import CHUNK_SCORES
 from multimodal_interest.metrics import ndcg_at_k, top_ranks
 from multimodal_interest.training.closed_form.kernels import combine
-from multimodal_interest.training.closed_form.rows import FitRows
+from multimodal_interest.training.closed_form.rows import FitRows, whole_users
 
 LEFT_OUT_ROWS = 2000  # fit rows scored left out per setting (whole users, a seeded sample)
 
@@ -69,10 +69,8 @@ class Validator:
         held = sp.csr_matrix(y - y.multiply(seen)) if within else y
         held.eliminate_zeros()
         # a seeded sample of the fit users with something to recall, whole, at most left_out_rows rows
-        has = np.diff(held.indptr) > 0
-        users, counts = np.unique(fit.users[has], return_counts=True)
-        order = np.random.default_rng(seed).permutation(len(users))
-        take = users[order[:max(1, int(np.searchsorted(np.cumsum(counts[order]), left_out_rows, "right")))]]
+        recall = fit.users[np.diff(held.indptr) > 0]
+        take = recall[whole_users(recall, left_out_rows, seed)]
         rows = np.flatnonzero(np.isin(fit.users, take))  # [P] the sampled users' rows
         _, group, sizes = np.unique(fit.users[rows], return_inverse=True, return_counts=True)
         pos = np.argsort(group, kind="stable")
