@@ -151,3 +151,24 @@ def _events(tmp_path: Path) -> Path:
     frame = frame[~((frame["user"] == "solo") & (frame["platform"] == "b"))]
     frame.to_csv(tmp_path / "events.csv", index=False)
     return tmp_path / "events.csv"
+
+
+def test_within_platform_task_without_labels_holds_out_each_users_latest_items(genres) -> None:
+    inter = genres.interactions
+    assert "label" not in inter.columns
+    task = genres.within_platform("drama", seed=0)
+    assert task.split == "time10-valid20_seed0" and "drama->drama" in task.label
+    rows = inter[inter["platform"] == "drama"]
+    n = rows.groupby("user_idx").size()
+    for user in np.concatenate([task.valid_users, task.test_users])[:50]:
+        mine = rows[rows["user_idx"] == user].sort_values("timestamp", kind="stable")
+        held = max(1, round(0.1 * len(mine)))
+        truth = task.holdout[task.holdout["user_idx"] == user]
+        assert len(truth) == held and n[user] >= 3
+        latest = mine.iloc[-held:] if user in task.test_users else mine.iloc[-2 * held:-held]
+        assert sorted(truth["item_idx"]) == sorted(latest["item_idx"])
+        history = task.train[task.train["user_idx"] == user]
+        assert len(history) == len(mine) - 2 * held  # no held-out row, and neither split in training
+        assert history["timestamp"].max() <= latest["timestamp"].min()
+    small = n[n < 3].index
+    assert not np.isin(small, task.test_users).any() and not np.isin(small, task.valid_users).any()

@@ -21,6 +21,8 @@ from multimodal_interest.data.task import (INTERACTION_COLUMNS, ColdStartTask, H
 
 log = logging.getLogger(__name__)
 
+HELD_OUT_SHARE = 0.1  # of a user's interactions: test (the latest), and as many valid before them
+
 
 @dataclass(frozen=True)
 class ItemVectors:
@@ -173,14 +175,18 @@ class CrossPlatformDataset:
         (all others), whose ``test`` items are the ground truth of the benchmark. Rows that are
         neither history nor ground truth (a test user's ``valid`` rows, a valid user's ``test``
         rows) are left out of the task, so no method sees them.
+
+        A dataset without labels (MovieLens) is split by time instead, per user on ``platform``
+        (:func:`time_labels`): the latest :data:`HELD_OUT_SHARE` of a user's interactions are
+        ``test``, the share before them ``valid``, the rest ``train``; the split's name says so.
         """
         platform = self._platform(platform)
         inter = self.interactions
-        if "label" not in inter.columns:
-            raise ValueError(f"dataset {self.name!r}: a within-platform task needs the interactions' "
-                             "'label' column (train/valid/test), and there is none")
         inter = inter[(inter["platform"] == platform).to_numpy()]
-        label = inter["label"].astype(str).to_numpy()
+        if "label" in inter.columns:
+            label, name = inter["label"].astype(str).to_numpy(), "labels"
+        else:
+            label, name = time_labels(inter), f"time{round(100 * HELD_OUT_SHARE)}"
         unknown = sorted(set(np.unique(label)) - {"train", "valid", "test"})
         if unknown:
             raise ValueError(f"dataset {self.name!r}: interaction labels {unknown[:5]} are not "
@@ -193,7 +199,7 @@ class CrossPlatformDataset:
         truth = np.where(is_valid, label == "valid", label == "test")
         test = np.setdiff1d(np.unique(users[truth]), valid)
         columns = list(INTERACTION_COLUMNS)
-        return ColdStartTask(self.name, f"labels-valid{round(100 * valid_share)}_seed{seed}", platform,
+        return ColdStartTask(self.name, f"{name}-valid{round(100 * valid_share)}_seed{seed}", platform,
                              platform, self.n_items, self.n_users,
                              inter.loc[label == "train", columns].reset_index(drop=True),
                              inter.loc[truth, columns].reset_index(drop=True),
@@ -223,3 +229,22 @@ class CrossPlatformDataset:
             active[users[codes == k]] = True
             out[p] = active
         return out
+
+
+def time_labels(interactions: pd.DataFrame) -> np.ndarray:
+    """``[N]`` ``train``/``valid``/``test`` for each row of ``interactions``, split by time per user:
+    of a user's ``n`` rows in time order (ties in row order), the latest
+    ``max(1, round(HELD_OUT_SHARE * n))`` are ``test`` and as many before them ``valid``; a user
+    with fewer than 3 rows keeps them all for ``train``."""
+    users = interactions["user_idx"].to_numpy(np.int64)
+    order = np.lexsort((np.arange(len(users)), interactions["timestamp"].to_numpy(np.float64), users))
+    sorted_users = users[order]
+    start = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]  # [U] first row of each user
+    n = np.diff(np.r_[start, len(order)])  # [U] rows per user
+    held = np.where(n >= 3, np.maximum(1, np.rint(HELD_OUT_SHARE * n)), 0).astype(np.int64)
+    from_end = np.repeat(start + n, n) - np.arange(len(order))  # 1 for a user's latest row
+    per_row = np.repeat(held, n)
+    label = np.where(from_end <= per_row, "test", np.where(from_end <= 2 * per_row, "valid", "train"))
+    out = np.empty(len(order), dtype=object)
+    out[order] = label
+    return out
