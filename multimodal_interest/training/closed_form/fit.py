@@ -24,17 +24,18 @@ from fusion.config import DEFAULT_DIMS
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import _seen_on_target
 from multimodal_interest.run import Run
+from multimodal_interest.training.closed_form.blend import choose_blend
 from multimodal_interest.training.closed_form.build import build_linear_model
 from multimodal_interest.training.closed_form.cooc import choose_smoothing
 from multimodal_interest.training.closed_form.features import Featurizer, Rows
-from multimodal_interest.training.closed_form.items import ContentChoice, TargetContent, choose
+from multimodal_interest.training.closed_form.items import ContentChoice, ContentSpace, TargetContent, choose
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
 from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags, whole_users
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
 from multimodal_interest.training.closed_form.solve import (NystromSums, coefficients, exact_factors, landmark_factors,
                                                             process_share)
 from multimodal_interest.training.closed_form.validate import Validator, csr_of, ndcg10
-from multimodal_interest.training.closed_form.zero_shot import fit_zero_shot
+from multimodal_interest.training.closed_form.zero_shot import fit_zero_shot, popularity
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.record import task_identity
@@ -63,7 +64,8 @@ def select(rows: Rows, idx: np.ndarray) -> Rows:
 def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainConfig,
                     lam: float | None = None, weights: dict[str, float] | None = None) -> FitResult:
     """Fit the linear model on ``task`` (see the package docstring). ``lam`` and ``weights``
-    (block -> weight), when given, are used as they are instead of searched."""
+    (block -> weight), when given, are used as they are instead of searched, and no content blend
+    is added (:mod:`.blend`)."""
     from multimodal_interest.training.scoring import valid_ndcg10
 
     t0 = time.perf_counter()
@@ -84,7 +86,8 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     exact = len(every) <= config.exact_rows
     sample = every if exact else every.select(whole_users(every.users, config.exact_rows, seed))
     fit = feat.rows(sample.users, sample.bags)
-    valid = feat.rows(valid_users, history_bags(task, valid_users, max_len))
+    valid_bags = history_bags(task, valid_users, max_len)
+    valid = feat.rows(valid_users, valid_bags)
     scale = block_scales(fit)
     kff, kvf = cross_kernels(fit, fit, scale), cross_kernels(valid, fit, scale)
     within = task.source == task.target
@@ -117,11 +120,17 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     v, best, info["smoothing"], smoothing_trials = choose_smoothing(
         task, v, lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), valid_truth, valid_seen), best)
     trials += smoothing_trials
-    choice, content_trials = target_content(task, features, feat, v, every.targets, u_valid, valid_truth,
-                                            valid_seen, best)
+    space = ContentSpace(task, features, feat.vectorizer)
+    choice, content_trials = target_content(task, space, v, every.targets, u_valid, valid_truth, valid_seen, best)
     trials += content_trials
     best, v, info["content"] = choice.trial, choice.v, choice.info
-    model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v)
+    columns = None
+    if not given:  # settings given are the ridge they name; the blend is a searched step
+        columns, best, info["blend"], blend_trials = choose_blend(
+            space, task.source, task.target, popularity(task), feat.kept, u_valid, v, valid_bags, valid_truth,
+            valid_seen, best)
+        trials += blend_trials
+    model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v, columns)
     model.info["fit"] = info
     score = valid_ndcg10(model, task, valid_users, config.eval_batch_size)
     log.info("closed form: %s", info)
@@ -196,7 +205,7 @@ def solve_nystrom(feat: Featurizer, every: FitRows, carriers: Rows, valid: Rows,
     return scorer(t, t.lam, u_valid @ v.T, rank, "nystrom"), alpha, v, u_valid
 
 
-def target_content(task: ColdStartTask, features: ItemFeatures, feat: Featurizer, v: np.ndarray,
+def target_content(task: ColdStartTask, space: ContentSpace, v: np.ndarray,
                    targets: sp.csr_matrix, u_valid: np.ndarray, valid_truth: sp.csr_matrix,
                    valid_seen: sp.csr_matrix, base: Trial) -> tuple[ContentChoice, list[Trial]]:
     """:func:`.items.choose` for this fit: ``u_valid [V, r]`` the validation users' interest
@@ -222,7 +231,7 @@ def target_content(task: ColdStartTask, features: ItemFeatures, feat: Featurizer
                 return ndcg10(torch.from_numpy(u_valid @ vectors[cold].T), among)
 
             scores_cold = (among_cold, ndcg_of(over_all))
-    return choose(TargetContent(task, features, feat.vectorizer), v, counts, ndcg_of(valid_truth), scores_cold, base)
+    return choose(TargetContent(space, task.target), v, counts, ndcg_of(valid_truth), scores_cold, base)
 
 
 def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir,

@@ -85,8 +85,8 @@ class ContentSpace:
 class TargetContent:
     """``blocks[b]`` ``[N_t, d_b]`` the target items' content (:class:`ContentSpace`)."""
 
-    def __init__(self, task: ColdStartTask, features: ItemFeatures, vectorizer):
-        self.blocks = ContentSpace(task, features, vectorizer).blocks(task.target)
+    def __init__(self, space: ContentSpace, target: str):
+        self.blocks = space.blocks(target)
 
     def mapped(self, v: np.ndarray, touched: np.ndarray, blocks: tuple[str, ...], mu: float) -> np.ndarray:
         """``[N_t, r]`` every item's content vector ``c_j M`` (``M`` fitted on the ``touched`` items)."""
