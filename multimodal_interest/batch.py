@@ -73,7 +73,7 @@ def read_chunks(path: Path, users_per_part: int, source: str | None) -> Iterator
     """The file's users in groups, streamed. Refuses (:class:`DatasetError`, naming the line
     or row and column) empty ids, a non-number timestamp and a user whose rows are not together."""
     if users_per_part < 1:
-        raise ValueError(f"--users-per-part must be >= 1, got {users_per_part}")
+        raise ValueError(f"users_per_part must be >= 1, got {users_per_part}")
     seen: set[int] = set()  # 64-bit hashes of the users already finished
     users: list[tuple[str, list]] = []
     digest = hashlib.sha256()

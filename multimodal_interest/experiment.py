@@ -85,7 +85,7 @@ def run_methods(task: ColdStartTask, methods: list[str], features: ItemFeatures,
     that fits and scores it: :func:`code_digest`) is read back, not computed again.
     """
     if tuning_budget < 1:
-        raise ValueError(f"--tuning-budget must be >= 1, got {tuning_budget}")
+        raise ValueError(f"tuning_budget must be >= 1, got {tuning_budget}")
     content = content_features(features, content_modality)
     unknown = [m for m in methods if m not in all_methods()]
     if unknown:

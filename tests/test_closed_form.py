@@ -280,6 +280,30 @@ def test_with_no_shared_user_the_model_scores_by_what_items_are():
     assert result.valid_ndcg10 > popular.valid_ndcg10 + 0.05
 
 
+def test_with_few_linked_users_content_similarity_joins_the_fit_and_the_model_scores_as_chosen(tmp_path):
+    """With 5% of the users linked the fit alone is noisy: the blend with the histories' content
+    similarity (validation's choice) beats it, and the saved model, reloaded, scores as chosen."""
+    from multimodal_interest.data.protocols import unlink_users
+
+    task, features = synthetic_task(one_encoder=True)
+    few = unlink_users(task, 0.05, seed=0)
+    result = fit_closed_form(few, features, TrainConfig())
+    assert result.info["blend"]["blend"] == "on", result.info["blend"]
+    fit_alone = [t for t in result.trials if not t.path.startswith("content blend")][-1]
+    assert result.best.path.startswith("content blend") and result.best.beats(fit_alone)
+    assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-6)
+    width = result.model.spaces[few.target].learned.shape[1]
+    assert width > result.best.rank  # the content columns come after the fit's
+    result.model.save_pretrained(tmp_path / "m")
+    loaded = InterestModel.from_pretrained(tmp_path / "m", encoder_fingerprints=features.fingerprints)
+    features.attach(loaded, few.platforms)
+    users = few.test_users
+    assert torch.equal(ModelScorer(loaded, few)(users), ModelScorer(result.model, few)(users))
+    given = fit_closed_form(few, features, TrainConfig(), lam=result.best.lam,
+                            weights={b: w for b, w in result.best.weights.items() if not b.startswith("blend")})
+    assert "blend" not in given.info and given.model.spaces[few.target].learned.shape[1] == result.best.rank
+
+
 def test_an_item_nobody_touched_is_scored_by_its_content(world):
     """Items with no training interaction get vectors from their content (the ridge map onto
     the learned vectors), chosen on the validation cold items: without it they score 0."""

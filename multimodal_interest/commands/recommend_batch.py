@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError(f"-k must be >= 1, got {args.k}")
+    if args.users_per_part < 1:
+        raise ValueError(f"--users-per-part must be >= 1, got {args.users_per_part}")
     bundle = Bundle.load(args.model)  # checked here, once, before any worker starts
     bundle.target(args.platform)
     s = Settings(bundle.fingerprint, args.platform, args.k, args.source, args.index, args.explain,
