@@ -133,7 +133,7 @@ def test_a_run_folder_written_with_flat_settings_still_reads(tmp_path):
                                          dropout=0.0, pooling="attention", adapter="mlp", learn_temperature=False)
     assert (config.item_ids, config.id_min_users, config.lr, config.seed) == (True, 2, 0.005, 7)
     # settings added since take their defaults
-    assert config.flat() == {**OLD_FLAT, "kind": "transformer", "exact_rows": 12_000, "landmarks": 8192}
+    assert config.flat() == {**OLD_FLAT, "kind": "transformer", "exact_rows": 6_000, "landmarks": 8192}
 
 
 def test_a_checkpoint_recorded_with_flat_settings_resumes(world, tmp_path):

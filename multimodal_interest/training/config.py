@@ -58,7 +58,7 @@ class TrainConfig:
     mixed_precision: str = "no"  # "no", "fp16", "bf16"
     seed: int = 0
     # the linear model's closed-form fit (training/closed_form)
-    exact_rows: int = 12_000  # fit rows solved exactly ([n, n] kernel); more: the search on a sample this size,
+    exact_rows: int = 6_000  # fit rows solved exactly ([n, n] kernel); more: the search on a sample this size,
     landmarks: int = 8192  # ... and the solve over every row through this many landmark rows (Nystrom)
     patience: int = 4  # epochs without a better validation NDCG@10 before stopping
     eval_batch_size: int = 512  # validation users scored at once (memory, not results)
