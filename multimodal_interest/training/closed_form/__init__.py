@@ -12,6 +12,7 @@ validation users. One module per job:
 - :mod:`.solve`     the chosen setting's exact reduced-rank solve, or the approximate one
 - :mod:`.items`     the target items' content, and vectors for the items no fit row touched
 - :mod:`.zero_shot` no fit row at all: scoring by content in a space both platforms share
+- :mod:`.blend`     the fit's scores plus that content similarity, when validation says so
 - :mod:`.build`     the solve baked into an :class:`~fusion.InterestModel`
 - :mod:`.fit`       all of it in order, and the run folder
 
