@@ -174,6 +174,9 @@ class Bundle:
                                    f"dataset {dataset.name!r}") for p in model.targets}
         info = {"dataset": dataset.name, "split": split, "task": f"{source}->{target}",
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        added = {p: len(ids[p]) - model.config.targets[p].n_items for p in model.targets}
+        if any(added.values()):
+            info["items_added_after_training"] = {p: k for p, k in added.items() if k}
         titles = {p: t for p in platforms if (t := dataset_titles(dataset, p)) is not None}
         return cls(model, model_dir, model_fingerprint(model_dir), ids, targets, info, titles=titles,
                    user_map=_user_map(model, dataset, source, map_users))

@@ -6,8 +6,11 @@ item's title gets it first: through the bundle, ``mmi recommend``, ``mmi recomme
 and the HTTP service."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import re
 import shutil
 import zlib
 from pathlib import Path
@@ -124,41 +127,40 @@ def add_items(data: Path, items: list[tuple[str, str]]) -> None:
     pd.concat([table, pd.DataFrame(items, columns=["item_id", "title"])]).to_csv(data / "items/tgt.csv", index=False)
 
 
-def mmi(capsys, *args: str) -> str:
-    assert main(["-q", *map(str, args)]) == 0, capsys.readouterr()
-    return capsys.readouterr().out
+def mmi(*args) -> str:
+    """``mmi ARGS`` in-process; what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["-q", *map(str, args)]) == 0
+    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Train and export on the first catalog; then add the new items, embed, export again."""
-    capsys = _Quiet()
     root = tmp_path_factory.mktemp("new-items")
     data = write_dataset(root)
     store, run = root / "store", root / "run"
-    mmi(capsys, "embed", data, "--store", store, "--encoder", ENCODER)
-    mmi(capsys, "train", data, "--source", "src", "--target", "tgt", "--split", "s0", "--store", store,
+    mmi("embed", data, "--store", store, "--encoder", ENCODER)
+    mmi("train", data, "--source", "src", "--target", "tgt", "--split", "s0", "--store", store,
         "--output", run)
-    mmi(capsys, "export-index", "--model", run, "--dataset", data, "--store", store, "--output", root / "before")
+    mmi("export-index", "--model", run, "--dataset", data, "--store", store, "--output", root / "before")
     trained = CrossPlatformDataset.load(data)
     add_items(data, NEW_ITEMS)
-    embedded = mmi(capsys, "embed", data, "--store", store, "--encoder", ENCODER)
-    mmi(capsys, "export-index", "--model", run, "--dataset", data, "--store", store, "--output", root / "after")
+    embedded = mmi("embed", data, "--store", store, "--encoder", ENCODER)
+    exported = mmi("export-index", "--model", run, "--dataset", data, "--store", store, "--output",
+                   root / "after")
     dataset = CrossPlatformDataset.load(data)
     return {"root": root, "data": data, "store": store, "run": run, "dataset": dataset, "trained": trained,
-            "embedded": embedded, "before": Recommender.load(root / "before", "exact", trained),
+            "embedded": embedded, "exported": exported, "before": Recommender.load(root / "before", "exact", trained),
             "after": Recommender.load(root / "after", "exact", dataset)}
-
-
-class _Quiet:
-    """``capsys`` for a module fixture: :func:`main`'s output is not checked there."""
-
-    def readouterr(self):
-        return type("Out", (), {"out": ""})()
 
 
 def test_the_new_items_are_embedded_incrementally_and_the_head_is_saved(world):
     assert world["dataset"].n_items["tgt"] == world["trained"].n_items["tgt"] + len(NEW_ITEMS)
+    # tgt: 24 items with text, 6 encoded (the new ones), 18 reused, 1 failed (the blank title)
+    assert re.search(r"text\s+test-new-items-words\s+24\s+6\s+18\s+1\s", world["embedded"]), world["embedded"]
+    assert "tgt: 25 items (target, history), 7 added after training, scored from their content" in world["exported"]
     assert EmbeddingStore(world["store"]).get("tgt", "text").lookup([new_item("easel")])[1].all()
     model = InterestModel.from_pretrained(Run(world["run"]).model_dir)
     head = model.content_head("tgt")
@@ -211,18 +213,18 @@ def test_a_new_item_with_no_content_is_scored_0_with_a_warning(world, caplog):
     assert {x.item_id: x.score for x in got.items}["new-blank"] == 0.0
 
 
-def test_mmi_recommend_ranks_the_new_items(world, capsys):
+def test_mmi_recommend_ranks_the_new_items(world):
     """``mmi recommend`` from the run folder (the bundle built in memory) and from the bundle."""
     for model in (["--model", world["run"], "--store", world["store"]], ["--model", world["root"] / "after"]):
-        out = mmi(capsys, "recommend", *model, "--dataset", world["data"], "--platform", "tgt",
+        out = mmi("recommend", *model, "--dataset", world["data"], "--platform", "tgt",
                   "--user", "fit4_1", "-k", "2", "--json")
         assert json.loads(out)["items"][0]["item_id"] == new_item("easel")
 
 
-def test_mmi_recommend_batch_ranks_the_new_items(world, capsys, tmp_path):
+def test_mmi_recommend_batch_ranks_the_new_items(world, tmp_path):
     rows = [(f"u{t}", f"s{t}{j}") for t in range(len(WORDS)) for j in range(3)]
     pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(tmp_path / "h.csv", index=False)
-    mmi(capsys, "recommend-batch", "--model", world["root"] / "after", "--histories", tmp_path / "h.csv",
+    mmi("recommend-batch", "--model", world["root"] / "after", "--histories", tmp_path / "h.csv",
         "--source", "src", "--platform", "tgt", "-k", "3", "--output", tmp_path / "out")
     out = pd.concat([pd.read_parquet(p) for p in sorted((tmp_path / "out").glob("part-*.parquet"))])
     for t, w in enumerate(WORDS):
@@ -240,14 +242,14 @@ def test_the_http_service_ranks_the_new_items(world):
     assert platforms["tgt"] == world["dataset"].n_items["tgt"]
 
 
-def test_a_model_without_a_content_head_refuses_the_new_items_naming_them(world, tmp_path, capsys):
+def test_a_model_without_a_content_head_refuses_the_new_items_naming_them(world, tmp_path):
     """A linear model saved before heads were written, and a transformer: the catalog it was
     trained on serves as before; the grown one is refused, naming the new items."""
     model = InterestModel.from_pretrained(Run(world["run"]).model_dir)
     del model.content_heads["tgt"]
     model.save_pretrained(tmp_path / "old")
     data = write_dataset(tmp_path)  # the training catalog again
-    mmi(capsys, "train", data, "--source", "src", "--target", "tgt", "--split", "s0", "--store", world["store"],
+    mmi("train", data, "--source", "src", "--target", "tgt", "--split", "s0", "--store", world["store"],
         "--output", tmp_path / "transformer", "--set", "kind=transformer", "--set", "epochs=1", "--set", "dim=16",
         "--set", "n_heads=2", "--set", "n_layers=1", "--set", "min_epoch_steps=1")
     store = EmbeddingStore(world["store"])
