@@ -3,13 +3,18 @@ training, from what the items are.
 
 The closed-form fit gives every target item it trained on a learned vector ``V_j``; an item
 nobody touched gets ``rho * c_j M`` from its content ``c_j`` (Gantner et al., ICDM 2010;
-:mod:`multimodal_interest.training.closed_form.items`). This head keeps that map, so an item
-the catalog gains later is scored exactly as an untouched item of the training catalog was::
+:mod:`multimodal_interest.training.closed_form.items`), and a content blend adds columns of
+``c_j`` itself. This head keeps that linear map, so an item the catalog gains later is scored
+as an untouched item of the training catalog was::
 
     tokens  t_j = l2(sublinear tf(text_j) * idf) @ lsa / scale_tokens      [k]
     m       x_j = (vector_m(j) - mu_m) @ W_m / scale_m   (0 without m)    [d_m]
     c_j     = [blocks in ``config.blocks`` order]                          [F]
-    v_j     = rho * c_j @ map                                              [width]
+    v_j     = c_j @ map                                                    [width]
+
+``map [F, width]`` is whatever linear map the fit made (e.g. ``rho M`` in the first columns,
+the identity of the blend's blocks in its own); columns it leaves 0 (a popularity column)
+are 0 for a new item.
 
 The text rule is scikit-learn's ``TfidfVectorizer`` default (lower case, tokens of two or more
 word characters, ``(?u)\\b\\w\\w+\\b``) with sublinear tf and unit-length rows, the vocabulary
@@ -17,7 +22,7 @@ and idf those of the fit; a token outside the vocabulary counts for nothing. An 
 known token and no vector has ``c_j = 0``: its vector is 0, as an untouched training item's
 without content is.
 
-It saves as a part (``config.json``: the blocks, scales, rho, vocabulary and the fingerprint
+It saves as a part (``config.json``: the blocks, scales, vocabulary and the fingerprint
 of the catalog it was trained on; ``model.safetensors``: idf, LSA basis, whitening, map).
 Pure torch and the standard library, like the rest of ``fusion``.
 """
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 from collections import Counter
@@ -53,7 +57,6 @@ class ContentHeadConfig:
 
     blocks: list[str]  # the content's blocks, in the order of their columns: "tokens" and/or modalities
     width: int  # the item vectors' width (the fusion's)
-    rho: float  # the content vectors' scale
     scale: dict[str, float]  # block -> the root mean square its vectors were divided by
     modalities: dict[str, int] = field(default_factory=dict)  # modality block -> its vectors' width
     vocabulary: list[str] = field(default_factory=list)  # the tokens block: token of tf-idf column i
@@ -75,8 +78,6 @@ class ContentHeadConfig:
             raise ValueError(f"the {TOKENS!r} block needs a vocabulary and lsa_dims >= 1")
         if len(set(self.vocabulary)) != len(self.vocabulary):
             raise ValueError("the vocabulary repeats a token")
-        if not math.isfinite(self.rho):
-            raise ValueError(f"rho {self.rho!r} is not finite")
 
     @property
     def features(self) -> int:
@@ -169,9 +170,9 @@ class ContentHead(nn.Module):
     def item_vectors(self, n: int, texts: Sequence[str] | None = None,
                      vectors: Mapping[str, torch.Tensor] | None = None,
                      present: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(v [n, width] float32, has [n] bool)``: ``rho * c @ map`` (see :meth:`content`)."""
+        """``(v [n, width] float32, has [n] bool)``: ``c @ map`` (see :meth:`content`)."""
         c, has = self.content(n, texts, vectors, present)
-        return (self.config.rho * (c @ self.map.double().cpu())).float(), has
+        return (c @ self.map.double().cpu()).float(), has
 
     def save(self, folder: str | os.PathLike) -> None:
         save_part(self, folder, asdict(self.config))

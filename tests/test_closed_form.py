@@ -324,8 +324,8 @@ def test_an_item_nobody_touched_is_scored_by_its_content(world):
     assert learned[cold.test_cold_items].abs().sum(1).min() > 0  # every cold item has a vector
     # the model's content head gives an item added after training what an untouched one got
     head, t, idx = result.model.content_head(cold.target), cold.target, torch.from_numpy(cold.cold_items)
-    assert result.info["content"]["head"] == {**{k: result.info["content"][k] for k in ("blocks", "mu", "rho")},
-                                              "rho_from": "validation"}
+    assert result.info["content"]["head"]["map"] == {**{k: result.info["content"][k] for k in ("blocks", "mu", "rho")},
+                                                     "rho_from": "validation"}
     new, has = head.item_vectors(len(idx), None, {m: x[idx] for m, x in features.vectors[t].items()},
                                  {m: x[idx] for m, x in features.present.get(t, {}).items()})
     assert has.all()

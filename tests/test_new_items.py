@@ -167,7 +167,7 @@ def test_the_new_items_are_embedded_incrementally_and_the_head_is_saved(world):
     assert isinstance(head, ContentHead) and head.config.n_items == world["trained"].n_items["tgt"]
     assert set(head.config.blocks) <= {"tokens", "text"} and "easel" in head.config.vocabulary
     content = model.info["fit"]["content"]
-    assert content["head"]["blocks"] == head.config.blocks and content["head"]["rho"] == head.config.rho
+    assert set(content["head"]["map"]["blocks"]) | set(content["head"]["blend_blocks"] or []) == set(head.config.blocks)
 
 
 @pytest.mark.parametrize("t", range(len(WORDS)))
@@ -281,7 +281,7 @@ def test_the_head_reads_text_as_the_fits_tfidf_does():
     vec = fit_tfidf([texts[:5], texts[5:]])
     vocabulary = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
     v = len(vocabulary)
-    head = ContentHead(ContentHeadConfig(["tokens"], v, 1.0, {"tokens": 1.0}, {}, vocabulary, v, len(texts)))
+    head = ContentHead(ContentHeadConfig(["tokens"], v, {"tokens": 1.0}, {}, vocabulary, v, len(texts)))
     head.idf.copy_(torch.from_numpy(vec.idf_))
     head.lsa.copy_(torch.eye(v))
     head.map.copy_(torch.eye(v))

@@ -135,7 +135,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
             valid_seen, best)
         trials += blend_trials
     model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v, columns)
-    info["content"].update(attach_head(model, task.target, space, cmap, features.item_ids.get(task.target)))
+    info["content"].update(attach_head(model, task.target, space, cmap, columns, features.item_ids.get(task.target)))
     model.info["fit"] = info
     score = valid_ndcg10(model, task, valid_users, config.eval_batch_size)
     log.info("closed form: %s", info)

@@ -22,8 +22,8 @@ import torch
 from fusion import InterestConfig, InterestModel
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.closed_form.features import TOKENS, Featurizer
-from multimodal_interest.training.closed_form.head import attach_head
-from multimodal_interest.training.closed_form.items import ContentMap, ContentSpace
+from multimodal_interest.training.closed_form.head import content_head
+from multimodal_interest.training.closed_form.items import ContentSpace
 from multimodal_interest.training.closed_form.rows import history_bags
 from multimodal_interest.training.closed_form.search import Trial
 from multimodal_interest.training.closed_form.validate import ndcg10
@@ -129,6 +129,7 @@ def build_zero_shot(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     model.set_id_presence(task.source, torch.from_numpy(np.abs(src.get(TOKENS, np.zeros((len(table), 1)))).sum(1) > 0))
     features.attach(model, task.platforms)
     # an item the catalog gains later: its content columns, no popularity
-    identity = ContentMap(tuple(shared), np.eye(width - 1), 0.0, 1.0, "zero-shot")
-    attach_head(model, task.target, space, identity, features.item_ids.get(task.target))
+    n = model.config.targets[task.target].n_items
+    model.set_content_head(task.target, content_head(space, [(tuple(shared), np.eye(width - 1), 0)], width, n,
+                                                     features.item_ids.get(task.target)))
     return model
