@@ -19,6 +19,10 @@ the sha256 of every file it wrote; ``from_pretrained`` checks each file against 
 weight that is NaN or infinite (naming the file and the tensor). A folder saved before the
 hashes were recorded still loads, with a warning that it is unverified.
 
+A learned space may have a content head (``content_heads[P]``, :mod:`fusion.content`): the
+map from an item's content to its learned vector, which scores items added to ``P``'s
+catalog after training; it saves as a part of its own.
+
 A saved folder holds everything scoring needs but the item features: the weights, each
 target's item bias and temperature, which items have a trained id row (the id presence,
 ``set_id_presence``: a bool buffer of each platform's id embedding, saved with the fusion
@@ -52,6 +56,7 @@ from fusion import legacy
 from fusion.adapters import Adapter, create_adapter, get_adapter_class, list_adapters
 from fusion.base import Fusion
 from fusion.config import InterestConfig, TargetConfig, check_name
+from fusion.content import ContentHead
 from fusion.files import FileRefused, Folder, sha256_file, verify_hashes
 from fusion.items import ItemSpace
 from fusion.linear import LinearFusion
@@ -65,7 +70,7 @@ FUSIONS: dict[str, type[Fusion]] = {c.kind: c for c in (LinearFusion, FusionTran
 # what each manifest part's "role" holds; an adapter's "type" is a name in fusion.adapters' registry
 PART_CLASSES: dict[str, tuple[type[nn.Module], ...]] = {
     "fusion": tuple(FUSIONS.values()), "item_space": (ItemSpace,), "adapter": (Adapter,),
-    "item_adapter": (Adapter,)}
+    "item_adapter": (Adapter,), "content_head": (ContentHead,)}
 
 
 class InterestModel(nn.Module):
@@ -79,6 +84,7 @@ class InterestModel(nn.Module):
         self.adapters = nn.ModuleDict()
         self.item_adapters = nn.ModuleDict()
         self.spaces = nn.ModuleDict()
+        self.content_heads = nn.ModuleDict()  # learned spaces: vectors of items added after training
         self.encoder_fingerprints = dict(encoder_fingerprints or {})
         self.info = dict(info or {})  # provenance (JSON), saved in the manifest; no effect on scores
         for p, t in config.targets.items():
@@ -136,6 +142,27 @@ class InterestModel(nn.Module):
         elif platform in self.item_adapters:
             del self.item_adapters[platform]
         self.spaces[platform] = space.to(self.device)
+        if platform in self.content_heads:  # it mapped content into the replaced space
+            del self.content_heads[platform]
+
+    def set_content_head(self, platform: str, head: ContentHead) -> None:
+        """Give target ``platform``'s learned item space the :class:`~fusion.content.ContentHead`
+        that scores items added to its catalog after training (saved with the model)."""
+        space = self._space(platform)
+        if space.config.space != "learned":
+            raise ValueError(f"target {platform!r}: a content head maps content to learned item "
+                             f"vectors; this target has a {space.config.space} space")
+        if head.config.width != self.fusion.config.dim or head.config.n_items != space.config.n_items:
+            raise ValueError(f"target {platform!r}: the content head makes vectors of width {head.config.width} "
+                             f"for a catalog of {head.config.n_items} items; the model has width "
+                             f"{self.fusion.config.dim} and {space.config.n_items} items")
+        self.content_heads[platform] = head.to(self.device)
+
+    def content_head(self, platform: str) -> ContentHead | None:
+        """Target ``platform``'s content head (None: the model cannot score items added after
+        training, e.g. a transformer's or an older linear model's)."""
+        self._space(platform)
+        return self.content_heads[platform] if platform in self.content_heads else None  # type: ignore[return-value]
 
     def _space(self, platform: str) -> ItemSpace:
         if platform not in self.spaces:
@@ -264,6 +291,10 @@ class InterestModel(nn.Module):
                 adapter.save(folder / f"{role}s" / p)
                 parts.append({"name": f"{role}s/{p}", "role": role, "type": adapter.registry_name,
                               "platform": p, "path": f"{role}s/{p}"})
+            if p in self.content_heads:
+                self.content_heads[p].save(folder / "content_heads" / p)
+                parts.append({"name": f"content_heads/{p}", "role": "content_head", "type": ContentHead.__name__,
+                              "platform": p, "path": f"content_heads/{p}"})
         write_json(folder / MANIFEST, {"format": FORMAT, "format_version": FORMAT_VERSION, "type": TYPE,
                                        "info": self.info, "parts": parts, "encoder_fingerprints": self.encoder_fingerprints,
                                        "versions": _versions(), HASHES: _hash_parts(folder, parts)})
@@ -305,6 +336,8 @@ class InterestModel(nn.Module):
                 raise FileRefused(path, f"target {platform!r} has no {' and no '.join(missing)} part", "parts")
             try:
                 model.set_head(platform, head["item_space"], head["adapter"], head.get("item_adapter"))
+                if "content_head" in head:
+                    model.set_content_head(platform, head["content_head"])
             except ValueError as e:
                 raise FileRefused(path, str(e), "parts") from None
         if encoder_fingerprints is not None:

@@ -14,8 +14,10 @@ needs no encoder, no store and no dataset::
                                      "x.<modality>" [N, d_m], "present.<modality>" [N] bool,
                                      "present.id" [N] bool (the model's id presence, a copy:
                                      checked equal to the model's on load)
-      targets/<platform>.safetensors "vectors" [N, D_P] (the model's item_vectors(P)),
-                                     "bias" [N], "scale" [1]: score = scale * cos + bias
+      targets/<platform>.safetensors "vectors" [N, D_P] (the model's item_vectors(P), then
+                                     the content head's for items added after training:
+                                     :mod:`multimodal_interest.new_items`), "bias" [N],
+                                     "scale" [1]: score = scale * cos + bias
       index/<platform>.<kind>.faiss  FAISS indexes (flat, ivf, hnsw) over the target items
       titles/<platform>.json         item titles (row i = item_idx i), for people to read
       map.safetensors                a 2-D map of a sample of users' interest vectors and
@@ -54,7 +56,8 @@ from fusion.files import (MANIFEST_LIMIT, FileRefused, Folder, check_tensors, ex
 from fusion.model import saved_files
 from fusion.saving import CONFIG_FILE, HASHES, MANIFEST, check_finite, read_manifest, write_json
 from multimodal_interest.data.dataset import CrossPlatformDataset
-from multimodal_interest.features import ItemFeatures
+from multimodal_interest.features import ItemFeatures, item_texts
+from multimodal_interest.new_items import check_catalogs, target_items
 from multimodal_interest.retrieval import (FAISS_KINDS, ExactRetriever, FaissRetriever, Retriever,
                                            TargetItems, recall_at_k)
 from multimodal_interest.run import model_folder
@@ -130,6 +133,8 @@ class Bundle:
         from ``store`` (the encoders the model was trained on) and, for a target the model
         scores in the platform's own item space, that space's file in ``item_spaces``
         (platform -> file, as in training; another file than the model's is refused).
+        A target whose catalog gained items after training scores them from the model's
+        content head, its trained items unchanged (:mod:`multimodal_interest.new_items`).
         Everything else scoring needs (which items use their id embedding, item bias,
         temperature, fingerprints) is in the model folder, ``model_dir`` or a run's: a folder
         copied alone builds the same bundle. ``split`` only labels the bundle (default: the
@@ -154,10 +159,7 @@ class Bundle:
             raise ValueError(f"dataset {dataset.name!r} has no platform {missing}; build from the "
                              f"dataset the model was trained on")
         ids = {p: dataset.items[p]["item_id"].astype(str).tolist() for p in platforms}
-        for p in model.targets:
-            if model.config.targets[p].n_items != len(ids[p]):
-                raise ValueError(f"target {p!r}: the model has {model.config.targets[p].n_items} items, "
-                                 f"dataset {dataset.name!r} {len(ids[p])}; build from the training dataset")
+        check_catalogs(model, ids, f"dataset {dataset.name!r}")
         modalities = list(model.fusion.config.modalities)
         if modalities and store is None:
             raise ValueError(f"the model reads item features ({', '.join(modalities)}): give the "
@@ -168,11 +170,13 @@ class Bundle:
         model.check_fingerprints(features.fingerprints)
         features.attach(model, platforms)
         model.eval().requires_grad_(False)
-        with torch.inference_mode():
-            targets = {p: TargetItems(model.item_vectors(p).float().contiguous(), _bias(model, p),
-                                      float(model.spaces[p].scale)) for p in model.targets}
+        targets = {p: target_items(model, p, ids[p], features, lambda p=p: item_texts(dataset, p),
+                                   f"dataset {dataset.name!r}") for p in model.targets}
         info = {"dataset": dataset.name, "split": split, "task": f"{source}->{target}",
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        added = {p: len(ids[p]) - model.config.targets[p].n_items for p in model.targets}
+        if any(added.values()):
+            info["items_added_after_training"] = {p: k for p, k in added.items() if k}
         titles = {p: t for p in platforms if (t := dataset_titles(dataset, p)) is not None}
         return cls(model, model_dir, model_fingerprint(model_dir), ids, targets, info, titles=titles,
                    user_map=_user_map(model, dataset, source, map_users))
@@ -518,12 +522,6 @@ def _read_target(model: InterestModel, platform: str, path: str, n_items: int) -
 def _inside(folder: Path, relative: str) -> str:
     """``folder / relative`` resolved, refusing a manifest path that leads out of the bundle."""
     return str(inside(folder, relative, folder / MANIFEST, "the bundle").resolve())
-
-
-def _bias(model: InterestModel, platform: str) -> torch.Tensor:
-    bias = model.spaces[platform].bias
-    n = model.config.targets[platform].n_items
-    return torch.zeros(n) if bias is None else bias.detach().float().clone()
 
 
 def _feature_tensors(model: InterestModel, platform: str) -> dict[str, torch.Tensor]:

@@ -33,6 +33,9 @@ class ItemFeatures:
     ``texts[platform]``: each item's text (``""`` where it has none), for the closed-form fit's
     lexical features (:mod:`multimodal_interest.training.closed_form`, which bakes them into
     the model: a saved model never needs them).
+
+    ``item_ids[platform]``: the ids of those rows (where known), which a model's content head
+    records (:func:`fusion.content.catalog_fingerprint`) to recognise its training catalog.
     """
 
     vectors: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -40,6 +43,7 @@ class ItemFeatures:
     fingerprints: dict[str, str] = field(default_factory=dict)
     item_spaces: dict[str, torch.Tensor] = field(default_factory=dict)
     texts: dict[str, list[str]] = field(default_factory=dict)
+    item_ids: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -53,7 +57,7 @@ class ItemFeatures:
         """Vectors of ``item_ids[platform]`` (in item_idx order) for each modality the store has
         for that platform (or those named). With ``fingerprints``, only those encoders' vectors
         are accepted (e.g. the ones a saved model was trained on)."""
-        out = cls()
+        out = cls(item_ids={p: [str(x) for x in ids] for p, ids in item_ids.items()})
         for platform, ids in item_ids.items():
             out.vectors[platform], out.present[platform] = {}, {}
             for m in modalities if modalities is not None else store.modalities(platform):
@@ -83,6 +87,7 @@ class ItemFeatures:
         names = [m.strip() for m in modalities.split(",")] if modalities else None
         out = cls() if store is None else cls.from_store(EmbeddingStore(store), ids, names)
         out.read_item_spaces(item_spaces or {}, ids)
+        out.item_ids = ids
         out.texts = {p: item_texts(dataset, p) for p in platforms if dataset.manifest.platforms[p].text}
         return out
 

@@ -278,6 +278,12 @@ def test_with_no_shared_user_the_model_scores_by_what_items_are():
     assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-6)  # the model scores as chosen
     popular = next(t for t in result.trials if not any(v for b, v in t.weights.items() if b != "popularity"))
     assert result.valid_ndcg10 > popular.valid_ndcg10 + 0.05
+    # an item the catalog gains later is scored as these are, by its content, with no popularity
+    t, items = alone.target, torch.arange(alone.n_items[alone.target])
+    new, has = result.model.content_head(t).item_vectors(len(items), None, features.vectors[t], features.present.get(t))
+    learned = result.model.spaces[t].learned.detach()
+    assert has.all() and torch.equal(new[:, -1], torch.zeros(len(items)))
+    torch.testing.assert_close(new[:, :-1], learned[:, :-1], rtol=1e-5, atol=1e-6)
 
 
 def test_with_few_linked_users_content_similarity_joins_the_fit_and_the_model_scores_as_chosen(tmp_path):
@@ -316,6 +322,14 @@ def test_an_item_nobody_touched_is_scored_by_its_content(world):
     assert result.info["content"]["content"] == "on", result.info["content"]
     learned = result.model.spaces[cold.target].learned
     assert learned[cold.test_cold_items].abs().sum(1).min() > 0  # every cold item has a vector
+    # the model's content head gives an item added after training what an untouched one got
+    head, t, idx = result.model.content_head(cold.target), cold.target, torch.from_numpy(cold.cold_items)
+    assert result.info["content"]["head"]["map"] == {**{k: result.info["content"][k] for k in ("blocks", "mu", "rho")},
+                                                     "rho_from": "validation"}
+    new, has = head.item_vectors(len(idx), None, {m: x[idx] for m, x in features.vectors[t].items()},
+                                 {m: x[idx] for m, x in features.present.get(t, {}).items()})
+    assert has.all()
+    torch.testing.assert_close(new, learned[idx].detach(), rtol=1e-5, atol=1e-6)
     slices = ItemSlices.for_test(cold)
     with_content = evaluate(ModelScorer(result.model, cold), cold, cold.test_users, ks=(10,), slices=slices)
     with torch.no_grad():

@@ -72,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     for p, ids in saved.item_ids.items():
         role = ", ".join(r for r, yes in (("target", p in saved.targets),
                                           ("history", p in saved.history_platforms)) if yes)
-        print(f"  {p}: {len(ids)} items ({role})")
+        added = saved.info.get("items_added_after_training", {}).get(p)
+        print(f"  {p}: {len(ids)} items ({role})" + (f", {added} added after training, scored from their content"
+                                                     if added else ""))
     if saved.user_map is not None:
         m = saved.user_map
         print(f"  map: {len(m.points)} users' interest vectors ({m.source} histories), "

@@ -39,6 +39,7 @@ GAMMAS = (0.0, 0.1, 0.3)  # the popularity column's, relative to the content sco
 class ContentColumns:
     """The blend as the model holds it: extra columns of the interest and item vectors."""
 
+    blocks: list[str]  # the content blocks whose columns these are, in order (then popularity)
     source: np.ndarray  # [N_s, e] each source item's row in the item table (weight included)
     target: np.ndarray  # [N_t, e] each target item's content and popularity
     const: np.ndarray  # [e] the constant's part: w gamma on the popularity column
@@ -85,6 +86,7 @@ def choose_blend(space: ContentSpace, source: str, target: str, pop: np.ndarray,
         return None, base, {"blend": "off", "why": "content scores did not pay on validation"}, trials
     blocks, scale, pop_weight, w, gamma = setting
     columns = ContentColumns(
+        blocks=blocks,
         source=np.concatenate([src[b] * scale for b in blocks] + [np.zeros((len(src[blocks[0]]), 1))], 1),
         target=np.concatenate([tgt[b] for b in blocks] + [pop[:, None]], 1),
         const=np.r_[np.zeros(sum(tgt[b].shape[1] for b in blocks)), scale * pop_weight])

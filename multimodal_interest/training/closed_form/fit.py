@@ -28,7 +28,8 @@ from multimodal_interest.training.closed_form.blend import choose_blend
 from multimodal_interest.training.closed_form.build import build_linear_model
 from multimodal_interest.training.closed_form.cooc import choose_smoothing
 from multimodal_interest.training.closed_form.features import Featurizer, Rows
-from multimodal_interest.training.closed_form.items import ContentChoice, ContentSpace, TargetContent, choose
+from multimodal_interest.training.closed_form.head import attach_head
+from multimodal_interest.training.closed_form.items import ContentChoice, ContentSpace, TargetContent, choose, norm_matched
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
 from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags, whole_users
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
@@ -121,8 +122,11 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
         task, v, lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), valid_truth, valid_seen), best)
     trials += smoothing_trials
     space = ContentSpace(task, features, feat.vectorizer)
-    choice, content_trials = target_content(task, space, v, every.targets, u_valid, valid_truth, valid_seen, best)
+    content = TargetContent(space, task.target)
+    choice, content_trials = target_content(task, content, v, every.targets, u_valid, valid_truth, valid_seen, best)
     trials += content_trials
+    touched = np.asarray(every.targets.sum(0)).ravel() > 0
+    cmap = choice.map or norm_matched(content, v, touched)
     best, v, info["content"] = choice.trial, choice.v, choice.info
     columns = None
     if not given:  # settings given are the ridge they name; the blend is a searched step
@@ -131,6 +135,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
             valid_seen, best)
         trials += blend_trials
     model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v, columns)
+    info["content"].update(attach_head(model, task.target, space, cmap, columns, features.item_ids.get(task.target)))
     model.info["fit"] = info
     score = valid_ndcg10(model, task, valid_users, config.eval_batch_size)
     log.info("closed form: %s", info)
@@ -205,7 +210,7 @@ def solve_nystrom(feat: Featurizer, every: FitRows, carriers: Rows, valid: Rows,
     return scorer(t, t.lam, u_valid @ v.T, rank, "nystrom"), alpha, v, u_valid
 
 
-def target_content(task: ColdStartTask, space: ContentSpace, v: np.ndarray,
+def target_content(task: ColdStartTask, content: TargetContent, v: np.ndarray,
                    targets: sp.csr_matrix, u_valid: np.ndarray, valid_truth: sp.csr_matrix,
                    valid_seen: sp.csr_matrix, base: Trial) -> tuple[ContentChoice, list[Trial]]:
     """:func:`.items.choose` for this fit: ``u_valid [V, r]`` the validation users' interest
@@ -231,7 +236,7 @@ def target_content(task: ColdStartTask, space: ContentSpace, v: np.ndarray,
                 return ndcg10(torch.from_numpy(u_valid @ vectors[cold].T), among)
 
             scores_cold = (among_cold, ndcg_of(over_all))
-    return choose(TargetContent(space, task.target), v, counts, ndcg_of(valid_truth), scores_cold, base)
+    return choose(content, v, counts, ndcg_of(valid_truth), scores_cold, base)
 
 
 def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir,

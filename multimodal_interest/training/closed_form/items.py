@@ -10,6 +10,8 @@ vectors over the touched items (Gantner et al., ICDM 2010),
 alone, and ``kappa = 0`` keeps every touched item's learned vector as it is. The ridge map
 shrinks (and an untouched item has no popularity to show), so ``c_j M`` is scaled by ``rho``.
 Which blocks, ``mu``, ``rho`` and ``kappa`` are chosen on the validation users (:func:`choose`).
+The map is saved with the model (:mod:`.head`) so that items added to the catalog after
+training get ``rho c_j M`` too; where validation chose none, :func:`norm_matched` fits one.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class ContentSpace:
         self._blocks: dict[str, dict[str, np.ndarray]] = {p: {} for p in task.platforms}
         self.whitening: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # modality -> (mu [d], W [d, d])
         self.scale: dict[str, float] = {}  # block -> the root mean square its vectors were divided by
+        self.vectorizer, self.lsa = vectorizer, None  # the tokens block: tf-idf, then its LSA basis [k, V]
         texts = [p for p in task.platforms if p in features.texts]
         if vectorizer is not None and texts:
             from sklearn.decomposition import TruncatedSVD
@@ -53,6 +56,7 @@ class ContentSpace:
             k = min(LSA_DIMS, min(every.shape) - 1)
             if k >= 1:
                 lsa = TruncatedSVD(k, random_state=0).fit(every)
+                self.lsa = lsa.components_
                 for p in texts:
                     self._blocks[p][TOKENS] = lsa.transform(tok[p])
         modalities = {m for p in task.platforms for m in features.vectors.get(p, {})}
@@ -86,15 +90,53 @@ class TargetContent:
     """``blocks[b]`` ``[N_t, d_b]`` the target items' content (:class:`ContentSpace`)."""
 
     def __init__(self, space: ContentSpace, target: str):
+        self.space = space
         self.blocks = space.blocks(target)
+
+    def content(self, blocks: tuple[str, ...]) -> np.ndarray:
+        """``[N_t, F]`` the items' content ``c_j``: the ``blocks``' columns side by side."""
+        return np.concatenate([self.blocks[b] for b in blocks], 1)
+
+    def fit_map(self, v: np.ndarray, touched: np.ndarray, blocks: tuple[str, ...], mu: float) -> np.ndarray:
+        """``M [F, r]``: the ridge map from the ``touched`` items' content to their vectors ``v``."""
+        cw = self.content(blocks)[touched]
+        a = cw.T @ cw
+        a[np.diag_indices_from(a)] += mu * max(float(np.trace(a)) / len(a), 1e-12)
+        return np.linalg.solve(a, cw.T @ v[touched])
 
     def mapped(self, v: np.ndarray, touched: np.ndarray, blocks: tuple[str, ...], mu: float) -> np.ndarray:
         """``[N_t, r]`` every item's content vector ``c_j M`` (``M`` fitted on the ``touched`` items)."""
-        c = np.concatenate([self.blocks[b] for b in blocks], 1)  # [N_t, F]
-        cw = c[touched]
-        a = cw.T @ cw
-        a[np.diag_indices_from(a)] += mu * max(float(np.trace(a)) / len(a), 1e-12)
-        return c @ np.linalg.solve(a, cw.T @ v[touched])
+        return self.content(blocks) @ self.fit_map(v, touched, blocks, mu)
+
+
+@dataclass
+class ContentMap:
+    """``rho * c M``: the vectors of items the fit rows never touched, from their content."""
+
+    blocks: tuple[str, ...]  # the content's blocks, in column order
+    m: np.ndarray  # [F, r]
+    mu: float
+    rho: float
+    chosen_by: str  # "validation", or "norm" (rho matches the touched items' mean squared length)
+
+    def info(self) -> dict:
+        return {"blocks": list(self.blocks), "mu": self.mu, "rho": self.rho, "rho_from": self.chosen_by}
+
+
+def norm_matched(content: TargetContent, v: np.ndarray, touched: np.ndarray) -> ContentMap | None:
+    """The map for items a catalog gains after training when validation chose none (the content
+    path off): every block, the middle ridge, and ``rho`` that gives the touched items' content
+    vectors ``rho c_j M`` the mean squared length of their learned ones, to three significant
+    digits (None: no content, or fewer than two touched items)."""
+    if not content.blocks or touched.sum() < 2:
+        return None
+    blocks = tuple(sorted(content.blocks))
+    m = content.fit_map(v, touched, blocks, MUS[1])
+    fitted = float((np.square(content.content(blocks)[touched] @ m)).sum(1).mean())
+    target = float(np.square(v[touched]).sum(1).mean())
+    if not fitted > 0 or not target > 0:
+        return None
+    return ContentMap(blocks, m, MUS[1], float(f"{np.sqrt(target / fitted):.3g}"), "norm")  # 3 digits: no float noise
 
 
 def blend(v: np.ndarray, mapped: np.ndarray, counts: np.ndarray, kappa: float) -> np.ndarray:
@@ -109,6 +151,7 @@ class ContentChoice:
     v: np.ndarray  # [N_t, r] the item vectors chosen
     trial: Trial  # the chosen vectors' validation trial (``base`` when the content path is off)
     info: dict  # blocks, mu, kappa (or "off") and the validation figures behind them
+    map: ContentMap | None = None  # the content map the untouched items' vectors came from (None: off)
 
 
 def not_worse(trial: Trial, base: Trial) -> bool:
@@ -151,7 +194,8 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray, score: Cal
         blocks, mu = best[:2]
         info["cold_among_cold_valid_ndcg10"] = round(best[2], 6)
         base_cold = float(np.nanmean(over_all(v)))
-    mapped = content.mapped(v, touched, blocks, mu)
+    m = content.fit_map(v, touched, blocks, mu)
+    mapped = content.content(blocks) @ m
     chosen, chosen_v, setting, chosen_key = base, v, None, None
     base_key = (round(base_cold, 4), float(np.nanmean(among(v)))) if cold is not None else None
     for rho, kappa in itertools.product(SCALES, KAPPAS):
@@ -180,4 +224,4 @@ def choose(content: TargetContent, v: np.ndarray, counts: np.ndarray, score: Cal
     info.update(content="on", rho=setting[0], kappa=setting[1])
     if chosen_key is not None:
         info["cold_valid_ndcg10"], info["cold_among_cold_chosen_valid_ndcg10"] = chosen_key[0], round(chosen_key[1], 6)
-    return ContentChoice(chosen_v, chosen, info), trials
+    return ContentChoice(chosen_v, chosen, info, ContentMap(blocks, m, mu, setting[0], "validation")), trials

@@ -6,7 +6,8 @@ the target's own users (``log(1 + users)``, scaled to mean square 1); each part'
 chosen on the validation users. Built as the same :class:`~fusion.InterestModel` as the fit:
 the source item table holds the tokens part, each modality's projection its whitening, the
 constant the popularity weight; the target's learned item vectors are
-``[tokens, modalities..., popularity]``.
+``[tokens, modalities..., popularity]``, and those of items its catalog gains after training
+(the model's content head) ``[tokens, modalities..., 0]``.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import torch
 from fusion import InterestConfig, InterestModel
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.training.closed_form.features import TOKENS, Featurizer
+from multimodal_interest.training.closed_form.head import content_head
 from multimodal_interest.training.closed_form.items import ContentSpace
 from multimodal_interest.training.closed_form.rows import history_bags
 from multimodal_interest.training.closed_form.search import Trial
@@ -126,4 +128,8 @@ def build_zero_shot(task: ColdStartTask, features: ItemFeatures, config: TrainCo
         model.spaces[task.target].learned.copy_(torch.from_numpy(items))
     model.set_id_presence(task.source, torch.from_numpy(np.abs(src.get(TOKENS, np.zeros((len(table), 1)))).sum(1) > 0))
     features.attach(model, task.platforms)
+    # an item the catalog gains later: its content columns, no popularity
+    n = model.config.targets[task.target].n_items
+    model.set_content_head(task.target, content_head(space, [(tuple(shared), np.eye(width - 1), 0)], width, n,
+                                                     features.item_ids.get(task.target)))
     return model
