@@ -164,14 +164,17 @@ def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, ru
                         device=acc.device, dtype=torch.float64)
     items, seconds = acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
     encoder = acc.unwrap_model(towers).encoder
+    t0 = time.perf_counter()
     score = valid.score(acc, encoder, loaders)
+    valid_seconds = time.perf_counter() - t0
     row = {"epoch": state.epoch + 1, "step": state.global_step, "loss": state.loss_sums.get("loss", 0.0) / steps,
            "valid_ndcg10": score.ndcg10}
     if score.cold_ndcg10 is not None:
         row["valid_cold_ndcg10"] = score.cold_ndcg10
     # items encoded with gradients per second of training, all processes together
     row["train_items_per_s"] = items / (seconds / acc.num_processes) if seconds else 0.0
-    row["seconds"] = round(state.seconds, 2)
+    row["valid_seconds"] = round(valid_seconds, 2)
+    row["seconds"] = round(state.seconds, 2)  # training, all epochs so far (validation not counted)
     state.history.append(row)
     if score.selection > state.best:
         state.best, state.best_epoch, state.bad_epochs = score.selection, state.epoch + 1, 0
