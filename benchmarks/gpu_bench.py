@@ -15,8 +15,9 @@ One run writes one Markdown table (``--out``, written to a temporary file and re
 * fine-tuning the text encoder (``training.finetune``, what ``mmi finetune`` runs): MiniLM
   on Amazon Art -> Office with 20% cold items (imported from ``amazon_art_office`` into a
   temporary folder), a fixed number of steps in fp32 and in bf16 (bf16 autocast on CUDA
-  only: "n/a" on the CPU); steps/s and the validation NDCG@10 (all held-out items, and the
-  cold ones) after those steps, against the frozen encoder's; ``--tiny``: a random 2-layer
+  only: "n/a" on the CPU); steps/s and the validation NDCG@10 (all held-out items, the
+  cold ones over the whole catalog and among the cold items) after those steps, against the
+  frozen encoder's; ``--tiny``: a random 2-layer
   BERT on the topic world of ``tests/finetune_world.py``;
 * the closed-form fit of the default (linear) model, which runs on the CPU whatever
   ``--device``: seconds on its approximate path (``benchmarks/bench_fit_scale.py``'s world);
@@ -216,7 +217,7 @@ def frozen_score(task, texts, base: str, batch: int) -> str:
     tokens = {p: ItemTokens.build(st.preprocess, texts[p], st.tokenizer.pad_token_id or 0) for p in task.platforms}
     valid = Validation(task, tokens, defaults.max_len, batch)
     score = valid.score(acc, acc.prepare(st), acc.prepare(*valid.loaders()))
-    return f"{score.ndcg10:.4f} / {score.cold_ndcg10:.4f}"
+    return f"{score.ndcg10:.4f} / {score.cold_ndcg10:.4f} / {score.cold_among_cold_ndcg10:.4f}"
 
 
 def bench_finetune(s: dict[str, int], device: str, tiny: bool, work: Path) -> list[str]:
@@ -234,12 +235,13 @@ def bench_finetune(s: dict[str, int], device: str, tiny: bool, work: Path) -> li
         row = result.history[-1]
         cells.append(f"{row['step'] / row['seconds']:.2f} steps/s")
         notes.append(f"{'fp32' if precision == 'no' else precision}: {row['train_items_per_s']:.0f} items/s, "
-                     f"NDCG@10 all / cold {row['valid_ndcg10']:.4f} / {row['valid_cold_ndcg10']:.4f}, "
+                     f"NDCG@10 all / cold / cold among cold {row['valid_ndcg10']:.4f} / "
+                     f"{row['valid_cold_ndcg10']:.4f} / {row['valid_cold_among_cold_ndcg10']:.4f}, "
                      f"validation {row['valid_seconds']:.0f} s")
     ratio = (f"{float(cells[1].split()[0]) / float(cells[0].split()[0]):.2f}" if "steps/s" in cells[1] else "")
     what = "tiny BERT, topic world" if tiny else "MiniLM, Amazon Art -> Office, 20% cold items"
     return [f"fine-tuning the text encoder ({what})", *cells, ratio,
-            f"{s['ft_steps']} steps of {s['ft_batch']} users; frozen encoder NDCG@10 all / cold "
+            f"{s['ft_steps']} steps of {s['ft_batch']} users; frozen encoder NDCG@10 all / cold / cold among cold "
             f"{frozen_score(task, texts, base, 512)}; " + "; ".join(notes)]
 
 

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as e:
         raise ValueError(f"{e} (here: --no-resume)") from None
     if PartialState().is_main_process:
-        what = "cold-item NDCG@10" if task.valid_cold_items is not None else "NDCG@10"
+        cold = bool(result.history) and "valid_cold_among_cold_ndcg10" in result.history[0]
+        what = "NDCG@10 of the cold items among the cold items" if cold else "NDCG@10"
         print(f"{task.label}: best validation {what} {result.best_valid:.4f} at epoch {result.best_epoch} of "
               f"{result.epochs_run}; {result.seconds:.0f}s of training; encoder in {result.encoder_dir} "
               f"(--encoder text=finetuned:{result.encoder_dir})")

@@ -14,7 +14,7 @@ The output folder (:class:`~multimodal_interest.run.Run`)::
     config.json    the FinetuneConfig
     task.json      dataset, split, source, target
     encoder/       the best encoder: a sentence-transformers folder (--encoder text=finetuned:PATH)
-    log.jsonl      one line per epoch: loss, validation NDCG@10 (and of the cold items), items/s
+    log.jsonl      one line per epoch: loss, validation NDCG@10 (and of the cold items), items/s, seconds
     checkpoints/   full training states, step-N (the newest two)
 
 Re-running into the same folder resumes its last good checkpoint, provided it was trained on
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 class FinetuneResult:
     encoder_dir: Path  # the best encoder (a sentence-transformers folder)
     best_epoch: int
-    best_valid: float  # its validation NDCG@10 (cold items under the cold-item protocol)
+    best_valid: float  # its validation NDCG@10 (cold items among cold items under the cold-item protocol)
     epochs_run: int
     seconds: float
     history: list[dict]
@@ -142,7 +142,7 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
                 save_checkpoint(acc, run.checkpoints, state.global_step, towers, optimizer, state.state_dict(),
                                 {RECORD_FILE: record})
                 t0 = time.perf_counter()
-        end_epoch(acc, towers, valid, valid_loaders, state, run)
+        end_epoch(acc, towers, valid, valid_loaders, state, run, progress_bar)
         save_checkpoint(acc, run.checkpoints, state.global_step, towers, optimizer, state.state_dict(),
                         {RECORD_FILE: record})
     acc.wait_for_everyone()
@@ -157,7 +157,8 @@ def optimizer_for(module: torch.nn.Module, config: FinetuneConfig) -> torch.opti
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
 
 
-def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, run: Run) -> None:
+def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, run: Run,
+              progress_bar: bool = False) -> None:
     """Validate, keep the best encoder, log, and move to the next epoch."""
     steps = max(state.step_in_epoch, 1)
     sums = torch.tensor([state.loss_sums.get("items", 0.0), state.loss_sums.get("train_seconds", 0.0)],
@@ -165,12 +166,13 @@ def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, ru
     items, seconds = acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
     encoder = acc.unwrap_model(towers).encoder
     t0 = time.perf_counter()
-    score = valid.score(acc, encoder, loaders)
+    score = valid.score(acc, encoder, loaders, progress_bar)
     valid_seconds = time.perf_counter() - t0
     row = {"epoch": state.epoch + 1, "step": state.global_step, "loss": state.loss_sums.get("loss", 0.0) / steps,
            "valid_ndcg10": score.ndcg10}
-    if score.cold_ndcg10 is not None:
+    if score.cold_among_cold_ndcg10 is not None:
         row["valid_cold_ndcg10"] = score.cold_ndcg10
+        row["valid_cold_among_cold_ndcg10"] = score.cold_among_cold_ndcg10
     # items encoded with gradients per second of training, all processes together
     row["train_items_per_s"] = items / (seconds / acc.num_processes) if seconds else 0.0
     row["valid_seconds"] = round(valid_seconds, 2)
