@@ -10,8 +10,8 @@ once (``ItemTokens``), in every condition of one run, rounds interleaved, best r
 * forward+backward, every weight, one padded batch instead of length-sorted chunks (what the
   chunking of ``InterestTowers.embed`` saves).
 
-    PYTHONPATH=. python benchmarks/bench_finetune.py                  # about a minute on 2 cores
-    PYTHONPATH=. python benchmarks/bench_finetune.py --items 512 --max-seq-length 128
+    PYTHONPATH=. python benchmarks/bench_finetune.py                  # 1-3 min on the shared 2 cores
+    PYTHONPATH=. python benchmarks/bench_finetune.py --items 256       # 6 min there (load 3-5)
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def one_round(towers: InterestTowers, ids: torch.Tensor, mask: torch.Tensor, bat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--items", type=int, default=256)
+    ap.add_argument("--items", type=int, default=128)
     ap.add_argument("--batch", type=int, default=128, help="items per step (a step's distinct items)")
     ap.add_argument("--chunk", type=int, default=64, help="items encoded at once within a step, by length")
     ap.add_argument("--max-seq-length", type=int, default=64)
