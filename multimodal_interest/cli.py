@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("datasets", "list the registered datasets and which are cached"),
     "fetch": ("fetch", "fetch a registered dataset into the cache, once"),
     "train": ("train", "train the fusion model on one cold-start direction"),
+    "finetune": ("finetune", "fine-tune the text encoder end to end on one cold-start direction"),
     "evaluate": ("evaluate", "the model and the baselines on one split: tables, JSON, figures"),
     "export-index": ("export_index", "write a deployment bundle (model, item vectors, FAISS indexes)"),
     "recommend": ("recommend", "recommend items of a platform for a user, history or interest vector"),

@@ -210,13 +210,20 @@ def _gather(report: ModalityReport, failed: list[RowError]) -> list[RowError]:
 
 def load_encoders(specs: dict[str, str], device: str | None = None) -> dict[str, Encoder]:
     """``{"text": "sentence-transformer", "image": "resnet:arch=resnet50,weights=r50.pth"}``
-    -> encoders. Values after ':' are ``key=value`` options, comma-separated."""
-    from encoders import create_encoder
+    -> encoders. Values after ':' are ``key=value`` options, comma-separated; a value alone
+    (no '=') is the encoder's first option, e.g. ``finetuned:runs/ft/encoder``."""
+    from encoders import create_encoder, get_encoder_class
 
     out = {}
     for slot, spec in specs.items():
         name, _, opts = spec.partition(":")
         kwargs = {}
+        if opts and "=" not in opts:  # the value of the first option, taken whole (a path)
+            keys = get_encoder_class(name).config_keys
+            if not keys:
+                raise ValueError(f"encoder {spec!r} for {slot!r}: {name} takes no options")
+            kwargs[keys[0]] = opts.strip()
+            opts = ""
         for opt in filter(None, opts.split(",")):
             key, eq, value = opt.partition("=")
             if not eq:

@@ -7,6 +7,8 @@
       task.json       the task: dataset, split, source, target
       model/          the best model so far (``InterestModel.save_pretrained``), replaced
                       atomically; self-sufficient: copied alone, it scores as it did here
+      encoder/        (a fine-tuning run, ``mmi finetune``, instead of model/) the best text
+                      encoder so far, a sentence-transformers folder, replaced atomically
       log.jsonl       one line per epoch: losses, validation NDCG@10, time
       checkpoints/    full training states (:mod:`multimodal_interest.training.checkpoint`
                       owns the files inside one)
@@ -30,6 +32,7 @@ from multimodal_interest.store import atomic_write_bytes
 CONFIG_FILE = "config.json"
 TASK_FILE = "task.json"
 MODEL_DIR = "model"
+ENCODER_DIR = "encoder"
 LOG_FILE = "log.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -72,6 +75,10 @@ class Run:
     @property
     def model_dir(self) -> Path:
         return self.folder / MODEL_DIR
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.folder / ENCODER_DIR
 
     @property
     def log_file(self) -> Path:

@@ -29,6 +29,8 @@ def test_gpu_script_runs_on_cpu_and_writes_one_table(tmp_path):
     llm = body["SmolLM2-135M (llm-text)"]
     assert "items/s" in llm or "not available" in llm
     assert "steps/s" in body["fusion training (synthetic world)"] and ", match" in body["fusion training (synthetic world)"]
+    tuned = body["fine-tuning the text encoder (tiny BERT, topic world)"]
+    assert "steps/s" in tuned and "n/a (CUDA only)" in tuned and "frozen encoder NDCG@10" in tuned
     fit = body["closed-form fit (CPU, synthetic ids-only world)"]
     assert " s |" in fit and "nystrom path" in fit
     assert "skipped" in body["tests marked gpu (pytest -m gpu)"]  # no CUDA: they skip, they do not fail

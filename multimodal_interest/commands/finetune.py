@@ -1,0 +1,86 @@
+"""``mmi finetune DATASET --source A --target B --encoder text=NAME --output DIR``: fine-tune the
+text encoder end to end on the interest objective (a user's source history must pick their
+target items); also ``accelerate launch scripts/finetune.py ...``. The protocol options make
+it the task ``mmi train`` and ``mmi evaluate`` see with them. The best encoder lands in
+``DIR/encoder``: ``mmi embed ... --encoder text=finetuned:DIR/encoder`` puts its vectors in a
+store."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from multimodal_interest.commands import _protocol
+from multimodal_interest.data.dataset import CrossPlatformDataset
+from multimodal_interest.data.registry import resolve
+from multimodal_interest.training.errors import SettingsError
+from multimodal_interest.training.finetune import FinetuneConfig, finetune, item_texts
+
+# FinetuneConfig fields given on the command line: name -> (type, help)
+SETTINGS: dict[str, tuple[type, str]] = {
+    "epochs": (int, "epochs (default 1)"),
+    "epoch_steps": (int, "steps per epoch (default: one pass over the training users)"),
+    "batch_size": (int, "users per step, all processes together (default 32)"),
+    "grad_accum": (int, "steps per optimizer update (default 1)"),
+    "lr": (float, "learning rate (default 2e-5; LoRA wants more, e.g. 5e-4)"),
+    "temperature": (float, "InfoNCE temperature (default 0.05)"),
+    "negatives": (int, "target items drawn by popularity per step (default 64)"),
+    "max_len": (int, "most recent source items of a history (default 20)"),
+    "max_seq_length": (int, "tokens per item text (default 64; saved with the encoder)"),
+    "lora_rank": (int, "LoRA adapters of this rank instead of every weight; merged when saved (default 0: off)"),
+    "train_layers": (int, "only the top N transformer layers learn (default: all)"),
+    "mixed_precision": (str, "auto (bf16 on CUDA, else fp32), no, bf16"),
+    "patience": (int, "epochs without progress before stopping (default 2)"),
+    "checkpoint_every": (int, "also save the training state every N steps (default: at epoch ends)"),
+    "seed": (int, "seed (default 0)"),
+}
+
+
+def build_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset folder, or the name of a registered dataset")
+    p.add_argument("--source", required=True, help="platform the users come from")
+    p.add_argument("--target", required=True, help="platform to recommend on")
+    p.add_argument("--split", default="published", help="saved split to use (see `mmi validate`)")
+    p.add_argument("--encoder", default="text=sentence-transformer", metavar="text=NAME[:OPTIONS]",
+                   help="the text encoder to start from: text=sentence-transformer (packaged MiniLM, the "
+                        "default), text=mpnet, text=finetuned:PATH")
+    p.add_argument("--output", type=Path, required=True,
+                   help="run folder; re-running resumes it with the same task, encoder and settings "
+                        "(epochs, patience, checkpoint-every may change)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh: delete the checkpoints --output has")
+    group = p.add_argument_group("fine-tuning settings")
+    for name, (kind, text) in SETTINGS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
+    _protocol.add_arguments(p)
+
+
+def base_encoder(option: str) -> str:
+    """``text=NAME[:OPTIONS]`` -> ``NAME[:OPTIONS]``."""
+    slot, eq, spec = option.partition("=")
+    if slot.strip() != "text" or not eq or not spec.strip():
+        raise ValueError(f"--encoder {option!r}: expected text=NAME[:OPTIONS], e.g. text=sentence-transformer "
+                         "(the text encoder is what fine-tuning tunes)")
+    return spec.strip()
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    _protocol.check(args)
+    spec = base_encoder(args.encoder)
+    config = FinetuneConfig.from_dict({k: getattr(args, k) for k in SETTINGS if getattr(args, k) is not None})
+    dataset = CrossPlatformDataset.load(resolve(args.dataset))
+    task = dataset.cold_start(args.source, args.target, args.split)
+    task = _protocol.single(args, dataset.split(args.split).meta.get("protocol")).apply(task)
+    texts = {p: item_texts(dataset, p) for p in task.platforms}
+    try:
+        result = finetune(task, texts, spec, config, args.output, resume=not args.no_resume,
+                          progress_bar=args.progress)
+    except SettingsError as e:
+        raise ValueError(f"{e} (here: --no-resume)") from None
+    if PartialState().is_main_process:
+        cold = bool(result.history) and "valid_cold_among_cold_ndcg10" in result.history[0]
+        what = "NDCG@10 of the cold items among the cold items" if cold else "NDCG@10"
+        print(f"{task.label}: best validation {what} {result.best_valid:.4f} at epoch {result.best_epoch} of "
+              f"{result.epochs_run}; {result.seconds:.0f}s of training; encoder in {result.encoder_dir} "
+              f"(--encoder text=finetuned:{result.encoder_dir})")
+    return 0
