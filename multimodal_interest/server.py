@@ -54,7 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal_interest.interest import InterestDocumentError
-from multimodal_interest.recommend import Recommendation, Recommender, RequestError
+from multimodal_interest.micro_batch import MicroBatcher, Overloaded
+from multimodal_interest.recommend import Ask, Recommendation, Recommender, RequestError
 from multimodal_interest.titles import ItemTitles
 
 MAX_K = 1000
@@ -68,6 +69,9 @@ MAX_ERRORS = 10  # errors a 422 lists (the first ones)
 MAX_QUOTE = 200  # characters of the request a 4xx quotes back, per quoted value
 MAX_DETAIL = 2000  # characters of a refusal's reason
 MAX_RESULTS = 50  # items a title search answers with
+MAX_BATCH = 64  # requests scored together at most
+MAX_QUEUE = 256  # requests waiting for a batch, per process; one more gets 503
+RETRY_AFTER = "1"  # seconds a 503 asks the client to wait
 DOCS_ASSETS = "/static/docs"  # where the documentation pages' scripts, styles and icon are served
 WEB_ASSETS = "/static/web"  # the try-it page's script, style and icon
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -152,13 +156,18 @@ class JSONBytes(JSONResponse):
 
 
 def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
-               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
-    """The app. Every route is a coroutine that computes on the event loop's own thread, one
-    request at a time, with no hop to a thread pool (a request costs about a millisecond:
-    handing it to a thread and back cost more); a process serves one core's worth, and
-    ``mmi serve --workers N`` runs N processes on one listening socket. A body must arrive
-    whole within ``body_timeout`` seconds of its headers (else 408) and be at most
-    ``max_body_bytes`` (else 413)."""
+               body_timeout: float = BODY_TIMEOUT, max_batch: int = MAX_BATCH,
+               max_queue: int = MAX_QUEUE) -> FastAPI:
+    """The app. Every route is a coroutine that computes on the event loop's own thread, with
+    no hop to a thread pool (a request costs about a millisecond: handing it to a thread and
+    back cost more); a process serves one core's worth, and ``mmi serve --workers N`` runs N
+    processes on one listening socket. ``POST /recommend`` requests are checked and resolved
+    one by one (:meth:`~multimodal_interest.recommend.Recommender.prepare`: 422 at once for
+    one it cannot serve), then scored in micro-batches
+    (:class:`~multimodal_interest.micro_batch.MicroBatcher`): those that arrive while a batch
+    computes, up to ``max_batch``, make the next one; over ``max_queue`` waiting, a request
+    gets 503 with ``Retry-After``. A body must arrive whole within ``body_timeout`` seconds of
+    its headers (else 408) and be at most ``max_body_bytes`` (else 413)."""
     app = FastAPI(title="multimodal-interest", version="1",
                   description="Cross-platform recommendations from a person's history on other platforms.",
                   docs_url=None, redoc_url=None)
@@ -177,6 +186,9 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         except (RequestError, InterestDocumentError) as e:  # the request cannot be served: say why
             raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
 
+    batcher = MicroBatcher(lambda batch: serve(recommender.score, batch), max_batch, max_queue)
+    app.state.batcher = batcher
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok", "model": recommender.fingerprint}
@@ -187,9 +199,17 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
 
     @app.post("/recommend", response_model=TitledRecommendation, dependencies=[JSON_BODY])
     async def recommend(body: RecommendRequest) -> Response:
-        r = serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
-                  source=body.source, user_id=body.user_id, interest=body.interest,
-                  exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
+        prepared = serve(recommender.prepare, Ask(
+            body.pairs(), platform=body.platform, k=body.k, source=body.source, user_id=body.user_id,
+            interest=body.interest, exclude_seen=body.exclude_seen, explain=body.explain,
+            skip_unknown=body.skip_unknown))
+        try:
+            r = await batcher.submit(prepared)
+        except Overloaded:
+            raise HTTPException(503, f"the service is busy: over {max_queue} requests wait; retry later",
+                                headers={"Retry-After": RETRY_AFTER}) from None
+        except (RequestError, InterestDocumentError) as e:
+            raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
         named = {(r.platform, x.item_id) for x in r.items} | {(c.platform, c.item_id) for x in r.items
                                                               for c in x.because}
         shown: dict[str, dict[str, str]] = {}
