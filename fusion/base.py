@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar, Self
 
+import torch
 from torch import nn
 
 from fusion import legacy
@@ -37,6 +38,19 @@ class Fusion(nn.Module):
     def set_item_features(self, platform: str, features: dict, present: dict | None = None) -> None:
         """See :meth:`fusion.items.ItemEmbedder.set_features`."""
         self.items.set_features(platform, features, present)
+
+    def leave_one_out(self, items: torch.Tensor, mask: torch.Tensor,
+                      platform: str | torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]``: ``[b, j]`` is the interest vector of history ``b`` without its item
+        ``j`` (``mask[b, j]`` set False), 0 where ``mask[b, j]`` is False already. Here each of
+        those histories is encoded (one row per history item); a fusion whose interest is a
+        sum over the items does it in one pass (:meth:`fusion.linear.LinearFusion.leave_one_out`)."""
+        b, j = mask.nonzero(as_tuple=True)
+        rows = mask[b] & (torch.arange(items.shape[1], device=mask.device) != j[:, None])
+        u = self(items[b], rows, platform if isinstance(platform, str) else platform[b])
+        out = u.new_zeros(*items.shape, u.shape[-1])
+        out[b, j] = u
+        return out
 
     def save(self, folder: str | os.PathLike) -> None:
         save_part(self, folder, self.config.to_dict())

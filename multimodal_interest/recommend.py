@@ -29,12 +29,23 @@ popularity prior: a linear model's interest of an empty history is the populatio
 ranked by the learned item bias alone (``index`` ``"bias"``).
 
 **Explanations** (leave-one-out): for each recommended item, the history items whose removal
-would lower its score most, with that drop (``contribution``, in logit units). The history
-is re-encoded once without each item (one batch of ``L`` histories), so this costs one extra
-forward pass of ``L`` rows. A contribution is exact for that one removal; contributions of
-several items do not add up (the transformer mixes items), and an item may contribute
-nothing or even negatively (then it is not listed). An interest document has no history, so
-no explanation.
+would lower its score most, with that drop (``contribution``, in logit units). The interest
+of the history without each item comes from :meth:`fusion.model.InterestModel.leave_one_out`:
+the transformer re-encodes ``L`` histories (one extra forward pass of ``L`` rows); the linear
+model, a sum over items, subtracts each item's share (one pass). A contribution is exact for
+that one removal; contributions of several items do not add up (the transformer mixes
+items), and an item may contribute nothing or even negatively (then it is not listed). An
+interest document has no history, so no explanation.
+
+**Many requests at once**: :meth:`Recommender.recommend_many` scores a list of
+:class:`Ask` (the arguments of :meth:`~Recommender.recommend`) together, in three phases:
+:meth:`~Recommender.prepare` checks and resolves each request alone (its errors are its
+own), :meth:`~Recommender.score` encodes every history in one padded batch ``[B, L]``, makes
+the queries and searches once per target platform (each request's own ``k`` and exclusions)
+and computes every request's leave-one-out rows in one call. Each answer is the one
+:meth:`~Recommender.recommend` gives alone, up to float rounding (``recommend`` is a batch
+of one); a request that fails gets its exception in its place. ``mmi serve`` scores
+concurrent requests this way (:mod:`multimodal_interest.micro_batch`).
 """
 from __future__ import annotations
 
@@ -407,27 +418,21 @@ class Recommender:
         """Interest vectors ``[B, D]`` of resolved histories, in one padded batch ``[B, L]``."""
         return self.model.encode_users(*self._padded(histories))
 
-    def _padded(self, histories: list[_History], leave_one_out: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, str | torch.Tensor]:
-        """``items [R, L]``, ``mask [R, L]`` and ``platform`` (a name, or ``[R, L]`` indices into
-        the model's platforms where the histories mix several) of one row per history, or with
-        ``leave_one_out`` one row per history item: its history without it. ``L`` is the
-        longest history; shorter ones are padded (masked)."""
+    def _padded(self, histories: list[_History]) -> tuple[torch.Tensor, torch.Tensor, str | torch.Tensor]:
+        """``items [B, L]``, ``mask [B, L]`` and ``platform`` (a name, or ``[B, L]`` indices into
+        the model's platforms where the histories mix several) of resolved histories, the
+        shorter ones padded (masked) to the longest."""
         L = max(len(h.items) for h in histories)
-        counts = [len(h.items) if leave_one_out else 1 for h in histories]
-        items = torch.zeros(sum(counts), L, dtype=torch.int64)
-        mask = torch.zeros(sum(counts), L, dtype=torch.bool)
+        items = torch.zeros(len(histories), L, dtype=torch.int64)
+        mask = torch.zeros(len(histories), L, dtype=torch.bool)
         names = {p for h in histories for p in h.platforms}
-        mixed = torch.zeros(sum(counts), L, dtype=torch.int64) if len(names) > 1 else None
+        mixed = torch.zeros(len(histories), L, dtype=torch.int64) if len(names) > 1 else None
         index = {p: i for i, p in enumerate(self.model.fusion.config.platforms)}
-        r = 0
-        for h, c in zip(histories, counts):
+        for b, h in enumerate(histories):
             n = len(h.items)
-            items[r:r + c, :n] = h.items
-            mask[r:r + c, :n] = ~torch.eye(n, dtype=torch.bool) if leave_one_out else True
+            items[b, :n], mask[b, :n] = h.items, True
             if mixed is not None:
-                mixed[r:r + c, :n] = torch.tensor([index[p] for p in h.platforms], dtype=torch.int64)
-            r += c
+                mixed[b, :n] = torch.tensor([index[p] for p in h.platforms], dtype=torch.int64)
         if mixed is not None:
             return items, mask, mixed
         return items, mask, names.pop() if names else self.bundle.history_platforms[0]
@@ -435,12 +440,13 @@ class Recommender:
     def _explain(self, platform: str, batch: list[Prepared], q: torch.Tensor,
                  recommended: list[torch.Tensor]) -> list[list[list[Contribution]]]:
         """Leave-one-out contributions of each request's history items to each of its
-        recommended items (``q [B, D_P]``: the requests' queries); all requests' rows (one
-        per history item) in one encode."""
+        recommended items (``q [B, D_P]``: the requests' queries); every request's history
+        less each of its items in one call (:meth:`fusion.model.InterestModel.leave_one_out`)."""
         if not batch:
             return []
         items = self.bundle.targets[platform]
-        u_loo = self.model.encode_users(*self._padded([p.h for p in batch], leave_one_out=True))
+        history, mask, platforms = self._padded([p.h for p in batch])
+        u_loo = self.model.leave_one_out(history, mask, platforms)[mask]  # [sum of L, D]: each history less one item
         q_loo = self.model.query(u_loo, platform)  # [sum of L, D_P]
         out, r, ids = [], 0, self.bundle.item_ids
         for p, q_b, rec in zip(batch, q, recommended):

@@ -3,8 +3,8 @@ share one listening socket and everything loaded before the fork.
 
 The parent loads the model, the index and the item tables once, binds the socket, then forks:
 each worker is a copy-on-write view of the parent's memory (the bundle's arrays are never
-written, so they stay shared pages) and runs its own event loop, one request computed at a
-time; the kernel hands each new connection to a worker that is waiting in ``accept``. The
+written, so they stay shared pages) and runs its own event loop, one batch of requests
+computed at a time; the kernel hands each new connection to a worker that is waiting in ``accept``. The
 parent only waits, and passes SIGINT/SIGTERM on to the workers (each finishes its answers in
 flight and stops). Fork is POSIX only: elsewhere ``workers`` must be 1.
 """

@@ -27,7 +27,10 @@ error handler itself fail. A request the model cannot serve
 ``detail``; any other error is a bug, and a 500. A body not labelled JSON (form, multipart,
 plain text, none) gets 415; a body that is not JSON gets 422 (400 when Python's JSON parser
 gives up on it: nested too deep, an integer of over 4300 digits); a body over
-``max_body_bytes`` gets 413 before it is parsed, one slower than ``body_timeout`` 408. A 4xx
+``max_body_bytes`` gets 413 before it is parsed, one slower than ``body_timeout`` 408.
+``POST /recommend`` requests that arrive together are scored together (micro-batches, see
+:func:`create_app`); one that finds :data:`MAX_QUEUE` requests already waiting gets 503 with
+``Retry-After``. A 4xx
 quotes at most :data:`MAX_QUOTE` characters of any request value and lists at most
 :data:`MAX_ERRORS` errors. Nothing in a request names a
 file: the model, the index and the user table are loaded once, read-only, before the app
