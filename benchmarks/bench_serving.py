@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import REPO, machine, markdown_table  # noqa: E402
 from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig  # noqa: E402
 from multimodal_interest.bundle import Bundle, model_fingerprint  # noqa: E402
-from multimodal_interest.recommend import Recommender  # noqa: E402
+from multimodal_interest.recommend import Ask, Recommender  # noqa: E402
 from multimodal_interest.retrieval import ExactRetriever, FaissRetriever, TargetItems  # noqa: E402
 
 HISTORY, N_SOURCE, TEXT, DIM, CLUSTERS = 50, 20_000, 384, 128, 1000
@@ -113,6 +113,28 @@ def in_process(bundle: Bundle, indexes: dict, n_requests: int, rng: np.random.Ge
                 reference = float(p50)
             ratio = f"{reference / float(p50):.2f}x" if explain == 0 else ""
             rows.append([f"{len(bundle.targets['b']):,}", kind, explain, len(ms), p50, p99, ratio])
+    return rows
+
+
+def batched(bundle: Bundle, retriever, rng: np.random.Generator, rounds: int = 20) -> list[list]:
+    """CPU ms per request of ``Recommender.recommend_many`` over batches of 1, 8 and 32
+    requests (``flat`` index), explanations off and on; ratio vs the batch of one."""
+    rec = Recommender(bundle, "flat")
+    rec.retrievers["b"] = retriever
+    rows, every = [], rounds
+    for explain in (0, 3):
+        reference, rounds = None, every if explain == 0 else max(every // 4, 2)  # the transformer's: slow
+        for size in (1, 8, 32):
+            asks = [Ask([f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)], platform="b", source="a",
+                        k=10, explain=explain) for _ in range(size * rounds)]
+            rec.recommend_many(asks[:size])  # warm-up
+            t = time.process_time()
+            for r in range(rounds):
+                rec.recommend_many(asks[r * size:(r + 1) * size])
+            ms = (time.process_time() - t) * 1e3 / (size * rounds)
+            reference = reference or ms
+            rows.append([f"{len(bundle.targets['b']):,}", explain, size, size * rounds, f"{ms:.3f}",
+                         f"{reference / ms:.2f}x"])
     return rows
 
 
@@ -306,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start\n")
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    lat, rec_rows, mem, http, soaked = [], [], [], [], []
+    lat, batch_rows, rec_rows, mem, http, soaked = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             folder = Path(tmp) / f"bundle-{n}"
@@ -318,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                     indexes[kind], built[kind] = build(kind, items, bundle)
             if not args.http_only:
                 lat += in_process(bundle, indexes, args.requests if n <= 100_000 else args.requests // 5, rng)
+                batch_rows += batched(bundle, indexes["flat"], rng)
                 rec_rows += recall_rows(n, "clustered", items, queries, indexes, args)
                 rec_rows += recall_rows(n, "isotropic", *isotropic(n, items.bias), {}, args)
             with build_threads():
@@ -337,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.http_only:
         print("## In-process: one user, 50-item history, top-10 (ms per request)\n")
         print(markdown_table(["items", "index", "explain", "requests", "p50 ms", "p99 ms", "speed vs exact (p50)"], lat))
+        print("\n## In-process, in batches: `Recommender.recommend_many` (flat), CPU ms per request\n")
+        print(markdown_table(["items", "explain", "batch", "requests", "CPU ms/request", "speed vs batch of 1"],
+                             batch_rows))
         print("\n## Recall@10 against exact (500 synthetic queries; clustered as above, and isotropic)\n")
         print(markdown_table(["items", "vectors", "index", "setting", "recall@10", "ms/query"], rec_rows))
         print(f"\n## Index memory (file size = in-memory size of the index; built on {os.cpu_count()} threads)\n")

@@ -369,13 +369,13 @@ class Recommender:
     def _interests(self, batch: Sequence[Prepared], out: list) -> torch.Tensor:
         """``[B, D]`` interest vectors: the documents' as read, the histories' in one encode;
         a row whose vector is not finite gets its error in ``out``."""
-        u = torch.zeros(len(batch), self.dim)
+        u = torch.zeros(len(batch), self.dim, device=self.model.device)
         rows = [i for i, p in enumerate(batch) if p.h is not None]
         if rows:
             u[rows] = self._encode_histories([batch[i].h for i in rows])
         for i, p in enumerate(batch):
             if p.u is not None:
-                u[i] = p.u
+                u[i] = p.u.to(u.device)
             elif not bool(torch.isfinite(u[i]).all()):  # never served as an empty list or a vector of nulls
                 out[i] = _non_finite(p.h, self.bundle.folder)
         return u
