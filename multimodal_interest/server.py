@@ -177,8 +177,6 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, refused)
-    add_offline_docs(app)
-    add_page(app)
     bundle = recommender.bundle
     titles = ItemTitles(bundle.item_ids, bundle.titles)
 
@@ -255,6 +253,8 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         return JSONBytes(serve(recommender.export_interest, body.pairs(), source=body.source,
                                user_id=body.user_id, skip_unknown=body.skip_unknown))
 
+    add_offline_docs(app)  # after the API: a request tries the routes in order
+    add_page(app)
     return app
 
 
