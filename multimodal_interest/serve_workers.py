@@ -8,10 +8,10 @@ computed at a time; the kernel hands each new connection to a worker that is wai
 parent only waits, and passes SIGINT/SIGTERM on to the workers (each finishes its answers in
 flight and stops). Fork is POSIX only: elsewhere ``workers`` must be 1.
 
-Before serving, everything loaded so far (the bundle, torch, the app: some 400,000 Python
-objects that live as long as the process) is moved out of the garbage collector's reach
-(``gc.freeze``): a full collection walked them all, 300 ms pauses every few seconds under
-load, which made the slowest 1% of answers wait for it; and a frozen object's header is never
+Before serving, everything loaded so far (the bundle, torch, the app: Python objects that
+live as long as the process) is moved out of the garbage collector's reach (``gc.freeze``):
+a full collection walked them all, pauses of about 200 ms every few seconds under load
+(``benchmarks/serve_phases.py``), which made the slowest 1% of answers wait for it; and a frozen object's header is never
 written again, so a forked worker leaves those pages shared. The young generation is
 collected after 10,000 net allocations (Python's default is 700: an answer allocates
 hundreds of objects, nearly all freed by reference counting, and 700 made a collection
