@@ -3,6 +3,7 @@ HTTP; requests/s; memory of a 1M-item index; recall@10 of IVF and HNSW against e
 
     PYTHONPATH=. python benchmarks/bench_serving.py [--sizes 20000,1000000] [--seconds 20]
     PYTHONPATH=. python benchmarks/bench_serving.py --http-only --sizes 20000 --kind linear --baseline ../main
+    PYTHONPATH=. python benchmarks/bench_serving.py --http-only --no-http --sizes 20000 --kind linear --soak 100000
 
 What runs: a bundle of a model (dim 128, 2 layers, 4 heads, attention pooling, window 50,
 384-d text features for the 20,000 history-platform items) with **random weights** -- latency
@@ -23,8 +24,10 @@ this machine's cores, so each row also gives the CPU each side spent per request
 server's, summed over its processes, is the figure the load of other jobs disturbs least)
 and the server's memory before and after (RSS summed over processes counts the pages the
 workers share in each of them; PSS splits them). ``--baseline DIR``: a checkout of the code
-to compare with (e.g. ``main``), served row by row between this code's rows under the same
-load. ``--kind linear`` serves the linear model (``mmi train``'s default) of the same width
+to compare with (e.g. ``main``), served with the same number of workers just before this
+code, row by row under the same load. ``--soak N``: this code's server (``--workers``, no
+explanations) under load until it has answered ``N`` requests, its memory after each round
+of ``--seconds`` (a leak shows as a climb). ``--kind linear`` serves the linear model (``mmi train``'s default) of the same width
 instead of the transformer. Every request runs on one thread (torch and FAISS
 single-threaded, as ``mmi serve`` runs them). Exact torch is the reference for every ratio.
 """
@@ -51,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import REPO, machine, markdown_table  # noqa: E402
 from fusion import FusionConfig, InterestConfig, InterestModel, TargetConfig  # noqa: E402
 from multimodal_interest.bundle import Bundle, model_fingerprint  # noqa: E402
-from multimodal_interest.recommend import Recommender  # noqa: E402
+from multimodal_interest.recommend import Ask, Recommender  # noqa: E402
 from multimodal_interest.retrieval import ExactRetriever, FaissRetriever, TargetItems  # noqa: E402
 
 HISTORY, N_SOURCE, TEXT, DIM, CLUSTERS = 50, 20_000, 384, 128, 1000
@@ -113,6 +116,28 @@ def in_process(bundle: Bundle, indexes: dict, n_requests: int, rng: np.random.Ge
     return rows
 
 
+def batched(bundle: Bundle, retriever, rng: np.random.Generator, rounds: int = 20) -> list[list]:
+    """CPU ms per request of ``Recommender.recommend_many`` over batches of 1, 8 and 32
+    requests (``flat`` index), explanations off and on; ratio vs the batch of one."""
+    rec = Recommender(bundle, "flat")
+    rec.retrievers["b"] = retriever
+    rows, every = [], rounds
+    for explain in (0, 3):
+        reference, rounds = None, every if explain == 0 else max(every // 4, 2)  # the transformer's: slow
+        for size in (1, 8, 32):
+            asks = [Ask([f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)], platform="b", source="a",
+                        k=10, explain=explain) for _ in range(size * rounds)]
+            rec.recommend_many(asks[:size])  # warm-up
+            t = time.process_time()
+            for r in range(rounds):
+                rec.recommend_many(asks[r * size:(r + 1) * size])
+            ms = (time.process_time() - t) * 1e3 / (size * rounds)
+            reference = reference or ms
+            rows.append([f"{len(bundle.targets['b']):,}", explain, size, size * rounds, f"{ms:.3f}",
+                         f"{reference / ms:.2f}x"])
+    return rows
+
+
 @contextmanager
 def build_threads():
     """Index builds use every core; queries one thread (as the server runs them)."""
@@ -168,8 +193,8 @@ def free_port() -> int:
 
 
 def start_server(root: Path, folder: Path, kind: str, port: int, workers: int) -> tuple[subprocess.Popen, float]:
-    """``mmi serve`` of the code in ``root`` (``--workers`` only when over 1: today's code has
-    no such option), and its start-up time."""
+    """``mmi serve`` of the code in ``root`` (``--workers`` only when over 1: code older than
+    2026-12-07 has no such option), and its start-up time."""
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -229,19 +254,54 @@ def over_http(name: str, root: Path, folder: Path, kind: str, explain: int, conn
             f"{mem1[1]:,.0f}", f"{startup:.1f}"]
 
 
+def write_bodies(path: Path, explain: int, rng: np.random.Generator) -> Path:
+    """256 request bodies: a 50-item history each, top-10, ``explain`` items named per item."""
+    path.write_text(json.dumps([{"platform": "b", "k": 10, "source": "a", "explain": explain,
+                                 "history": [f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)]}
+                                for _ in range(256)]))
+    return path
+
+
 def http_rows(folder: Path, n: int, args, rng: np.random.Generator, tmp: Path) -> list[list]:
-    """Today's code (``--baseline``) and this code, row after row under the same load."""
+    """Today's code (``--baseline``) and this code, row after row under the same load, each
+    with 1 and ``--workers`` processes."""
     rows = []
     for explain in (0, 3):
-        bodies = tmp / f"bodies-{n}-{explain}.json"
-        bodies.write_text(json.dumps([{"platform": "b", "k": 10, "source": "a", "explain": explain,
-                                       "history": [f"a{i}" for i in rng.choice(N_SOURCE, HISTORY, replace=False)]}
-                                      for _ in range(256)]))
+        bodies = write_bodies(tmp / f"bodies-{n}-{explain}.json", explain, rng)
         kind = "flat" if n <= 100_000 or explain else "ivf"
-        if args.baseline:
-            rows.append(over_http("baseline", args.baseline, folder, kind, explain, args.concurrency, 1, n, args, bodies))
         for workers in sorted({1, args.workers}):
+            if args.baseline:
+                rows.append(over_http("baseline", args.baseline, folder, kind, explain, args.concurrency,
+                                      workers, n, args, bodies))
             rows.append(over_http("this code", REPO, folder, kind, explain, args.concurrency, workers, n, args, bodies))
+    return rows
+
+
+def soak(folder: Path, n: int, args, rng: np.random.Generator, tmp: Path) -> list[list]:
+    """This code's server (``--workers``, flat index, no explanations) under ``--concurrency``
+    connections until ``--soak`` requests are answered, in rounds of ``--seconds``; one row
+    per round: requests so far, req/s, p99, errors, and the server's memory after it."""
+    bodies = write_bodies(tmp / f"bodies-soak-{n}.json", 0, rng)
+    port = free_port()
+    server, _ = start_server(REPO, folder, "flat", port, args.workers)
+    rows, total = [], 0
+    try:
+        time.sleep(2)
+        rss, pss = server_memory(server.pid)
+        rows.append([0, "", "", "", f"{rss:,.0f}", f"{pss:,.0f}"])
+        while total < args.soak:
+            out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "http_load.py"), "--url",
+                                  f"http://127.0.0.1:{port}/recommend", "--bodies", str(bodies), "--concurrency",
+                                  str(args.concurrency), "--seconds", str(args.seconds), "--warmup", "0"],
+                                 stdout=subprocess.PIPE, text=True, check=True).stdout
+            result = json.loads(out)
+            total += result["requests"]
+            rss, pss = server_memory(server.pid)
+            rows.append([f"{total:,}", f"{result['req_per_s']:.0f}", result["p99_ms"], result["errors"],
+                         f"{rss:,.0f}", f"{pss:,.0f}"])
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
     return rows
 
 
@@ -258,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="`mmi serve --workers` of the last HTTP row per setting")
     p.add_argument("--baseline", type=Path, help="a checkout of today's code (e.g. `git worktree add /tmp/main "
                                                  "main`): its `mmi serve` measured in the same run, row by row")
+    p.add_argument("--soak", type=int, default=0, help="after the HTTP rows: this code's server (`--workers`, no "
+                                                       "explanations) until this many requests, memory per round")
     args = p.parse_args(argv)
     import faiss
 
@@ -266,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start\n")
     start = time.perf_counter()
     rng = np.random.default_rng(0)
-    lat, rec_rows, mem, http = [], [], [], []
+    lat, batch_rows, rec_rows, mem, http, soaked = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
             folder = Path(tmp) / f"bundle-{n}"
@@ -278,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
                     indexes[kind], built[kind] = build(kind, items, bundle)
             if not args.http_only:
                 lat += in_process(bundle, indexes, args.requests if n <= 100_000 else args.requests // 5, rng)
+                batch_rows += batched(bundle, indexes["flat"], rng)
                 rec_rows += recall_rows(n, "clustered", items, queries, indexes, args)
                 rec_rows += recall_rows(n, "isotropic", *isotropic(n, items.bias), {}, args)
             with build_threads():
@@ -292,9 +355,14 @@ def main(argv: list[str] | None = None) -> int:
             del indexes, bundle
             if not args.no_http:
                 http += http_rows(folder, n, args, rng, Path(tmp))
+            if args.soak:
+                soaked += [[f"{n:,}", *row] for row in soak(folder, n, args, rng, Path(tmp))]
     if not args.http_only:
         print("## In-process: one user, 50-item history, top-10 (ms per request)\n")
         print(markdown_table(["items", "index", "explain", "requests", "p50 ms", "p99 ms", "speed vs exact (p50)"], lat))
+        print("\n## In-process, in batches: `Recommender.recommend_many` (flat), CPU ms per request\n")
+        print(markdown_table(["items", "explain", "batch", "requests", "CPU ms/request", "speed vs batch of 1"],
+                             batch_rows))
         print("\n## Recall@10 against exact (500 synthetic queries; clustered as above, and isotropic)\n")
         print(markdown_table(["items", "vectors", "index", "setting", "recall@10", "ms/query"], rec_rows))
         print(f"\n## Index memory (file size = in-memory size of the index; built on {os.cpu_count()} threads)\n")
@@ -305,6 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown_table(["code", "items", "index", "explain", "workers", "connections", "requests", "req/s",
                               "p50 ms", "p99 ms", "errors", "server CPU ms/req", "client CPU ms/req",
                               "server RSS MiB (start -> end)", "server PSS MiB", "startup s"], http))
+    if soaked:
+        print(f"\n## Memory under load: this code, {args.workers} workers, {args.concurrency} connections, "
+              f"no explanations, rounds of {args.seconds:.0f} s\n")
+        print(markdown_table(["items", "requests answered", "req/s", "p99 ms", "errors",
+                              "server RSS MiB (summed)", "server PSS MiB"], soaked))
     print(f"\ncommand: PYTHONPATH=. python benchmarks/bench_serving.py {' '.join(argv or sys.argv[1:])}; "
           f"{time.perf_counter() - start:.0f} s; load average {os.getloadavg()[0]:.1f} at the end")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import ClassVar, Self
 
+import torch
 from torch import nn
 
 from fusion import legacy
@@ -37,6 +38,25 @@ class Fusion(nn.Module):
     def set_item_features(self, platform: str, features: dict, present: dict | None = None) -> None:
         """See :meth:`fusion.items.ItemEmbedder.set_features`."""
         self.items.set_features(platform, features, present)
+
+    def leave_one_out(self, items: torch.Tensor, mask: torch.Tensor,
+                      platform: str | torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]``: ``[b, j]`` is the interest vector of history ``b`` without its item
+        ``j`` (``mask[b, j]`` set False), 0 where ``mask[b, j]`` is False already. Here each of
+        those histories is encoded, one history's rows at a time (all ``B L`` rows at once
+        made activations of hundreds of MB, slower than this); a fusion whose interest is a
+        sum over the items does it in one pass (:meth:`fusion.linear.LinearFusion.leave_one_out`)."""
+        out = None
+        for b in range(items.shape[0]):
+            j = mask[b].nonzero()[:, 0]  # [n]
+            n, L = len(j), items.shape[1]
+            if n == 0:
+                continue
+            rows = mask[b].expand(n, L) & (torch.arange(L, device=mask.device) != j[:, None])  # [n, L]
+            u = self(items[b].expand(n, L), rows, platform if isinstance(platform, str) else platform[b].expand(n, L))
+            out = u.new_zeros(*items.shape, u.shape[-1]) if out is None else out
+            out[b, j] = u
+        return out if out is not None else torch.zeros(*items.shape, self.config.dim, device=items.device)
 
     def save(self, folder: str | os.PathLike) -> None:
         save_part(self, folder, self.config.to_dict())

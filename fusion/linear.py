@@ -22,6 +22,8 @@ never change ``u`` (the blocks are bags); the most recent ``max_len`` items are 
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,16 +63,16 @@ class LinearFusion(Fusion):
             raise ValueError(f"platform indices must be in [0, {len(names)}) (FusionConfig.platforms)")
         return [(name, mask & (platform == i)) for i, name in enumerate(names)]
 
-    def pooled(self, items: torch.Tensor, mask: torch.Tensor,
-               platform: str | torch.Tensor) -> torch.Tensor:
-        """``u_raw [B, D]``: the unnormalised interest (before ``normalize``)."""
+    def _shares(self, items: torch.Tensor, mask: torch.Tensor, platform: str | torch.Tensor
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]]:
+        """Per platform of the histories, what each item adds (0 where it is not of that
+        platform, or masked): its table row ``[B, L, D]`` (where in use; None for a platform
+        without a table), whether it is kept
+        ``[B, L]`` bool, and per modality its projection ``[B, L, D]`` and whether it has one
+        ``[B, L]`` bool."""
         if mask.shape != items.shape or mask.dtype != torch.bool:
             raise ValueError(f"mask must be bool of shape {tuple(items.shape)}, got {mask.dtype} "
                              f"{tuple(mask.shape)}")
-        B, D = items.shape[0], self.config.dim
-        rooted = self.const.new_zeros(B, D)
-        dense = {m: (self.const.new_zeros(B, D), self.const.new_zeros(B)) for m in self.config.modalities}
-        kept = torch.zeros(B, dtype=torch.long, device=self.const.device)
         for name, sel in self._platforms(items, mask, platform):
             if not bool(sel.any()):
                 continue
@@ -78,25 +80,70 @@ class LinearFusion(Fusion):
             idx = torch.where(sel, items, 0)
             if bool(((idx < 0) | (idx >= n)).any()):
                 raise ValueError(f"platform {name!r}: item index out of range [0, {n})")
-            has_any = torch.zeros_like(sel)
+            has_any, rooted = torch.zeros_like(sel), None
             if name in self.items.ids:
                 use = sel & self.items.ids[name].used()[idx]
-                rooted += (self.items.ids[name].weight[idx] * use[..., None]).sum(1)
+                rooted = self.items.ids[name].weight[idx] * use[..., None]
                 has_any |= use
             table = self.items.tables[name] if name in self.items.tables else None
+            dense = {}
             if table is not None:  # each distinct item projected once (explanations repeat each L-1 times)
                 distinct, where = torch.unique(idx, return_inverse=True)
             for m in table.modalities if table is not None else []:
                 use = sel & table.has(m)[idx]
-                s, c = dense[m]
-                s += (self.items.proj[m](table.x(m)[distinct])[where] * use[..., None]).sum(1)
-                c += use.sum(1)
+                dense[m] = (self.items.proj[m](table.x(m)[distinct])[where] * use[..., None], use)
                 has_any |= use
+            yield rooted, has_any, dense
+
+    def pooled(self, items: torch.Tensor, mask: torch.Tensor,
+               platform: str | torch.Tensor) -> torch.Tensor:
+        """``u_raw [B, D]``: the unnormalised interest (before ``normalize``)."""
+        B, D = items.shape[0], self.config.dim
+        rooted = self.const.new_zeros(B, D)
+        dense = {m: (self.const.new_zeros(B, D), self.const.new_zeros(B)) for m in self.config.modalities}
+        kept = torch.zeros(B, dtype=torch.long, device=self.const.device)
+        for share, has_any, shares in self._shares(items, mask, platform):
+            if share is not None:
+                rooted += share.sum(1)
+            for m, (x, use) in shares.items():
+                s, c = dense[m]
+                s += x.sum(1)
+                c += use.sum(1)
             kept += has_any.sum(1)
         u = rooted / kept.clamp(min=1).sqrt()[:, None] + self.const
         for s, c in dense.values():
             u = u + s / c.clamp(min=1)[:, None]
         return u
+
+    def leave_one_out(self, items: torch.Tensor, mask: torch.Tensor,
+                      platform: str | torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]``: the interest of each history without each of its items (see
+        :meth:`fusion.base.Fusion.leave_one_out`), in one pass: every block is a sum over the
+        history's items, so leaving item ``j`` out is the totals less ``j``'s share (equal to
+        encoding that history, up to float rounding; a block with nothing left is exactly 0)."""
+        B, L, D = *items.shape, self.config.dim
+        rooted = self.const.new_zeros(B, L, D)
+        kept = torch.zeros(B, L, dtype=torch.long, device=self.const.device)
+        dense = {m: (self.const.new_zeros(B, L, D), self.const.new_zeros(B, L)) for m in self.config.modalities}
+        for share, has_any, shares in self._shares(items, mask, platform):
+            if share is not None:
+                rooted += share
+            kept += has_any
+            for m, (x, use) in shares.items():
+                dense[m][0].add_(x)
+                dense[m][1].add_(use)
+
+        def without(x: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            left = count.sum(1, keepdim=True) - count  # [B, L]
+            rest = x.sum(1, keepdim=True) - x  # [B, L, D]
+            return torch.where((left > 0)[..., None], rest, 0.0), left.clamp(min=1)
+
+        rest, n = without(rooted, kept)
+        u = rest / n.sqrt()[..., None] + self.const
+        for x, use in dense.values():
+            rest, c = without(x, use)
+            u = u + rest / c[..., None]
+        return torch.where(mask[..., None], F.normalize(u, dim=-1), 0.0)
 
     @property
     def history_platforms(self) -> list[str]:

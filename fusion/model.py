@@ -215,6 +215,15 @@ class InterestModel(nn.Module):
             platform = platform.to(dev)
         return self.fusion(items.to(dev), mask.to(dev), platform)
 
+    def leave_one_out(self, items: torch.Tensor, mask: torch.Tensor,
+                      platform: str | torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]``: the interest vector of each history of :meth:`encode_users` without
+        each of its items (0 on padding): what explanations compare against."""
+        dev = self.device
+        if isinstance(platform, torch.Tensor):
+            platform = platform.to(dev)
+        return self.fusion.leave_one_out(items.to(dev), mask.to(dev), platform)
+
     def query(self, u: torch.Tensor, platform: str) -> torch.Tensor:
         """``u [B, D]`` -> unit queries ``[B, D_P]`` in ``platform``'s item space; 0 for u = 0
         (so an empty history is scored by the item bias alone)."""

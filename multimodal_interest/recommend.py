@@ -29,12 +29,23 @@ popularity prior: a linear model's interest of an empty history is the populatio
 ranked by the learned item bias alone (``index`` ``"bias"``).
 
 **Explanations** (leave-one-out): for each recommended item, the history items whose removal
-would lower its score most, with that drop (``contribution``, in logit units). The history
-is re-encoded once without each item (one batch of ``L`` histories), so this costs one extra
-forward pass of ``L`` rows. A contribution is exact for that one removal; contributions of
-several items do not add up (the transformer mixes items), and an item may contribute
-nothing or even negatively (then it is not listed). An interest document has no history, so
-no explanation.
+would lower its score most, with that drop (``contribution``, in logit units). The interest
+of the history without each item comes from :meth:`fusion.model.InterestModel.leave_one_out`:
+the transformer re-encodes ``L`` histories (one extra forward pass of ``L`` rows); the linear
+model, a sum over items, subtracts each item's share (one pass). A contribution is exact for
+that one removal; contributions of several items do not add up (the transformer mixes
+items), and an item may contribute nothing or even negatively (then it is not listed). An
+interest document has no history, so no explanation.
+
+**Many requests at once**: :meth:`Recommender.recommend_many` scores a list of
+:class:`Ask` (the arguments of :meth:`~Recommender.recommend`) together, in three phases:
+:meth:`~Recommender.prepare` checks and resolves each request alone (its errors are its
+own), :meth:`~Recommender.score` encodes every history in one padded batch ``[B, L]``, makes
+the queries and searches once per target platform (each request's own ``k`` and exclusions)
+and computes every request's leave-one-out rows in one call. Each answer is the one
+:meth:`~Recommender.recommend` gives alone, up to float rounding (``recommend`` is a batch
+of one); a request that fails gets its exception in its place. ``mmi serve`` scores
+concurrent requests this way (:mod:`multimodal_interest.micro_batch`).
 """
 from __future__ import annotations
 
@@ -220,15 +231,15 @@ class Recommender:
             pairs.append((str(x[0]), normal_id(str(x[1]))))
         return pairs
 
-    def _lookup(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        """``[len(pairs)]`` item_idx of ``(platform, item_id)`` pairs, -1 for unknown ids."""
-        idx = np.full(len(pairs), -1, dtype=np.int64)
-        for p in dict.fromkeys(p for p, _ in pairs):
-            self._known_platform(p)
-            rows = [r for r, (q, _) in enumerate(pairs) if q == p]
-            position = self._ids[p]  # a dict: a 50-item history costs microseconds, not a pandas Index
-            idx[rows] = [position.get(pairs[r][1], -1) for r in rows]
-        return idx
+    def _lookup(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """item_idx of ``(platform, item_id)`` pairs, -1 for unknown ids."""
+        out, ids = [], self._ids  # dicts: a 50-item history costs microseconds, not a pandas Index
+        for p, i in pairs:
+            position = ids.get(p)
+            if position is None:
+                self._known_platform(p)
+            out.append(position.get(i, -1))
+        return out
 
     def _known_platform(self, platform: str) -> None:
         if platform not in self._ids:
@@ -242,44 +253,42 @@ class Recommender:
 
     def _resolve(self, pairs: list[tuple[str, str]], skip_unknown: bool) -> _History:
         idx = self._lookup(pairs)
-        missing = [HistoryItem(*pairs[i]) for i in np.flatnonzero(idx < 0)]
+        missing = [HistoryItem(*x) for x, j in zip(pairs, idx) if j < 0]
         if missing and not skip_unknown:
             raise UnknownItemsError(missing)
         bad = next((p for p, _ in pairs if p not in self._embeddable), None)
         if bad is not None:
             raise RequestError(f"platform {bad!r} cannot appear in histories; the model reads "
                                f"{sorted(self._embeddable)}")
-        usable = [i for i, j in enumerate(idx.tolist()) if j >= 0 and self._embeddable[pairs[i][0]][j]]
-        not_embeddable = [HistoryItem(*pairs[i]) for i, j in enumerate(idx.tolist())
-                          if j >= 0 and not self._embeddable[pairs[i][0]][j]]
+        usable, not_embeddable = [], []
+        for r, ((p, i), j) in enumerate(zip(pairs, idx)):
+            if j >= 0:
+                if self._embeddable[p][j]:
+                    usable.append(r)
+                else:
+                    not_embeddable.append(HistoryItem(p, i))
         kept = usable[-self.max_len:]
         report = HistoryReport(len(pairs), len(kept), len(usable) - len(kept), missing, not_embeddable)
-        platforms = np.array([p for p, _ in pairs], dtype=object)
-        seen = {p: idx[(platforms == p) & (idx >= 0)] for p in self._ids}
-        return _History(torch.from_numpy(idx[kept]), [pairs[i][0] for i in kept], kept, report, seen)
+        seen = {p: np.array([j for (q, _), j in zip(pairs, idx) if q == p and j >= 0], dtype=np.int64)
+                for p in self._ids}
+        return _History(torch.tensor([idx[r] for r in kept], dtype=torch.int64), [pairs[r][0] for r in kept],
+                        kept, report, seen)
 
-    def _encode(self, items: torch.Tensor, mask: torch.Tensor, platforms: list[str]) -> torch.Tensor:
-        """Interest vectors of ``items [B, L]`` whose columns come from ``platforms [L]``."""
-        if len(set(platforms)) <= 1:
-            platform: str | torch.Tensor = platforms[0] if platforms else self.bundle.history_platforms[0]
-        else:
-            names = self.model.fusion.config.platforms
-            platform = torch.tensor([names.index(p) for p in platforms]).expand_as(items)
-        return self.model.encode_users(items, mask, platform)
-
-    def _history(self, history, source, user_id, skip_unknown, target=None) -> tuple[torch.Tensor, _History]:
+    def _resolved(self, history, source, user_id, skip_unknown, target=None) -> _History:
         pairs = self._pairs(history, source, user_id, target)
-        if user_id is not None:  # the user's own target items: seen, not history
-            h = self._resolve([x for x in pairs if x[0] != target], skip_unknown)
-            own = self._lookup([x for x in pairs if x[0] == target])
-            h.seen[target] = own[own >= 0]
-        else:
-            h = self._resolve(pairs, skip_unknown)
+        if user_id is None:
+            return self._resolve(pairs, skip_unknown)
+        h = self._resolve([x for x in pairs if x[0] != target], skip_unknown)
+        own = self._lookup([x for x in pairs if x[0] == target])  # the user's own target items: seen, not history
+        h.seen[target] = np.array([j for j in own if j >= 0], dtype=np.int64)
+        return h
+
+    def _history(self, history, source, user_id, skip_unknown) -> tuple[torch.Tensor, _History]:
+        h = self._resolved(history, source, user_id, skip_unknown)
         with torch.inference_mode():
-            u = self._encode(h.items[None], torch.ones(1, len(h.items), dtype=torch.bool), h.platforms)[0]
-        if not bool(torch.isfinite(u).all()):  # never served as an empty list or a vector of nulls
-            raise RuntimeError(f"the model made a non-finite interest vector from {len(h.items)} history "
-                               f"item(s); its weights or features are corrupt (bundle {self.bundle.folder})")
+            u = self._encode_histories([h])[0]
+        if not bool(torch.isfinite(u).all()):
+            raise _non_finite(h, self.bundle.folder)
         return u, h
 
     # ------------------------------------------------------------------ public API
@@ -294,54 +303,200 @@ class Recommender:
                   interest: dict | str | bytes | None = None, exclude_seen: bool = True,
                   explain: int = 3, skip_unknown: bool = False) -> Recommendation:
         """Top-``k`` items of ``platform`` for one person (see the module docstring)."""
-        items = self._target(platform)
-        if k < 1:
-            raise RequestError(f"k must be >= 1, got {k}")
-        if sum(x is not None for x in (history, user_id, interest)) != 1:
-            raise RequestError("give exactly one of a history, a user id and an interest document")
-        if interest is not None:
-            u, h = read_interest_document(interest, self.fingerprint, self.dim), None
-        else:
-            u, h = self._history(history, source, user_id, skip_unknown, platform)
-        exclude = np.empty(0, np.int64)
-        if h is not None and exclude_seen:
-            exclude = h.seen.get(platform, exclude)
-        with torch.inference_mode():
-            q = self.model.query(u[None], platform)
-        fallback = POPULARITY if h is not None and h.report.used == 0 else None
-        if not bool((u != 0).any()):
-            scores, idx = _popular(items, k, exclude)
-            fallback = POPULARITY
-        else:  # a linear model's empty history is the population's interest: its prior
-            scores, idx = self.retrievers[platform].search(q, k, [exclude])
-            scores, idx = scores[0], idx[0]
-        keep = idx >= 0
-        scores, idx = scores[keep], idx[keep]
-        because = (self._explain(h, q[0], platform, idx, explain)
-                   if h is not None and explain > 0 and fallback is None else [[] for _ in idx])
-        ids = self.bundle.item_ids[platform]
-        out = [RecommendedItem(ids[i], float(s), b) for i, s, b in zip(idx.tolist(), scores.tolist(), because)]
-        return Recommendation(platform, out, fallback, h.report if h is not None else None,
-                              self.fingerprint, self.index if bool((u != 0).any()) else "bias")
-
-    def _explain(self, h: _History, q: torch.Tensor, platform: str, rec: torch.Tensor,
-                 top: int) -> list[list[Contribution]]:
-        """Leave-one-out contributions of the history items to each recommended item."""
-        L, items = len(h.items), self.bundle.targets[platform]
-        v, bias = items.vectors[rec], items.bias[rec]  # [K, D_P], [K]
-        with torch.inference_mode():
-            mask = ~torch.eye(L, dtype=torch.bool)  # row j: the history without item j
-            u_loo = self._encode(h.items.expand(L, L), mask, h.platforms)
-            q_loo = self.model.query(u_loo, platform)  # [L, D_P]
-            full = logits(q, v, items.scale, bias)  # [K]
-            drop = full[None, :] - logits(q_loo, v, items.scale, bias)  # [L, K]
-        out = []
-        ids = self.bundle.item_ids
-        for col in drop.T:
-            order = torch.argsort(col, descending=True)[:top]
-            out.append([Contribution(h.platforms[j], ids[h.platforms[j]][int(h.items[j])], h.positions[j],
-                                     float(col[j])) for j in order.tolist() if col[j] > 0])
+        out = self.score([self.prepare(Ask(history, platform=platform, k=k, source=source, user_id=user_id,
+                                           interest=interest, exclude_seen=exclude_seen, explain=explain,
+                                           skip_unknown=skip_unknown))])[0]
+        if isinstance(out, Exception):
+            raise out
         return out
+
+    def recommend_many(self, asks: Sequence[Ask]) -> list[Recommendation | Exception]:
+        """:meth:`recommend` of each of ``asks``, scored together (one encode, one query and one
+        search per target platform, one encode of every leave-one-out row): each answer is what
+        :meth:`recommend` answers alone (up to float rounding), or the exception it raises (a
+        :class:`RequestError`, ...) in that request's place; one request's error never fails
+        the others."""
+        out: list[Recommendation | Exception | None] = [None] * len(asks)
+        ready, rows = [], []
+        for i, ask in enumerate(asks):
+            try:
+                ready.append(self.prepare(ask))
+                rows.append(i)
+            except Exception as e:  # noqa: BLE001 -- this request's answer
+                out[i] = e
+        for i, answer in zip(rows, self.score(ready)):
+            out[i] = answer
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ phases
+    def prepare(self, ask: Ask) -> Prepared:
+        """Check and resolve one request (the history's items looked up, truncated to the
+        model's window): what :meth:`score` needs. Raises what :meth:`recommend` raises for a
+        request it cannot serve."""
+        self._target(ask.platform)
+        if ask.k < 1:
+            raise RequestError(f"k must be >= 1, got {ask.k}")
+        if sum(x is not None for x in (ask.history, ask.user_id, ask.interest)) != 1:
+            raise RequestError("give exactly one of a history, a user id and an interest document")
+        if ask.interest is not None:
+            u = read_interest_document(ask.interest, self.fingerprint, self.dim)
+            return Prepared(ask, None, u, np.empty(0, np.int64))
+        h = self._resolved(ask.history, ask.source, ask.user_id, ask.skip_unknown, ask.platform)
+        exclude = h.seen.get(ask.platform, np.empty(0, np.int64)) if ask.exclude_seen else np.empty(0, np.int64)
+        return Prepared(ask, h, None, exclude)
+
+    def score(self, batch: Sequence[Prepared]) -> list[Recommendation | Exception]:
+        """The recommendations of prepared requests, computed together (see
+        :meth:`recommend_many`). Should the batch fail as a whole, each request is scored
+        alone, so that the error is only the answer of the request that causes it."""
+        try:
+            return self._score(batch)
+        except Exception as e:  # noqa: BLE001
+            if len(batch) == 1:
+                return [e]
+            return [_alone(self._score, p) for p in batch]
+
+    def _score(self, batch: Sequence[Prepared]) -> list[Recommendation | Exception]:
+        out: list[Recommendation | Exception | None] = [None] * len(batch)
+        with torch.inference_mode():
+            u = self._interests(batch, out)
+            for platform in dict.fromkeys(p.ask.platform for p in batch):
+                rows = [i for i, p in enumerate(batch) if p.ask.platform == platform and out[i] is None]
+                if rows:
+                    self._score_on(platform, [batch[i] for i in rows], u[rows], rows, out)
+        return out  # type: ignore[return-value]
+
+    def _interests(self, batch: Sequence[Prepared], out: list) -> torch.Tensor:
+        """``[B, D]`` interest vectors: the documents' as read, the histories' in one encode;
+        a row whose vector is not finite gets its error in ``out``."""
+        u = torch.zeros(len(batch), self.dim, device=self.model.device)
+        rows = [i for i, p in enumerate(batch) if p.h is not None]
+        if rows:
+            u[rows] = self._encode_histories([batch[i].h for i in rows])
+        for i, p in enumerate(batch):
+            if p.u is not None:
+                u[i] = p.u.to(u.device)
+            elif not bool(torch.isfinite(u[i]).all()):  # never served as an empty list or a vector of nulls
+                out[i] = _non_finite(p.h, self.bundle.folder)
+        return u
+
+    def _score_on(self, platform: str, batch: list[Prepared], u: torch.Tensor, rows: list[int],
+                  out: list) -> None:
+        """Recommendations on ``platform`` for ``batch`` (interests ``u [B, D]``) into ``out[rows]``."""
+        items = self.bundle.targets[platform]
+        q = self.model.query(u, platform)  # [B, D_P]
+        live = (u != 0).any(1).tolist()  # a linear model's empty history is the population's interest: its prior
+        found: list[tuple[torch.Tensor, torch.Tensor]] = [None] * len(batch)  # type: ignore[list-item]
+        searched = [b for b in range(len(batch)) if live[b]]
+        if searched:
+            k = max(batch[b].ask.k for b in searched)
+            scores, idx = self.retrievers[platform].search(q[searched], k, [batch[b].exclude for b in searched])
+            for r, b in enumerate(searched):
+                n = min(batch[b].ask.k, idx.shape[1])
+                found[b] = scores[r, :n], idx[r, :n]
+        for b in range(len(batch)):
+            if not live[b]:
+                found[b] = _popular(items, batch[b].ask.k, batch[b].exclude)
+        for b, (s, i) in enumerate(found):
+            keep = i >= 0
+            found[b] = s[keep], i[keep]
+        fallback = [POPULARITY if not live[b] or (p.h is not None and p.h.report.used == 0) else None
+                    for b, p in enumerate(batch)]
+        explained = [b for b, p in enumerate(batch) if p.h is not None and p.ask.explain > 0 and fallback[b] is None]
+        because = dict(zip(explained, self._explain(platform, [batch[b] for b in explained], q[explained],
+                                                    [found[b][1] for b in explained])))
+        ids = self.bundle.item_ids[platform]
+        for b, p in enumerate(batch):
+            s, i = found[b]
+            why = because.get(b) or [[] for _ in range(len(i))]
+            out[rows[b]] = Recommendation(
+                platform, [RecommendedItem(ids[x], y, c) for x, y, c in zip(i.tolist(), s.tolist(), why)],
+                fallback[b], p.h.report if p.h is not None else None, self.fingerprint,
+                self.index if live[b] else "bias")
+
+    def _encode_histories(self, histories: list[_History]) -> torch.Tensor:
+        """Interest vectors ``[B, D]`` of resolved histories, in one padded batch ``[B, L]``."""
+        return self.model.encode_users(*self._padded(histories))
+
+    def _padded(self, histories: list[_History]) -> tuple[torch.Tensor, torch.Tensor, str | torch.Tensor]:
+        """``items [B, L]``, ``mask [B, L]`` and ``platform`` (a name, or ``[B, L]`` indices into
+        the model's platforms where the histories mix several) of resolved histories, the
+        shorter ones padded (masked) to the longest."""
+        L = max(len(h.items) for h in histories)
+        items = torch.zeros(len(histories), L, dtype=torch.int64)
+        mask = torch.zeros(len(histories), L, dtype=torch.bool)
+        names = {p for h in histories for p in h.platforms}
+        mixed = torch.zeros(len(histories), L, dtype=torch.int64) if len(names) > 1 else None
+        index = {p: i for i, p in enumerate(self.model.fusion.config.platforms)}
+        for b, h in enumerate(histories):
+            n = len(h.items)
+            items[b, :n], mask[b, :n] = h.items, True
+            if mixed is not None:
+                mixed[b, :n] = torch.tensor([index[p] for p in h.platforms], dtype=torch.int64)
+        if mixed is not None:
+            return items, mask, mixed
+        return items, mask, names.pop() if names else self.bundle.history_platforms[0]
+
+    def _explain(self, platform: str, batch: list[Prepared], q: torch.Tensor,
+                 recommended: list[torch.Tensor]) -> list[list[list[Contribution]]]:
+        """Leave-one-out contributions of each request's history items to each of its
+        recommended items (``q [B, D_P]``: the requests' queries); every request's history
+        less each of its items in one call (:meth:`fusion.model.InterestModel.leave_one_out`)."""
+        if not batch:
+            return []
+        items = self.bundle.targets[platform]
+        history, mask, platforms = self._padded([p.h for p in batch])
+        u_loo = self.model.leave_one_out(history, mask, platforms)[mask]  # [sum of L, D]: each history less one item
+        q_loo = self.model.query(u_loo, platform)  # [sum of L, D_P]
+        out, r, ids = [], 0, self.bundle.item_ids
+        for p, q_b, rec in zip(batch, q, recommended):
+            h, n = p.h, len(p.h.items)
+            v, bias = items.vectors[rec], items.bias[rec]  # [K, D_P], [K]
+            drop = logits(q_b, v, items.scale, bias)[None, :] - logits(q_loo[r:r + n], v, items.scale, bias)  # [L, K]
+            r += n
+            order = drop.argsort(dim=0, descending=True)[:p.ask.explain].T.tolist()  # [K, top]
+            values = drop.T.tolist()
+            out.append([[Contribution(h.platforms[j], ids[h.platforms[j]][int(h.items[j])], h.positions[j],
+                                      col[j]) for j in top if col[j] > 0] for top, col in zip(order, values)])
+        return out
+
+
+@dataclass
+class Ask:
+    """The arguments of one :meth:`Recommender.recommend` call."""
+
+    history: Sequence | None = None
+    platform: str = ""
+    k: int = 10
+    source: str | None = None
+    user_id: str | None = None
+    interest: dict | str | bytes | None = None
+    exclude_seen: bool = True
+    explain: int = 3
+    skip_unknown: bool = False
+
+
+@dataclass
+class Prepared:
+    """A request :meth:`Recommender.prepare` checked: its resolved history ``h`` (or the
+    interest vector ``u [D]`` of its document) and the target items it excludes."""
+
+    ask: Ask
+    h: _History | None
+    u: torch.Tensor | None
+    exclude: np.ndarray
+
+
+def _non_finite(h: _History, folder) -> RuntimeError:
+    return RuntimeError(f"the model made a non-finite interest vector from {len(h.items)} history "
+                        f"item(s); its weights or features are corrupt (bundle {folder})")
+
+
+def _alone(score, p: Prepared) -> Recommendation | Exception:
+    try:
+        return score([p])[0]
+    except Exception as e:  # noqa: BLE001
+        return e
 
 
 def _popular(items, k: int, exclude: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,7 +27,10 @@ error handler itself fail. A request the model cannot serve
 ``detail``; any other error is a bug, and a 500. A body not labelled JSON (form, multipart,
 plain text, none) gets 415; a body that is not JSON gets 422 (400 when Python's JSON parser
 gives up on it: nested too deep, an integer of over 4300 digits); a body over
-``max_body_bytes`` gets 413 before it is parsed, one slower than ``body_timeout`` 408. A 4xx
+``max_body_bytes`` gets 413 before it is parsed, one slower than ``body_timeout`` 408.
+``POST /recommend`` requests that arrive together are scored together (micro-batches, see
+:func:`create_app`); one that finds :data:`MAX_QUEUE` requests already waiting gets 503 with
+``Retry-After``. A 4xx
 quotes at most :data:`MAX_QUOTE` characters of any request value and lists at most
 :data:`MAX_ERRORS` errors. Nothing in a request names a
 file: the model, the index and the user table are loaded once, read-only, before the app
@@ -54,7 +57,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from multimodal_interest.interest import InterestDocumentError
-from multimodal_interest.recommend import Recommendation, Recommender, RequestError
+from multimodal_interest.micro_batch import MicroBatcher, Overloaded
+from multimodal_interest.recommend import Ask, Recommendation, Recommender, RequestError
 from multimodal_interest.titles import ItemTitles
 
 MAX_K = 1000
@@ -68,6 +72,9 @@ MAX_ERRORS = 10  # errors a 422 lists (the first ones)
 MAX_QUOTE = 200  # characters of the request a 4xx quotes back, per quoted value
 MAX_DETAIL = 2000  # characters of a refusal's reason
 MAX_RESULTS = 50  # items a title search answers with
+MAX_BATCH = 64  # requests scored together at most
+MAX_QUEUE = 256  # requests waiting for a batch, per process; one more gets 503
+RETRY_AFTER = "1"  # seconds a 503 asks the client to wait
 DOCS_ASSETS = "/static/docs"  # where the documentation pages' scripts, styles and icon are served
 WEB_ASSETS = "/static/web"  # the try-it page's script, style and icon
 PAGE_POLICY = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -152,21 +159,24 @@ class JSONBytes(JSONResponse):
 
 
 def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
-               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
-    """The app. Every route is a coroutine that computes on the event loop's own thread, one
-    request at a time, with no hop to a thread pool (a request costs about a millisecond:
-    handing it to a thread and back cost more); a process serves one core's worth, and
-    ``mmi serve --workers N`` runs N processes on one listening socket. A body must arrive
-    whole within ``body_timeout`` seconds of its headers (else 408) and be at most
-    ``max_body_bytes`` (else 413)."""
+               body_timeout: float = BODY_TIMEOUT, max_batch: int = MAX_BATCH,
+               max_queue: int = MAX_QUEUE) -> FastAPI:
+    """The app. Every route is a coroutine that computes on the event loop's own thread, with
+    no hop to a thread pool (a request costs about a millisecond: handing it to a thread and
+    back cost more); a process serves one core's worth, and ``mmi serve --workers N`` runs N
+    processes on one listening socket. ``POST /recommend`` requests are checked and resolved
+    one by one (:meth:`~multimodal_interest.recommend.Recommender.prepare`: 422 at once for
+    one it cannot serve), then scored in micro-batches
+    (:class:`~multimodal_interest.micro_batch.MicroBatcher`): those that arrive while a batch
+    computes, up to ``max_batch``, make the next one; over ``max_queue`` waiting, a request
+    gets 503 with ``Retry-After``. A body must arrive whole within ``body_timeout`` seconds of
+    its headers (else 408) and be at most ``max_body_bytes`` (else 413)."""
     app = FastAPI(title="multimodal-interest", version="1",
                   description="Cross-platform recommendations from a person's history on other platforms.",
                   docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, timeout=body_timeout)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(StarletteHTTPException, refused)
-    add_offline_docs(app)
-    add_page(app)
     bundle = recommender.bundle
     titles = ItemTitles(bundle.item_ids, bundle.titles)
 
@@ -176,6 +186,9 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
             return call(*args, **kwargs)
         except (RequestError, InterestDocumentError) as e:  # the request cannot be served: say why
             raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
+
+    batcher = MicroBatcher(lambda batch: serve(recommender.score, batch), max_batch, max_queue)
+    app.state.batcher = batcher
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -187,9 +200,17 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
 
     @app.post("/recommend", response_model=TitledRecommendation, dependencies=[JSON_BODY])
     async def recommend(body: RecommendRequest) -> Response:
-        r = serve(recommender.recommend, body.pairs(), platform=body.platform, k=body.k,
-                  source=body.source, user_id=body.user_id, interest=body.interest,
-                  exclude_seen=body.exclude_seen, explain=body.explain, skip_unknown=body.skip_unknown)
+        prepared = serve(recommender.prepare, Ask(
+            body.pairs(), platform=body.platform, k=body.k, source=body.source, user_id=body.user_id,
+            interest=body.interest, exclude_seen=body.exclude_seen, explain=body.explain,
+            skip_unknown=body.skip_unknown))
+        try:
+            r = await batcher.submit(prepared)
+        except Overloaded:
+            raise HTTPException(503, f"the service is busy: over {max_queue} requests wait; retry later",
+                                headers={"Retry-After": RETRY_AFTER}) from None
+        except (RequestError, InterestDocumentError) as e:
+            raise HTTPException(status_code=422, detail=_utf8_safe(str(e))) from None
         named = {(r.platform, x.item_id) for x in r.items} | {(c.platform, c.item_id) for x in r.items
                                                               for c in x.because}
         shown: dict[str, dict[str, str]] = {}
@@ -232,6 +253,8 @@ def create_app(recommender: Recommender, max_body_bytes: int = MAX_BODY_BYTES,
         return JSONBytes(serve(recommender.export_interest, body.pairs(), source=body.source,
                                user_id=body.user_id, skip_unknown=body.skip_unknown))
 
+    add_offline_docs(app)  # after the API: a request tries the routes in order
+    add_page(app)
     return app
 
 

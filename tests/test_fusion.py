@@ -165,6 +165,36 @@ def test_mixed_platform_histories():
         assert torch.equal(model.encode_users(items, mask, "art"), by_name)
 
 
+@pytest.mark.parametrize("kind", ["transformer", "linear"])
+def test_leave_one_out_is_each_history_encoded_without_each_item(kind):
+    """What explanations compare against: row [b, j] = the interest of history b with item j
+    masked out, 0 on padding; mixed platforms, items with nothing to embed, and a history
+    left empty (the linear model's: its constant, exactly) included."""
+    model = make_model(kind=kind, n_experts=1).eval() if kind == "linear" else make_model().eval()
+    items, mask = histories(B=5)
+    items[0, 1] = 5  # an item with nothing to embed
+    mask[1] = False
+    mask[1, 0] = True  # a history of one item: without it, nothing is left
+    office = (torch.arange(items.shape[1]) % 3 == 2).long().expand_as(items)  # every third item of office
+    items = torch.where(office == 1, items % N_OFFICE, items)
+    with torch.no_grad():
+        for platform in ("art", office):
+            got = model.leave_one_out(items, mask, platform)
+            assert got.shape == (*items.shape, 32)
+            for b in range(items.shape[0]):
+                for j in range(items.shape[1]):
+                    if not mask[b, j]:
+                        assert torch.equal(got[b, j], torch.zeros(32))
+                        continue
+                    left = mask[b:b + 1].clone()
+                    left[0, j] = False
+                    p = platform if isinstance(platform, str) else platform[b:b + 1]
+                    want = model.encode_users(items[b:b + 1], left, p)[0]
+                    assert torch.allclose(got[b, j], want, atol=1e-5), (b, j)
+            assert torch.equal(got[1, 0], model.encode_users(items[1:2], torch.zeros_like(mask[1:2]), platform
+                                                             if isinstance(platform, str) else platform[1:2])[0])
+
+
 # ---------------------------------------------------------------------------- scoring forms
 def test_logits_forms_agree():
     model = make_model().eval()

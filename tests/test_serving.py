@@ -364,13 +364,13 @@ def test_a_bug_is_a_500_not_blamed_on_the_request(rec, monkeypatch):
     client = TestClient(create_app(rec), raise_server_exceptions=False)
     body = {"platform": "b", "history": HISTORY, "source": "a"}
     assert client.post("/recommend", json=body).status_code == 200
-    monkeypatch.setattr(rec, "recommend", broken)
+    monkeypatch.setattr(rec, "score", broken)  # the server scores requests in batches
     r = client.post("/recommend", json=body)
     assert r.status_code == 500 and "broadcast" not in r.text
 
     def refused(*args, **kwargs):
         raise RequestError("no such thing")
-    monkeypatch.setattr(rec, "recommend", refused)
+    monkeypatch.setattr(rec, "score", refused)
     r = client.post("/recommend", json=body)
     assert r.status_code == 422 and r.json() == {"detail": "no such thing"}
 

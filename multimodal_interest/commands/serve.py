@@ -1,9 +1,9 @@
 """``mmi serve --model BUNDLE``: the HTTP service (FastAPI + uvicorn) on 127.0.0.1:8000 by
 default; OpenAPI docs at ``/docs``. See ``docs/serving.md``.
 
-Each request is computed on one thread (torch and FAISS run single-threaded: on a busy
-machine their thread pools wait on each other far longer than one query takes), one at a
-time per process; ``--workers N`` forks N processes after loading the bundle once (they share
+Each process computes on one thread (torch and FAISS run single-threaded: on a busy
+machine their thread pools wait on each other far longer than one query takes), the
+requests that arrived meanwhile scored together as one batch; ``--workers N`` forks N processes after loading the bundle once (they share
 its memory and one listening socket): one per core serves the most."""
 from __future__ import annotations
 
