@@ -313,6 +313,19 @@ def _gather_rng(acc) -> list[bytes]:
 
 # ---------------------------------------------------------------- choosing one to resume
 
+def resume_point(acc, root: Path, resume: bool, check) -> Checkpoint | None:
+    """Where a run in ``root`` starts (a collective): half-written checkpoints are removed, then
+    the checkpoint :func:`choose_checkpoint` gives, which ``check(folder)`` must accept (it raises
+    if the checkpoint was trained otherwise); None: from the start (``resume`` False, or none)."""
+    if acc.is_main_process:
+        remove_partial(root)
+    acc.wait_for_everyone()
+    ckpt = choose_checkpoint(acc, root) if resume else None
+    if ckpt is not None:
+        check(ckpt.folder)
+    return ckpt
+
+
 def choose_checkpoint(acc, root: Path) -> Checkpoint | None:
     """The newest checkpoint under ``root`` that every process verifies, or None if there is
     none (a collective). A newer one that fails is moved aside with a warning naming the file

@@ -45,9 +45,8 @@ from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.parallel import accelerator_for
 from multimodal_interest.run import Run
 from multimodal_interest.training.batches import BatchPlanner, EpochSteps
-from multimodal_interest.training.checkpoint import (PROGRESS_FILE, CheckpointError, choose_checkpoint,
-                                                     latest_checkpoint as _latest, remove_partial, restore,
-                                                     save_checkpoint)
+from multimodal_interest.training.checkpoint import (PROGRESS_FILE, CheckpointError, latest_checkpoint as _latest,
+                                                     restore, resume_point, save_checkpoint)
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.errors import SettingsError
 from multimodal_interest.training.features import ItemFeatures
@@ -141,12 +140,7 @@ def train(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, outp
         kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False, find_unused_parameters=True)])
     check_trackers(acc, config)
     record = trained_with(task, features, config)
-    if acc.is_main_process:
-        remove_partial(run.checkpoints)
-    acc.wait_for_everyone()
-    ckpt = choose_checkpoint(acc, run.checkpoints) if resume else None
-    if ckpt is not None:
-        check_resumable(ckpt.folder, record)
+    ckpt = resume_point(acc, run.checkpoints, resume, lambda folder: check_resumable(folder, record))
     user_metric = user_metric or partial(UserNdcg10, batch_size=config.eval_batch_size)
     set_seed(config.seed)
     if len(task.valid_users) == 0:

@@ -37,7 +37,7 @@ from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.parallel import accelerator_for
 from multimodal_interest.run import Run
 from multimodal_interest.training.batches import EpochSteps
-from multimodal_interest.training.checkpoint import choose_checkpoint, remove_partial, save_checkpoint
+from multimodal_interest.training.checkpoint import resume_point, save_checkpoint
 from multimodal_interest.training.finetune.batches import FinetunePlanner
 from multimodal_interest.training.finetune.config import RESUMABLE, FinetuneConfig
 from multimodal_interest.training.finetune.model import InterestTowers, adapt, load_base, save_encoder, trainable
@@ -82,12 +82,7 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
         project_dir=str(out), kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     record = {"task": task_identity(task), "encoders": {"base": fingerprint},
               "config": {k: v for k, v in config.to_dict().items() if k not in RESUMABLE}}
-    if acc.is_main_process:
-        remove_partial(run.checkpoints)
-    acc.wait_for_everyone()
-    ckpt = choose_checkpoint(acc, run.checkpoints) if resume else None
-    if ckpt is not None:
-        check_resumable(ckpt.folder, record)
+    ckpt = resume_point(acc, run.checkpoints, resume, lambda folder: check_resumable(folder, record))
 
     set_seed(config.seed)
     st.max_seq_length = config.max_seq_length
