@@ -1,7 +1,8 @@
-"""Fine-tuning the text encoder (``mmi finetune``): it learns the interest objective, its
-result is an encoder like any other (plain sentence-transformers folder, its own
-fingerprint, re-encoded by ``mmi embed``), it resumes exactly after a kill -9, two
-processes validate as one, and LoRA is merged into a plain folder. On a tiny random BERT
+"""Fine-tuning the text encoder (``mmi finetune``): it learns the interest objective, the
+starting encoder is validated first and kept when tuning does not beat it, its result is an
+encoder like any other (plain sentence-transformers folder, its own fingerprint, re-encoded
+by ``mmi embed``), it resumes exactly after a kill -9, two processes validate as one, and
+LoRA is merged into a plain folder. On a tiny random BERT
 and a learnable topic world (tests/finetune_world.py)."""
 from __future__ import annotations
 
@@ -73,12 +74,41 @@ def tensors(folder: Path) -> dict[str, torch.Tensor]:
 def test_finetuning_learns_and_its_folder_scores_as_logged(world, reference):
     _, base, task, texts = world
     log = [json.loads(line) for line in (reference.encoder_dir.parent / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [1, 2, 3] and log == reference.history
-    assert log[-1]["loss"] < 0.8 * log[0]["loss"]
+    assert [r["epoch"] for r in log] == [0, 1, 2, 3] and log == reference.history
+    assert "loss" not in log[0] and log[0]["step"] == 0  # epoch 0: the starting encoder, before any step
+    assert log[-1]["loss"] < 0.8 * log[1]["loss"]
     before = content_ndcg10(base, task, texts, task.valid_users).mean()
     after = content_ndcg10(reference.encoder_dir, task, texts, task.valid_users)
+    assert log[0]["valid_ndcg10"] == pytest.approx(before, abs=1e-4) == reference.start_valid
     assert after.mean() > before + 0.2  # from chance to the topics
     assert after.mean() == pytest.approx(reference.best_valid, abs=1e-4)  # the folder is the model validated
+    assert reference.best_epoch == log[-1]["best_epoch"] == 3
+
+
+def test_when_tuning_does_not_beat_the_starting_encoder_the_starting_one_is_saved(world, reference, tmp_path,
+                                                                                   capsys):
+    """Starting from the reference's good encoder, lr 1 wrecks it in one epoch: epoch 0 wins,
+    patience (1) counts from it, and encoder/ encodes as the starting encoder does."""
+    from sentence_transformers import SentenceTransformer
+
+    from multimodal_interest.cli import main
+
+    data, _, task, texts = world
+    start = reference.encoder_dir
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "lr": 1.0, "patience": 1}.items()]
+    assert main(["-q", "finetune", str(data), "--source", "src", "--target", "tgt", "--encoder",
+                 f"text=finetuned:{start}", "--output", str(tmp_path), *flags]) == 0
+    out = capsys.readouterr().out
+    assert "at epoch 0 of 1" in out and "did not beat the starting encoder" in out
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["best_epoch"]) for r in log] == [(0, 0), (1, 0)]  # stopped: patience 1 from epoch 0
+    assert log[1]["valid_ndcg10"] < log[0]["valid_ndcg10"] - 0.3  # the tuned encoder was wrecked
+    assert log[0]["valid_ndcg10"] == pytest.approx(reference.best_valid, abs=1e-4)
+    was, now = tensors(start), tensors(tmp_path / "encoder")
+    assert was.keys() == now.keys() and all(torch.equal(was[k], now[k]) for k in was)
+    encode = {f: SentenceTransformer(str(f), device="cpu", local_files_only=True).encode(texts["tgt"])
+              for f in (start, tmp_path / "encoder")}
+    np.testing.assert_array_equal(*encode.values())
 
 
 def test_the_folder_is_an_encoder_like_any_other(world, reference, tmp_path):
@@ -145,8 +175,10 @@ KILLED = textwrap.dedent("""
 """)
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(world, reference, tmp_path):
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(world, reference, tmp_path,
+                                                                               monkeypatch):
     from multimodal_interest.training.finetune import FinetuneConfig, finetune
+    from multimodal_interest.training.finetune.validation import Validation
 
     data, base, task, texts = world
     settings = {**SETTINGS, "checkpoint_every": 4}
@@ -158,7 +190,15 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(w
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-12"]
+    scored, score = [], Validation.score
+
+    def counted(self, *args, **kwargs):
+        scored.append(1)
+        return score(self, *args, **kwargs)
+
+    monkeypatch.setattr(Validation, "score", counted)
     resumed = finetune(task, texts, f"finetuned:{base}", FinetuneConfig(**settings), out, progress_bar=False)
+    assert len(scored) == 2  # epochs 2 and 3; epoch 0 (the starting encoder) comes from the checkpoint
     timing = ("seconds", "train_items_per_s", "valid_seconds")
     assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == \
            [{k: v for k, v in r.items() if k not in timing} for r in reference.history]
@@ -200,7 +240,7 @@ def test_lora_on_the_top_layer_saves_a_plain_folder_where_only_that_layer_change
     data, base, _, _ = world
     assert main(["-q", "finetune", str(data), "--source", "src", "--target", "tgt", "--encoder",
                  f"text=finetuned:{base}", "--output", str(tmp_path), "--lora-rank", "4", "--train-layers", "1",
-                 "--epochs", "1", "--lr", "5e-3", "--batch-size", "16", "--cold-items", "0.3"]) == 0
+                 "--epochs", "1", "--lr", "5e-2", "--batch-size", "16", "--cold-items", "0.3"]) == 0
     assert "best validation NDCG@10 of the cold items among the cold items" in capsys.readouterr().out
     folder = tmp_path / "encoder"
     assert not list(folder.rglob("adapter_*")) and not list(folder.rglob("*.bin"))
@@ -209,8 +249,9 @@ def test_lora_on_the_top_layer_saves_a_plain_folder_where_only_that_layer_change
     changed = {k for k in was if not torch.equal(was[k], now[k])}
     assert changed and all(".layer.1." in k for k in changed)  # the top layer only
     assert {k.rsplit(".", 2)[-2] for k in changed} <= {"query", "value"}  # peft's LoRA targets in BERT
-    log = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
-    assert 0 <= log["valid_cold_ndcg10"] <= log["valid_cold_among_cold_ndcg10"] <= 1
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["best_epoch"] == 1  # it beat the starting encoder (else encoder/ would be that one)
+    assert all(0 <= r["valid_cold_ndcg10"] <= r["valid_cold_among_cold_ndcg10"] <= 1 for r in log)
 
 
 def test_an_encoder_other_than_text_is_a_clear_error(world, tmp_path, capsys):

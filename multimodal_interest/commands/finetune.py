@@ -1,9 +1,9 @@
 """``mmi finetune DATASET --source A --target B --encoder text=NAME --output DIR``: fine-tune the
 text encoder end to end on the interest objective (a user's source history must pick their
 target items); also ``accelerate launch scripts/finetune.py ...``. The protocol options make
-it the task ``mmi train`` and ``mmi evaluate`` see with them. The best encoder lands in
-``DIR/encoder``: ``mmi embed ... --encoder text=finetuned:DIR/encoder`` puts its vectors in a
-store."""
+it the task ``mmi train`` and ``mmi evaluate`` see with them. The best encoder on validation,
+the starting one (epoch 0) included, lands in ``DIR/encoder``: ``mmi embed ... --encoder
+text=finetuned:DIR/encoder`` puts its vectors in a store."""
 from __future__ import annotations
 
 import argparse
@@ -80,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
     if PartialState().is_main_process:
         cold = bool(result.history) and "valid_cold_among_cold_ndcg10" in result.history[0]
         what = "NDCG@10 of the cold items among the cold items" if cold else "NDCG@10"
+        start = "" if result.start_valid is None else f" (the starting encoder, epoch 0: {result.start_valid:.4f})"
         print(f"{task.label}: best validation {what} {result.best_valid:.4f} at epoch {result.best_epoch} of "
-              f"{result.epochs_run}; {result.seconds:.0f}s of training; encoder in {result.encoder_dir} "
+              f"{result.epochs_run}{start}; {result.seconds:.0f}s of training; encoder in {result.encoder_dir} "
               f"(--encoder text=finetuned:{result.encoder_dir})")
+        if result.best_epoch == 0:
+            print(f"fine-tuning did not beat the starting encoder on validation: {result.encoder_dir} is the "
+                  f"starting encoder, re-saved")
     return 0

@@ -5,16 +5,18 @@ on CUDA, gradient accumulation), one ``prepare`` (the two towers, the optimizer,
 loader that accelerate shards across processes, the validation loaders), ``accumulate``
 around each step, ``skip_first_batches`` to resume mid-epoch, and the project's own
 checkpoints (:mod:`~multimodal_interest.training.checkpoint`: safetensors and JSON, verified,
-never a pickle). After each epoch the validation users are scored
-(:mod:`~.validation`); the best encoder is saved as a sentence-transformers folder, and
-training stops after ``patience`` epochs without progress.
+never a pickle). The validation users are scored (:mod:`~.validation`) before the first
+step ("epoch 0", the starting encoder) and after each epoch; the best of those encoders is
+saved as a sentence-transformers folder (the starting one, re-saved, when no epoch beats
+it), and training stops after ``patience`` epochs without beating the best.
 
 The output folder (:class:`~multimodal_interest.run.Run`)::
 
     config.json    the FinetuneConfig
     task.json      dataset, split, source, target
-    encoder/       the best encoder: a sentence-transformers folder (--encoder text=finetuned:PATH)
-    log.jsonl      one line per epoch: loss, validation NDCG@10 (and of the cold items), items/s, seconds
+    encoder/       the best encoder of epochs 0..N: a sentence-transformers folder (--encoder text=finetuned:PATH)
+    log.jsonl      one line per epoch, from epoch 0 (the starting encoder, no loss): loss, validation
+                   NDCG@10 (and of the cold items), the best epoch so far, items/s, seconds
     checkpoints/   full training states, step-N (the newest two)
 
 Re-running into the same folder resumes its last good checkpoint, provided it was trained on
@@ -42,7 +44,7 @@ from multimodal_interest.training.finetune.batches import FinetunePlanner
 from multimodal_interest.training.finetune.config import RESUMABLE, FinetuneConfig
 from multimodal_interest.training.finetune.model import InterestTowers, adapt, load_base, save_encoder, trainable
 from multimodal_interest.training.finetune.tokens import ItemTokens
-from multimodal_interest.training.finetune.validation import Validation
+from multimodal_interest.training.finetune.validation import Validation, ValidScore
 from multimodal_interest.training.record import RECORD_FILE, NotResumable, task_identity
 from multimodal_interest.training.trainer import Progress, resume_from
 
@@ -52,9 +54,10 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FinetuneResult:
     encoder_dir: Path  # the best encoder (a sentence-transformers folder)
-    best_epoch: int
+    best_epoch: int  # 0: no epoch beat the starting encoder, encoder_dir holds it
     best_valid: float  # its validation NDCG@10 (cold items among cold items under the cold-item protocol)
-    epochs_run: int
+    start_valid: float | None  # the starting encoder's (None: resumed from a run that did not validate it)
+    epochs_run: int  # epochs of training (epoch 0 not counted)
     seconds: float
     history: list[dict]
 
@@ -110,6 +113,8 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
         run.save_task(task_identity(task))
     if ckpt is not None:
         resume_from(acc, ckpt, towers, optimizer, state)
+    if state.global_step == 0 and not state.history:  # a resumed run has its epoch 0 in its history
+        validate_start(acc, towers, valid, valid_loaders, state, run, progress_bar)
 
     while state.epoch < config.epochs and state.bad_epochs < config.patience:
         t0 = time.perf_counter()
@@ -141,7 +146,13 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
         save_checkpoint(acc, run.checkpoints, state.global_step, towers, optimizer, state.state_dict(),
                         {RECORD_FILE: record})
     acc.wait_for_everyone()
-    return FinetuneResult(run.encoder_dir, state.best_epoch, state.best, state.epoch, state.seconds, state.history)
+    start = state.history[0] if state.history and state.history[0]["epoch"] == 0 else None
+    if state.best_epoch == 0 and acc.is_main_process:
+        logger.warning("fine-tuning did not beat the starting encoder on validation (%.4f); %s holds the "
+                       "starting encoder", state.best, run.encoder_dir)
+    return FinetuneResult(run.encoder_dir, state.best_epoch, state.best,
+                          None if start is None else ValidScore.from_row(start).selection, state.epoch,
+                          state.seconds, state.history)
 
 
 def optimizer_for(module: torch.nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
@@ -152,6 +163,16 @@ def optimizer_for(module: torch.nn.Module, config: FinetuneConfig) -> torch.opti
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
 
 
+def validate_start(acc, towers, valid: Validation, loaders: list, state: Progress, run: Run,
+                   progress_bar: bool = False) -> None:
+    """Epoch 0: score the starting encoder before the first step; it is the first candidate,
+    so the saved encoder is never worse on validation than the one the run started from."""
+    row = {"epoch": 0, "step": 0}
+    score = _validate(acc, towers, valid, loaders, row, progress_bar)
+    row["seconds"] = 0.0
+    _keep_best(acc, towers, score, row, state, run)
+
+
 def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, run: Run,
               progress_bar: bool = False) -> None:
     """Validate, keep the best encoder, log, and move to the next epoch."""
@@ -159,35 +180,43 @@ def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, ru
     sums = torch.tensor([state.loss_sums.get("items", 0.0), state.loss_sums.get("train_seconds", 0.0)],
                         device=acc.device, dtype=torch.float64)
     items, seconds = acc.reduce(sums, reduction="sum").tolist() if acc.num_processes > 1 else sums.tolist()
-    encoder = acc.unwrap_model(towers).encoder
-    t0 = time.perf_counter()
-    score = valid.score(acc, encoder, loaders, progress_bar)
-    valid_seconds = time.perf_counter() - t0
-    row = {"epoch": state.epoch + 1, "step": state.global_step, "loss": state.loss_sums.get("loss", 0.0) / steps,
-           "valid_ndcg10": score.ndcg10}
-    if score.cold_among_cold_ndcg10 is not None:
-        row["valid_cold_ndcg10"] = score.cold_ndcg10
-        row["valid_cold_among_cold_ndcg10"] = score.cold_among_cold_ndcg10
+    row = {"epoch": state.epoch + 1, "step": state.global_step, "loss": state.loss_sums.get("loss", 0.0) / steps}
+    score = _validate(acc, towers, valid, loaders, row, progress_bar)
     # items encoded with gradients per second of training, all processes together
     row["train_items_per_s"] = items / (seconds / acc.num_processes) if seconds else 0.0
-    row["valid_seconds"] = round(valid_seconds, 2)
     row["seconds"] = round(state.seconds, 2)  # training, all epochs so far (validation not counted)
-    state.history.append(row)
-    if score.selection > state.best:
-        state.best, state.best_epoch, state.bad_epochs = score.selection, state.epoch + 1, 0
-        state.seconds_to_best = state.seconds
-        if acc.is_main_process:
-            save_encoder(encoder, run.encoder_dir)
-    else:
-        state.bad_epochs += 1
-    if acc.is_main_process:
-        run.save_log(state.history)
-        logger.info("epoch %d: %s", state.epoch + 1, ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                                                                 if isinstance(v, float)))
-    acc.wait_for_everyone()
+    _keep_best(acc, towers, score, row, state, run)
     state.epoch += 1
     state.step_in_epoch = 0
     state.loss_sums = {}
+
+
+def _validate(acc, towers, valid: Validation, loaders: list, row: dict, progress_bar: bool) -> ValidScore:
+    """Score the encoder now in ``towers`` and add the validation fields to ``row``."""
+    t0 = time.perf_counter()
+    score = valid.score(acc, acc.unwrap_model(towers).encoder, loaders, progress_bar)
+    row.update(score.row())
+    row["valid_seconds"] = round(time.perf_counter() - t0, 2)
+    return score
+
+
+def _keep_best(acc, towers, score: ValidScore, row: dict, state: Progress, run: Run) -> None:
+    """Save the encoder if it beats the best so far (patience counts the epochs that do not),
+    note the best epoch in ``row``, and log it."""
+    if score.selection > state.best:
+        state.best, state.best_epoch, state.bad_epochs = score.selection, row["epoch"], 0
+        state.seconds_to_best = state.seconds
+        if acc.is_main_process:
+            save_encoder(acc.unwrap_model(towers).encoder, run.encoder_dir)
+    else:
+        state.bad_epochs += 1
+    row["best_epoch"] = state.best_epoch
+    state.history.append(row)
+    if acc.is_main_process:
+        run.save_log(state.history)
+        logger.info("epoch %d: %s", row["epoch"], ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                          if isinstance(v, float)))
+    acc.wait_for_everyone()
 
 
 def check_resumable(checkpoint: Path, current: dict) -> None:

@@ -37,6 +37,20 @@ class ValidScore:
         are any, else every held-out item's."""
         return self.ndcg10 if self.cold_among_cold_ndcg10 is None else self.cold_among_cold_ndcg10
 
+    def row(self) -> dict[str, float]:
+        """The log's fields: ``valid_ndcg10`` (and ``valid_cold_ndcg10``,
+        ``valid_cold_among_cold_ndcg10`` under the cold-item protocol)."""
+        row = {"valid_ndcg10": self.ndcg10}
+        if self.cold_among_cold_ndcg10 is not None:
+            row["valid_cold_ndcg10"] = self.cold_ndcg10
+            row["valid_cold_among_cold_ndcg10"] = self.cold_among_cold_ndcg10
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict) -> ValidScore:
+        """The score a log row (:meth:`row`'s fields) holds."""
+        return cls(row["valid_ndcg10"], row.get("valid_cold_ndcg10"), row.get("valid_cold_among_cold_ndcg10"))
+
 
 class Validation:
     """The validation users' histories and the items to encode for them, fixed for a run."""
