@@ -403,3 +403,24 @@ def test_two_processes_share_the_approximate_solve_and_fit_what_one_does(tmp_pat
     a, b = (torch.load(tmp_path / run / "test-scores.pt", weights_only=True) for run in ("one", "two"))
     torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
     assert Run(tmp_path / "two").log()[-1]["fit"] == alone["fit"]
+
+
+def test_the_demo_fits_afresh_over_its_own_closed_form_run_fitted_otherwise(world, tmp_path):
+    """A closed-form run keeps no checkpoint, only its settings: the demo's own folder, fitted
+    with other settings (an older version's defaults), is fitted again, not refused."""
+    from multimodal_interest.commands.demo import _drop_stale_run
+    from multimodal_interest.training import train
+
+    task, features = world
+    run = tmp_path / "run"
+    config = TrainConfig(exact_rows=200, landmarks=150)
+    train(task, features, config, run, progress_bar=False)
+    said = []
+    _drop_stale_run(run, task, features, config, said.append)
+    assert (run / "config.json").is_file() and not said  # same settings: kept
+    other = TrainConfig(exact_rows=300, landmarks=150)
+    with pytest.raises(ValueError, match="holds a run with other settings"):
+        train(task, features, other, run, progress_bar=False)
+    _drop_stale_run(run, task, features, other, said.append)
+    assert not run.exists() and "training afresh" in said[0]
+    train(task, features, other, run, progress_bar=False)
