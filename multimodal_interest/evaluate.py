@@ -140,7 +140,7 @@ def _pad(flat: np.ndarray, offsets: np.ndarray, lo: int, hi: int) -> tuple[torch
     return torch.from_numpy(values), torch.from_numpy(mask)
 
 
-def _seen_on_target(task: ColdStartTask, users: np.ndarray) -> list[np.ndarray]:
+def seen_on_target(task: ColdStartTask, users: np.ndarray) -> list[np.ndarray]:
     """Each user's target items in ``task.train`` that are not ground truth (to exclude)."""
     empty = np.empty(0, dtype=np.int64)
     rows = task.train[(task.train["platform"] == task.target) & task.train["user_idx"].isin(users)]
@@ -168,7 +168,7 @@ def last_target_items(task: ColdStartTask, users: np.ndarray) -> np.ndarray:
 def sample_negatives(task: ColdStartTask, users: np.ndarray, n: int = 999, seed: int = 0) -> np.ndarray:
     """``[U, n]`` target items outside each user's target set (hidden + training), seeded per user."""
     n_items = task.n_items[task.target]
-    known = [np.union1d(t, s) for t, s in zip(task.target_truth(users), _seen_on_target(task, users))]
+    known = [np.union1d(t, s) for t, s in zip(task.target_truth(users), seen_on_target(task, users))]
     out = np.empty((len(users), n), dtype=np.int64)
     for row, (user, mine) in enumerate(zip(users, known)):
         pool = np.setdiff1d(np.arange(n_items), mine, assume_unique=True)
@@ -214,7 +214,7 @@ def evaluate(scorer: Scorer, task: ColdStartTask, users: np.ndarray, ks: tuple[i
     if len(empty):
         raise ValueError(f"{len(empty)} users have no hidden target items to rank "
                          f"(first: {users[empty[:5]].tolist()}); evaluate only users with ground truth")
-    seen, seen_off = _csr(_seen_on_target(task, users))
+    seen, seen_off = _csr(seen_on_target(task, users))
     if sampled:
         pos = torch.from_numpy(last_target_items(task, users))
         neg = torch.from_numpy(sample_negatives(task, users, n_negatives, seed))

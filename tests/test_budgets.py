@@ -53,7 +53,7 @@ def test_a_budget_beyond_the_grid_draws_distinct_seeded_settings_in_the_space(na
 
 def test_a_method_without_options_has_one_setting_and_a_budget_below_one_is_refused():
     assert tuning_settings("popularity", 20) == [{}]
-    with pytest.raises(ValueError, match="--tuning-budget must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="tuning budget must be >= 1, got 0"):
         tuning_settings("ease", 0)
 
 

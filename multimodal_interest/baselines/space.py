@@ -135,7 +135,7 @@ def draw_settings(name: str, grid: list[dict], space: dict[str, Dimension], budg
     """At most ``budget`` distinct settings of method ``name``: ``grid[:budget]``, then seeded
     random draws of every option of ``space`` (see the module docstring)."""
     if budget < 1:
-        raise ValueError(f"--tuning-budget must be >= 1, got {budget}")
+        raise ValueError(f"tuning budget must be >= 1, got {budget}")
     if budget <= len(grid):
         return [dict(s) for s in grid[:budget]]
     out = [dict(s) for s in grid]

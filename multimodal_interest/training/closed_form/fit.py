@@ -22,7 +22,7 @@ import torch
 from fusion import InterestModel
 from fusion.config import DEFAULT_DIMS
 from multimodal_interest.data.task import ColdStartTask
-from multimodal_interest.evaluate import _seen_on_target
+from multimodal_interest.evaluate import seen_on_target
 from multimodal_interest.run import Run
 from multimodal_interest.training.closed_form.blend import choose_blend
 from multimodal_interest.training.closed_form.build import build_linear_model
@@ -76,7 +76,7 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     valid_users = task.valid_users
     n_t = task.n_items[task.target]
     valid_truth = csr_of(task.target_truth(valid_users), n_t)
-    valid_seen = csr_of(_seen_on_target(task, valid_users), n_t)
+    valid_seen = csr_of(seen_on_target(task, valid_users), n_t)
     if len(every) == 0:  # nobody teaches the mapping: what the items are must
         model, trials, best = fit_zero_shot(task, features, config, feat, valid_truth, valid_seen)
         info = {"path": "zero-shot", "fit_rows": 0, "fit_users": 0, "weights": best.weights}
