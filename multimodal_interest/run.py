@@ -102,6 +102,16 @@ class Run:
             saved["kind"] = "transformer"  # saved before the linear model existed: a transformer's
         return cls.from_dict(saved, str(self.config_file))
 
+    def holds_other_settings(self, config: _Config) -> bool:
+        """Whether the folder holds a run whose saved settings differ from ``config`` (one it
+        cannot read counts as different); False when it holds none."""
+        if not self.config_file.is_file():
+            return False
+        try:
+            return self.config(type(config)) != config
+        except ValueError:  # an older version's settings file
+            return True
+
     def save_task(self, identity: dict[str, str]) -> None:
         """``identity``: dataset, split, source, target."""
         atomic_write_bytes(self.task_file, (json.dumps(identity) + "\n").encode())

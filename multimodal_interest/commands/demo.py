@@ -119,15 +119,9 @@ def _drop_stale_run(run_dir: Path, task, features: ItemFeatures, config: TrainCo
     values, an older version) is the demo's cache, not the user's work: start it afresh."""
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:  # a closed-form fit keeps no checkpoint: its settings must be the same
-        run = Run(run_dir)
-        if run.config_file.is_file():
-            try:
-                same = run.config(TrainConfig) == config
-            except ValueError:  # an older version's settings file
-                same = False
-            if not same:
-                say("      the demo's earlier run was fitted with other settings; training afresh")
-                shutil.rmtree(run_dir)
+        if Run(run_dir).holds_other_settings(config):
+            say("      the demo's earlier run was fitted with other settings; training afresh")
+            shutil.rmtree(run_dir)
         return
     try:
         check_resumable(ckpt, trained_with(task, features, config))

@@ -252,7 +252,7 @@ def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfi
 
     state = PartialState(cpu=cpu_only())
     run = Run(output_dir)
-    if resume and run.config_file.is_file() and run.config(TrainConfig) != config:
+    if resume and run.holds_other_settings(config):
         raise ValueError(f"{run.folder} holds a run with other settings; use another output folder, "
                          f"or start it afresh (resume=False)")
     if state.is_main_process:
