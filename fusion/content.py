@@ -14,8 +14,7 @@ as an untouched item of the training catalog was::
 
 ``map [F, width]`` is whatever linear map the fit made (e.g. ``rho M`` in the first columns,
 the identity of the blend's blocks in its own); columns it leaves 0 (a popularity column)
-are 0 for a new item, except ``config.untouched``: a new item has 1 there, as an item nobody
-touched in training has (the fit's offset for such items sits on the constant's column).
+are 0 for a new item.
 
 The text rule is scikit-learn's ``TfidfVectorizer`` default (lower case, tokens of two or more
 word characters, ``(?u)\\b\\w\\w+\\b``) with sublinear tf and unit-length rows, the vocabulary
@@ -64,7 +63,6 @@ class ContentHeadConfig:
     lsa_dims: int = 0  # the tokens block's width
     n_items: int = 0  # the catalog the model was trained on: its first n_items rows
     catalog: str | None = None  # catalog_fingerprint of those items' ids (None: not recorded)
-    untouched: int | None = None  # the column that is 1 for every new item (the fit's untouched items' offset)
 
     def __post_init__(self) -> None:
         if len(set(self.blocks)) != len(self.blocks) or not self.blocks:
@@ -80,8 +78,6 @@ class ContentHeadConfig:
             raise ValueError(f"the {TOKENS!r} block needs a vocabulary and lsa_dims >= 1")
         if len(set(self.vocabulary)) != len(self.vocabulary):
             raise ValueError("the vocabulary repeats a token")
-        if self.untouched is not None and not 0 <= self.untouched < self.width:
-            raise ValueError(f"untouched column {self.untouched}: expected one of the {self.width} columns")
 
     @property
     def features(self) -> int:
@@ -174,13 +170,9 @@ class ContentHead(nn.Module):
     def item_vectors(self, n: int, texts: Sequence[str] | None = None,
                      vectors: Mapping[str, torch.Tensor] | None = None,
                      present: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(v [n, width] float32, has [n] bool)``: ``c @ map``, and 1 in the untouched column
-        when the config names one (see :meth:`content`)."""
+        """``(v [n, width] float32, has [n] bool)``: ``c @ map`` (see :meth:`content`)."""
         c, has = self.content(n, texts, vectors, present)
-        v = (c @ self.map.double().cpu()).float()
-        if self.config.untouched is not None:
-            v[:, self.config.untouched] = 1.0
-        return v, has
+        return (c @ self.map.double().cpu()).float(), has
 
     def save(self, folder: str | os.PathLike) -> None:
         save_part(self, folder, asdict(self.config))

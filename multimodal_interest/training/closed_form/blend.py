@@ -37,28 +37,12 @@ GAMMAS = (0.0, 0.1, 0.3)  # the popularity column's, relative to the content sco
 
 @dataclass
 class ContentColumns:
-    """The blend (and the untouched items' offset, :mod:`.offset`) as the model holds them:
-    extra columns of the interest and item vectors, in order: the blocks' content and
-    popularity (when ``blocks``), then the untouched items' indicator (when ``untouched``)."""
+    """The blend as the model holds it: extra columns of the interest and item vectors."""
 
     blocks: list[str]  # the content blocks whose columns these are, in order (then popularity)
     source: np.ndarray  # [N_s, e] each source item's row in the item table (weight included)
     target: np.ndarray  # [N_t, e] each target item's content and popularity
-    const: np.ndarray  # [e] the constant's part: w gamma on the popularity column, delta on the indicator
-    untouched: bool = False  # the last column is 1 for the items nobody touched in training
-
-    def user_part(self, bags: sp.csr_matrix, kept: np.ndarray) -> np.ndarray:
-        """``[V, e]`` these columns of the interest of histories ``bags [V, N_s]`` (root-n pooled
-        over the ``kept [N_s]`` items, as the model's item table pools)."""
-        bags = sp.csr_matrix(bags, dtype=np.float64)
-        root_n = np.sqrt(np.maximum(bags @ kept.astype(np.float64), 1))[:, None]
-        return (bags @ self.source) / root_n + self.const[None, :]
-
-    def with_offset(self, untouched: np.ndarray, delta: float) -> ContentColumns:
-        """These columns and the untouched items' indicator ``untouched [N_t]`` with ``delta``."""
-        return ContentColumns(self.blocks, np.pad(self.source, ((0, 0), (0, 1))),
-                              np.concatenate([self.target, untouched[:, None].astype(np.float64)], 1),
-                              np.r_[self.const, delta], untouched=True)
+    const: np.ndarray  # [e] the constant's part: w gamma on the popularity column
 
 
 def choose_blend(space: ContentSpace, source: str, target: str, pop: np.ndarray, kept: np.ndarray,

@@ -24,14 +24,13 @@ from fusion.config import DEFAULT_DIMS
 from multimodal_interest.data.task import ColdStartTask
 from multimodal_interest.evaluate import seen_on_target
 from multimodal_interest.run import Run
-from multimodal_interest.training.closed_form.blend import ContentColumns, choose_blend
+from multimodal_interest.training.closed_form.blend import choose_blend
 from multimodal_interest.training.closed_form.build import build_linear_model
 from multimodal_interest.training.closed_form.cooc import choose_smoothing
 from multimodal_interest.training.closed_form.features import Featurizer, Rows
 from multimodal_interest.training.closed_form.head import attach_head
 from multimodal_interest.training.closed_form.items import ContentChoice, ContentSpace, TargetContent, choose, norm_matched
 from multimodal_interest.training.closed_form.kernels import block_scales, combine, cross_kernels
-from multimodal_interest.training.closed_form.offset import choose_offset
 from multimodal_interest.training.closed_form.rows import FitRows, fit_rows, history_bags, whole_users
 from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, optimism, search
 from multimodal_interest.training.closed_form.solve import (NystromSums, coefficients, exact_factors, landmark_factors,
@@ -130,22 +129,11 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
     cmap = choice.map or norm_matched(content, v, touched)
     best, v, info["content"] = choice.trial, choice.v, choice.info
     columns = None
-    if not given:  # settings given are the ridge they name; the blend and the offset are searched steps
-        pop = popularity(task)
+    if not given:  # settings given are the ridge they name; the blend is a searched step
         columns, best, info["blend"], blend_trials = choose_blend(
-            space, task.source, task.target, pop, feat.kept, u_valid, v, valid_bags, valid_truth, valid_seen, best)
+            space, task.source, task.target, popularity(task), feat.kept, u_valid, v, valid_bags, valid_truth,
+            valid_seen, best)
         trials += blend_trials
-        scores = u_valid @ v.T  # [V, N_t]
-        if columns is not None:
-            scores += columns.user_part(valid_bags, feat.kept) @ columns.target.T
-        untouched = pop == 0
-        delta, best, info["offset"], offset_trials = choose_offset(
-            scores, untouched, valid_truth, valid_seen, cold_truth(task, valid_truth), best)
-        trials += offset_trials
-        if delta is not None:
-            if columns is None:
-                columns = ContentColumns([], np.zeros((task.n_items[task.source], 0)), np.zeros((n_t, 0)), np.zeros(0))
-            columns = columns.with_offset(untouched, delta)
     model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v, columns)
     info["content"].update(attach_head(model, task.target, space, cmap, columns, features.item_ids.get(task.target)))
     model.info["fit"] = info
@@ -234,29 +222,20 @@ def target_content(task: ColdStartTask, content: TargetContent, v: np.ndarray,
         return lambda vectors: ndcg10(torch.from_numpy(u_valid @ vectors.T), truth, valid_seen)
 
     scores_cold = None
-    over_all = cold_truth(task, valid_truth)
-    if over_all is not None:
-        cold = task.valid_cold_items
-        among = sp.csr_matrix(valid_truth[:, cold])  # [V, C] the hidden cold items, ranked among the cold
-
-        def among_cold(vectors: np.ndarray) -> np.ndarray:
-            return ndcg10(torch.from_numpy(u_valid @ vectors[cold].T), among)
-
-        scores_cold = (among_cold, ndcg_of(over_all))
-    return choose(content, v, counts, ndcg_of(valid_truth), scores_cold, base)
-
-
-def cold_truth(task: ColdStartTask, valid_truth: sp.csr_matrix) -> sp.csr_matrix | None:
-    """``[V, N_t]`` the validation users' hidden items that are validation cold items (None: the
-    task has none, or no validation user holds one)."""
     cold = task.valid_cold_items
-    if cold is None or not len(cold):
-        return None
-    mask = np.zeros(valid_truth.shape[1])
-    mask[cold] = 1.0
-    over_all = sp.csr_matrix(valid_truth.multiply(mask[None, :]))
-    over_all.eliminate_zeros()
-    return over_all if over_all.nnz else None
+    if cold is not None and len(cold):
+        among = sp.csr_matrix(valid_truth[:, cold])  # [V, C] the hidden cold items, ranked among the cold
+        if among.nnz:
+            mask = np.zeros(valid_truth.shape[1])
+            mask[cold] = 1.0
+            over_all = sp.csr_matrix(valid_truth.multiply(mask[None, :]))  # [V, N_t] the same, in the catalog
+            over_all.eliminate_zeros()
+
+            def among_cold(vectors: np.ndarray) -> np.ndarray:
+                return ndcg10(torch.from_numpy(u_valid @ vectors[cold].T), among)
+
+            scores_cold = (among_cold, ndcg_of(over_all))
+    return choose(content, v, counts, ndcg_of(valid_truth), scores_cold, base)
 
 
 def train_linear(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, output_dir,

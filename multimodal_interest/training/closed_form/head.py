@@ -1,7 +1,7 @@
 """The target's content map as a :class:`~fusion.content.ContentHead` saved with the model, so
 that items a catalog gains after training are scored as the fit scored the items it never
 touched: ``rho * c_j M`` in the fit's columns and, with a content blend (:mod:`.blend`), ``c_j``
-in its columns and 0 popularity, and 1 in the untouched items' column (:mod:`.offset`); ``c_j`` read from the item's text and vectors by the same
+in its columns and 0 popularity; ``c_j`` read from the item's text and vectors by the same
 tf-idf vocabulary and idf, LSA basis, whitening and block scales as in the fit
 (:class:`~.items.ContentSpace`)."""
 from __future__ import annotations
@@ -31,11 +31,10 @@ def check_text_rule(vectorizer) -> None:
 
 
 def content_head(space: ContentSpace, pieces: list[tuple[tuple[str, ...], np.ndarray, int]], width: int,
-                 n_items: int, item_ids: list[str] | None, untouched: int | None = None) -> ContentHead:
+                 n_items: int, item_ids: list[str] | None) -> ContentHead:
     """The head whose vectors are the sum of ``pieces``: each ``(blocks, A [F_blocks, k], first)``
     puts ``c_blocks A`` in columns ``first .. first + k`` of ``width``; ``item_ids``: the
-    target's training catalog (None: not known, not recorded); ``untouched``: the column that
-    is 1 for a new item (the untouched items' offset, :mod:`.offset`; None: none)."""
+    target's training catalog (None: not known, not recorded)."""
     blocks = list(dict.fromkeys(b for p in pieces for b in p[0]))  # every piece's, in first-seen order
     modalities = {b: int(space.whitening[b][0].shape[0]) for b in blocks if b != TOKENS}
     vocabulary: list[str] = []
@@ -46,8 +45,7 @@ def content_head(space: ContentSpace, pieces: list[tuple[tuple[str, ...], np.nda
         vocabulary = sorted(vocab, key=vocab.get)
         lsa_dims = space.lsa.shape[0]
     config = ContentHeadConfig(blocks, width, {b: space.scale[b] for b in blocks}, modalities, vocabulary,
-                               lsa_dims, n_items, catalog_fingerprint(item_ids) if item_ids is not None else None,
-                               untouched)
+                               lsa_dims, n_items, catalog_fingerprint(item_ids) if item_ids is not None else None)
     rows, at = {}, 0  # block -> its rows of c
     for b in blocks:
         d = lsa_dims if b == TOKENS else modalities[b]
@@ -78,14 +76,12 @@ def attach_head(model: InterestModel, target: str, space: ContentSpace, cmap: Co
     pieces = []
     if cmap is not None:
         pieces.append((cmap.blocks, cmap.rho * cmap.m, 0))
-    blocks = list(blend.blocks) if blend is not None and blend.blocks else None
-    if blocks:
-        f = blend.target.shape[1] - 1 - blend.untouched  # the blocks' columns, then popularity (then the indicator)
-        pieces.append((tuple(blocks), np.eye(f), width - blend.target.shape[1]))
+    if blend is not None:
+        f = blend.target.shape[1] - 1  # the blocks' columns, then popularity
+        pieces.append((tuple(blend.blocks), np.eye(f), width - blend.target.shape[1]))
     if not pieces:
         return {"head": "none: no content map (no content, or fewer than two touched items) and no blend"}
     n = model.config.targets[target].n_items
-    untouched = width - 1 if blend is not None and blend.untouched else None
-    model.set_content_head(target, content_head(space, pieces, width, n, item_ids, untouched))
-    return {"head": {"map": cmap.info() if cmap is not None else None, "blend_blocks": blocks,
-                     "untouched_column": untouched}}
+    model.set_content_head(target, content_head(space, pieces, width, n, item_ids))
+    return {"head": {"map": cmap.info() if cmap is not None else None,
+                     "blend_blocks": list(blend.blocks) if blend is not None else None}}
