@@ -31,9 +31,7 @@ from multimodal_interest.training.closed_form.validate import ndcg10
 
 log = logging.getLogger("multimodal_interest.training.closed_form")
 
-# the content part's weight, relative to the fit's scores; at 100 content leads and the fit breaks
-# its near-ties: with few linked users this is the zero-shot model's ranking (:mod:`.zero_shot`)
-WEIGHTS = (0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+WEIGHTS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the content part's weight, relative to the fit's scores
 GAMMAS = (0.0, 0.1, 0.3)  # the popularity column's, relative to the content scores
 
 
