@@ -295,7 +295,7 @@ def test_with_few_linked_users_content_similarity_joins_the_fit_and_the_model_sc
     few = unlink_users(task, 0.05, seed=0)
     result = fit_closed_form(few, features, TrainConfig())
     assert result.info["blend"]["blend"] == "on", result.info["blend"]
-    fit_alone = [t for t in result.trials if not t.path.startswith("content blend")][-1]
+    fit_alone = [t for t in result.trials if not t.path.startswith(("content blend", "zero-shot"))][-1]
     assert result.best.path.startswith("content blend") and result.best.beats(fit_alone)
     assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-6)
     width = result.model.spaces[few.target].learned.shape[1]
@@ -308,6 +308,25 @@ def test_with_few_linked_users_content_similarity_joins_the_fit_and_the_model_sc
     given = fit_closed_form(few, features, TrainConfig(), lam=result.best.lam,
                             weights={b: w for b, w in result.best.weights.items() if not b.startswith("blend")})
     assert "blend" not in given.info and given.model.spaces[few.target].learned.shape[1] == result.best.rank
+
+
+def test_the_zero_shot_model_replaces_a_fit_of_few_linked_users_that_it_beats_on_validation():
+    """With 1% of the users linked (3 fit rows) the zero-shot model (what the items are, no
+    linked user needed) beats the fit on validation and is the model saved; with 5% it does
+    not, and the fit stays. Either way the saved model scores as the chosen trial."""
+    from multimodal_interest.data.protocols import unlink_users
+
+    task, features = synthetic_task(one_encoder=True)
+    for f, chosen in ((0.01, True), (0.05, False)):
+        few = unlink_users(task, f, seed=0)
+        result = fit_closed_form(few, features, TrainConfig())
+        zero = result.info["zero_shot"]
+        assert zero["zero_shot"] == ("chosen" if chosen else "not chosen"), (f, zero)
+        assert result.info["path"].startswith("zero-shot") == chosen
+        assert (result.best.path == "zero-shot") == chosen
+        assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-6)
+        if chosen:
+            assert zero["valid_ndcg10"] > zero["fit_valid_ndcg10"]
 
 
 def test_an_item_nobody_touched_is_scored_by_its_content(world):

@@ -136,10 +136,32 @@ def fit_closed_form(task: ColdStartTask, features: ItemFeatures, config: TrainCo
         trials += blend_trials
     model = build_linear_model(task, features, config, feat, carriers, scale, best.weights, alpha, v, columns)
     info["content"].update(attach_head(model, task.target, space, cmap, columns, features.item_ids.get(task.target)))
+    if not given:  # what the items are alone, as with no linked user: kept where it beats the fit
+        zero_shot, zero_trials, zero_best, info["zero_shot"] = zero_shot_candidate(
+            task, features, config, feat, valid_truth, valid_seen, space, best)
+        trials += zero_trials
+        if zero_shot is not None:
+            model, best = zero_shot, zero_best
+            info = {**info, "path": f"zero-shot (over the {info['path']} fit)", "weights": zero_best.weights}
+            log.info("closed form: the zero-shot model beats the fit on validation: %s", info["zero_shot"])
     model.info["fit"] = info
     score = valid_ndcg10(model, task, valid_users, config.eval_batch_size)
     log.info("closed form: %s", info)
     return FitResult(model, trials, best, score, time.perf_counter() - t0, info)
+
+
+def zero_shot_candidate(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, feat: Featurizer,
+                        valid_truth: sp.csr_matrix, valid_seen: sp.csr_matrix, space: ContentSpace,
+                        best: Trial) -> tuple[InterestModel | None, list[Trial], Trial | None, dict]:
+    """``(model or None, trials, chosen, info)``: the zero-shot model (:mod:`.zero_shot`), kept
+    (model not None) only when it beats the fit's ``best`` on validation (:meth:`~.search.Trial.beats`)."""
+    try:
+        model, trials, chosen = fit_zero_shot(task, features, config, feat, valid_truth, valid_seen, space)
+    except ValueError as e:  # the platforms share no content block
+        return None, [], None, {"zero_shot": "not tried", "why": str(e)}
+    info = {"zero_shot": "chosen" if chosen.beats(best) else "not chosen",
+            "valid_ndcg10": round(chosen.valid_ndcg10, 6), "fit_valid_ndcg10": round(best.valid_ndcg10, 6)}
+    return (model if info["zero_shot"] == "chosen" else None), trials, chosen, info
 
 
 def rank_of(config: TrainConfig, n_t: int, rows: int) -> int:

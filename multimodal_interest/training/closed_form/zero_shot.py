@@ -1,5 +1,6 @@
-"""With no fit row (no training user active on both platforms, e.g. ``--overlap-fraction 0``):
-the model scores by what the items are. A history's content (its items' LSA tokens root-n
+"""With no fit row (no training user active on both platforms, e.g. ``--overlap-fraction 0``),
+or where validation prefers it to the fit (a few linked users fit noise), the model scores by
+what the items are. A history's content (its items' LSA tokens root-n
 pooled and each modality's whitened vector mean pooled, in the :class:`~.items.ContentSpace`
 the platforms share) against each target item's content, plus the item's popularity among
 the target's own users (``log(1 + users)``, scaled to mean square 1); each part's weight is
@@ -67,9 +68,11 @@ def popularity(task: ColdStartTask) -> np.ndarray:
 
 
 def fit_zero_shot(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, feat: Featurizer,
-                  valid_truth: sp.csr_matrix, valid_seen: sp.csr_matrix) -> tuple[InterestModel, list[Trial], Trial]:
-    """``(model, trials, chosen)`` (see the module docstring)."""
-    space = ContentSpace(task, features, feat.vectorizer)
+                  valid_truth: sp.csr_matrix, valid_seen: sp.csr_matrix,
+                  space: ContentSpace | None = None) -> tuple[InterestModel, list[Trial], Trial]:
+    """``(model, trials, chosen)`` (see the module docstring); ``space``: the task's content
+    space when already built."""
+    space = space or ContentSpace(task, features, feat.vectorizer)
     src, tgt = space.blocks(task.source), space.blocks(task.target)
     shared = [b for b in src if b in tgt]
     if not shared:
