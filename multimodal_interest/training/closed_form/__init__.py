@@ -12,7 +12,7 @@ validation users. One module per job:
 - :mod:`.solve`     the chosen setting's exact reduced-rank solve, or the approximate one
 - :mod:`.items`     the target items' content, and vectors for the items no fit row touched
 - :mod:`.head`      that content map saved with the model, for items the catalog gains later
-- :mod:`.zero_shot` no fit row at all: scoring by content in a space both platforms share
+- :mod:`.zero_shot` no fit row at all (or a fit it beats on validation): scoring by content in a space both platforms share
 - :mod:`.blend`     the fit's scores plus that content similarity, when validation says so
 - :mod:`.build`     the solve baked into an :class:`~fusion.InterestModel`
 - :mod:`.fit`       all of it in order, and the run folder
