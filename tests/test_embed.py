@@ -20,46 +20,35 @@ from multimodal_interest.embed import embed_catalog
 from multimodal_interest.store import EmbeddingStore
 
 from launch import REPO, accelerate_launch
+from text_hash import HashTextEncoder
 
 
 @register_encoder("test-char-hash")
-class CharHashEncoder(Encoder):
+class CharHashEncoder(HashTextEncoder):
     """Deterministic text vectors (hashed character trigrams); counts what it encodes and can
     be told to die mid-job, as a killed process would."""
 
-    modality = "text"
-    config_keys = ("width",)
-
     def __init__(self, width: int = 16, device=None):
-        super().__init__(device="cpu")
-        self.width = width
+        super().__init__(width, device)
         self.seen: list[str] = []
         self.die_after: int | None = None  # raise KeyboardInterrupt after this many batches
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
 
-    @property
-    def dim(self) -> int:
-        return self.width
-
-    def load_item(self, item):
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError("empty text")
-        return item
+    def vector(self, text: str) -> torch.Tensor:
+        out = torch.zeros(self.width)
+        for i in range(len(text) - 2):
+            out[zlib.crc32(text[i:i + 3].encode()) % self.width] += 1.0
+        return out
 
     def collate(self, items):
-        out = torch.zeros(len(items), self.width)
-        for r, text in enumerate(items):
-            for i in range(len(text) - 2):
-                out[r, zlib.crc32(text[i:i + 3].encode()) % self.width] += 1.0
         self.seen += items
-        return out
+        return super().collate(items)
 
     def forward(self, batch):
         if self.die_after is not None:
             if self.die_after == 0:
                 raise KeyboardInterrupt
             self.die_after -= 1
-        return batch + self.dummy
+        return super().forward(batch)
 
 
 @register_encoder("test-pixels")

@@ -21,7 +21,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from encoders import Encoder, register_encoder
+from encoders import register_encoder
 from fusion import InterestModel
 from fusion.content import ContentHead
 from multimodal_interest.bundle import Bundle
@@ -31,6 +31,7 @@ from multimodal_interest.recommend import Recommender
 from multimodal_interest.run import Run
 from multimodal_interest.server import create_app
 from multimodal_interest.store import EmbeddingStore
+from text_hash import HashTextEncoder
 
 WORDS = ["acrylic", "stapler", "canvas", "ledger", "easel", "binder"]  # one topic each
 FIT_USERS = 12  # per topic
@@ -50,35 +51,17 @@ platforms:
 
 
 @register_encoder("test-new-items-words")
-class WordVectors(Encoder):
+class WordVectors(HashTextEncoder):
     """A text's vector: the sum of a fixed random vector per word (seeded by the word)."""
 
-    modality = "text"
-    config_keys = ("width",)
-
     def __init__(self, width: int = 12, device=None):
-        super().__init__(device="cpu")
-        self.width = width
-        self.dummy = torch.nn.Parameter(torch.zeros(()))
+        super().__init__(width, device)
 
-    @property
-    def dim(self) -> int:
-        return self.width
-
-    def load_item(self, item):
-        if not isinstance(item, str) or not item.strip():
-            raise ValueError("empty text")
-        return item
-
-    def collate(self, items):
-        out = torch.zeros(len(items), self.width)
-        for r, text in enumerate(items):
-            for word in text.lower().split():
-                out[r] += torch.randn(self.width, generator=torch.Generator().manual_seed(zlib.crc32(word.encode())))
+    def vector(self, text: str) -> torch.Tensor:
+        out = torch.zeros(self.width)
+        for word in text.lower().split():
+            out += torch.randn(self.width, generator=torch.Generator().manual_seed(zlib.crc32(word.encode())))
         return out
-
-    def forward(self, batch):
-        return batch + self.dummy
 
 
 def new_item(word: str) -> str:
