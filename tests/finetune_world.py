@@ -42,9 +42,10 @@ def tiny_encoder(folder: Path, vocabulary: list[str], seed: int = 0, hidden: int
 
 
 def write_world(root: Path, topics: int = 6, per_topic: int = 8, noise: int = 12, n_users: int = 240,
-                valid: int = 40, test: int = 40, seed: int = 0) -> Path:
+                valid: int = 40, test: int = 40, seed: int = 0, more_noise: int = 0) -> Path:
     """The world as a dataset folder (platforms ``src`` and ``tgt``, split ``published``): each
-    user keeps to one topic, with 4 of its source items and 3 of its target items."""
+    user keeps to one topic, with 4 of its source items and 3 of its target items.
+    ``more_noise``: up to that many more noise words per item (items then differ in length)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "items").mkdir(exist_ok=True)
@@ -52,6 +53,9 @@ def write_world(root: Path, topics: int = 6, per_topic: int = 8, noise: int = 12
     for p, letter in (("src", "s"), ("tgt", "t")):
         ids = [f"{p}{i}" for i in range(topics * per_topic)]
         texts = [f"{letter}{i // per_topic} n{rng.integers(noise)} n{rng.integers(noise)}" for i in range(len(ids))]
+        if more_noise:
+            texts = [t + "".join(f" n{k}" for k in rng.integers(noise, size=rng.integers(more_noise + 1)))
+                     for t in texts]
         pd.DataFrame({"item_id": ids, "title": texts}).to_csv(root / "items" / f"{p}.csv", index=False)
     rows = []
     for u in range(n_users):

@@ -28,6 +28,8 @@ SETTINGS: dict[str, tuple[type, str]] = {
     "max_seq_length": (int, "tokens per item text (default 64; saved with the encoder)"),
     "lora_rank": (int, "LoRA adapters of this rank instead of every weight; merged when saved (default 0: off)"),
     "train_layers": (int, "only the top N transformer layers learn (default: all)"),
+    "lower_cache_mb": (float, "with --train-layers and no LoRA: MB per process for the frozen lower layers' "
+                              "states, computed once per item (default 1024)"),
     "mixed_precision": (str, "auto (bf16 on CUDA, else fp32), no, bf16"),
     "patience": (int, "epochs without progress before stopping (default 2)"),
     "checkpoint_every": (int, "also save the training state every N steps (default: at epoch ends)"),
@@ -45,7 +47,7 @@ def build_parser(p: argparse.ArgumentParser) -> None:
                         "default), text=mpnet, text=finetuned:PATH")
     p.add_argument("--output", type=Path, required=True,
                    help="run folder; re-running resumes it with the same task, encoder and settings "
-                        "(epochs, patience, checkpoint-every may change)")
+                        "(epochs, patience, checkpoint-every, lower-cache-mb may change)")
     p.add_argument("--no-resume", action="store_true", help="start afresh: delete the checkpoints --output has")
     group = p.add_argument_group("fine-tuning settings")
     for name, (kind, text) in SETTINGS.items():

@@ -72,7 +72,8 @@ class FinetunePlanner:
         each user's history as rows of them; ``cand [C]``: the rows of the distinct candidate
         target items (positives and negatives); ``label [B]``: each user's positive among
         ``cand``; ``exclude [B, C]``: other target items of the user's own, left out of their
-        softmax (they are not negatives)."""
+        softmax (they are not negatives); ``items [M]`` and ``platform [M]`` (0 source, 1
+        target): which item each row is (the key of :mod:`~.lower_cache`)."""
         items, mask = self.source.windows(step.users, max_len=self.max_len)  # [B, L]
         sources, inverse = np.unique(items.numpy()[mask.numpy()], return_inverse=True)
         hist = np.zeros(mask.shape, dtype=np.int64)
@@ -87,7 +88,9 @@ class FinetunePlanner:
                                       self.tokens[self.task.target].batch(cands), self.tokens[self.task.target].pad_id)
         return {"input_ids": ids, "attention_mask": attention, "hist": torch.from_numpy(hist), "hist_mask": mask,
                 "cand": torch.arange(len(sources), len(sources) + len(cands)), "label": torch.from_numpy(label),
-                "exclude": torch.from_numpy(exclude)}
+                "exclude": torch.from_numpy(exclude), "items": torch.from_numpy(np.concatenate([sources, cands])),
+                "platform": torch.cat([torch.zeros(len(sources), dtype=torch.int64),
+                                       torch.ones(len(cands), dtype=torch.int64)])}
 
 
 def pad_together(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor],

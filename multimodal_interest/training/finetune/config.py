@@ -12,7 +12,7 @@ from fusion.files import MANIFEST_LIMIT, read_json
 
 # Settings that only say how long to go on, how often to save and how to validate: a resumed
 # run may change them (every other difference is refused, see loop.check_resumable).
-RESUMABLE = ("epochs", "patience", "checkpoint_every", "eval_batch_size")
+RESUMABLE = ("epochs", "patience", "checkpoint_every", "eval_batch_size", "lower_cache_mb")
 PRECISIONS = ("auto", "no", "bf16")
 
 
@@ -40,6 +40,7 @@ class FinetuneConfig:
     lora_rank: int = 0  # 0: every weight learns; r > 0: LoRA adapters of rank r, merged when saved
     lora_alpha: float = 16.0  # LoRA scale alpha / r
     train_layers: int | None = None  # only the top N transformer layers learn (None: all of them)
+    lower_cache_mb: float = 1024  # with train_layers and no LoRA: memory for the frozen lower layers' states
     mixed_precision: str = "auto"  # "auto": bf16 on CUDA, fp32 elsewhere; "no"; "bf16"
     patience: int = 2  # epochs without a better validation score before stopping
     checkpoint_every: int = 0  # also save the training state every N steps (0: at epoch ends only)
@@ -57,8 +58,8 @@ class FinetuneConfig:
             bad.append("train_layers")
         if bad:
             raise ValueError(f"{', '.join(bad)} must be >= 1")
-        if min(self.negatives, self.lora_rank, self.checkpoint_every) < 0:
-            raise ValueError("negatives, lora_rank and checkpoint_every must be >= 0")
+        if min(self.negatives, self.lora_rank, self.checkpoint_every, self.lower_cache_mb) < 0:
+            raise ValueError("negatives, lora_rank, checkpoint_every and lower_cache_mb must be >= 0")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError(f"lr and temperature must be > 0 (got {self.lr}, {self.temperature})")
         if self.mixed_precision not in PRECISIONS:

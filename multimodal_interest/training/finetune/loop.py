@@ -42,6 +42,7 @@ from multimodal_interest.training.batches import EpochSteps
 from multimodal_interest.training.checkpoint import resume_point, save_checkpoint
 from multimodal_interest.training.finetune.batches import FinetunePlanner
 from multimodal_interest.training.finetune.config import RESUMABLE, FinetuneConfig
+from multimodal_interest.training.finetune.lower_cache import LowerLayerCache
 from multimodal_interest.training.finetune.model import InterestTowers, adapt, load_base, save_encoder, trainable
 from multimodal_interest.training.finetune.tokens import ItemTokens
 from multimodal_interest.training.finetune.validation import Validation, ValidScore
@@ -95,7 +96,9 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
     logger.info("tokenized %s items in %.1fs", " + ".join(str(len(t)) for t in tokens.values()),
                 time.perf_counter() - t0)
     adapt(st, config.lora_rank, config.lora_alpha, config.train_layers)
-    towers = InterestTowers(st, config.temperature, config.chunk_size)
+    lower = LowerLayerCache.for_encoder(st, config.train_layers, tokens, (task.source, task.target),
+                                        config.lower_cache_mb) if config.train_layers and not config.lora_rank else None
+    towers = InterestTowers(st, config.temperature, config.chunk_size, lower)
     logger.info("%d of %d weights learn", trainable(towers), sum(p.numel() for p in towers.parameters()))
     planner = FinetunePlanner(task, tokens, max(1, config.batch_size // acc.num_processes), config.max_len,
                               config.negatives, config.seed,
@@ -185,6 +188,10 @@ def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, ru
     # items encoded with gradients per second of training, all processes together
     row["train_items_per_s"] = items / (seconds / acc.num_processes) if seconds else 0.0
     row["seconds"] = round(state.seconds, 2)  # training, all epochs so far (validation not counted)
+    lower = acc.unwrap_model(towers).lower
+    if lower is not None:
+        logger.info("lower-layer cache: %d items held (%.0f of %.0f MB), %d computed so far", len(lower.entries),
+                    lower.bytes / 2 ** 20, lower.limit / 2 ** 20, lower.computed)
     _keep_best(acc, towers, score, row, state, run)
     state.epoch += 1
     state.step_in_epoch = 0
@@ -194,7 +201,8 @@ def end_epoch(acc, towers, valid: Validation, loaders: list, state: Progress, ru
 def _validate(acc, towers, valid: Validation, loaders: list, row: dict, progress_bar: bool) -> ValidScore:
     """Score the encoder now in ``towers`` and add the validation fields to ``row``."""
     t0 = time.perf_counter()
-    score = valid.score(acc, acc.unwrap_model(towers).encoder, loaders, progress_bar)
+    model = acc.unwrap_model(towers)
+    score = valid.score(acc, model.encoder, loaders, progress_bar, model.lower)
     row.update(score.row())
     row["valid_seconds"] = round(time.perf_counter() - t0, 2)
     return score

@@ -67,11 +67,16 @@ def trainable(module: nn.Module) -> int:
 
 
 class InterestTowers(nn.Module):
-    """User tower (mean of source item vectors) and item tower, one shared encoder."""
+    """User tower (mean of source item vectors) and item tower, one shared encoder.
 
-    def __init__(self, encoder, temperature: float, chunk_size: int = 64):
+    ``lower``: with only the top layers tuned, the cache of the frozen lower layers' states
+    (:mod:`~.lower_cache`): a step then runs the top layers only, on the items' cached states.
+    """
+
+    def __init__(self, encoder, temperature: float, chunk_size: int = 64, lower=None):
         super().__init__()
         self.encoder, self.temperature, self.chunk_size = encoder, temperature, chunk_size
+        self.lower = lower  # a LowerLayerCache or None (a plain object: not a submodule, never saved)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``[M, T]`` token ids -> ``[M, D]`` item vectors, encoded ``chunk_size`` at a time in
@@ -89,7 +94,10 @@ class InterestTowers(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A step (:meth:`~.batches.FinetunePlanner.build`) -> ``{"loss": scalar}``."""
-        v = self.embed(batch["input_ids"], batch["attention_mask"]).float()  # [M, D]
+        if self.lower is None:
+            v = self.embed(batch["input_ids"], batch["attention_mask"]).float()  # [M, D]
+        else:
+            v = self.lower.embed(self.lower.keys(batch["platform"], batch["items"]), self.chunk_size).float()
         users = user_vectors(v, batch["hist"], batch["hist_mask"])  # [B, D]
         items = nn.functional.normalize(v[batch["cand"]], dim=-1)  # [C, D]
         logits = (users @ items.T / self.temperature).masked_fill(batch["exclude"], -torch.inf)

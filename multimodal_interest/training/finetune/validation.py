@@ -79,9 +79,11 @@ class Validation:
         items = self.items[platform]
         return items[np.argsort(-self.tokens[platform].lengths(items), kind="stable")]
 
-    def score(self, acc, encoder, loaders: list, progress_bar: bool = False) -> ValidScore:
-        """Encode, rank and measure (on every process; every process gets the same score)."""
-        src, tgt = (self._vectors(acc, encoder, p, loader, progress_bar) for p, loader in zip(
+    def score(self, acc, encoder, loaders: list, progress_bar: bool = False, lower=None) -> ValidScore:
+        """Encode, rank and measure (on every process; every process gets the same score).
+        ``lower``: the run's :class:`~.lower_cache.LowerLayerCache`, when it has one: the items
+        are then encoded from their cached lower-layer states, as the steps encode them."""
+        src, tgt = (self._vectors(acc, encoder, p, loader, progress_bar, lower) for p, loader in zip(
             (self.task.source, self.task.target), loaders))
         users = user_vectors(src, self.hist, self.mask)  # [V, D]
         items = torch.nn.functional.normalize(tgt, dim=-1)  # [N_t, D]
@@ -94,7 +96,7 @@ class Validation:
         cold = {name: float(r.values["ndcg@10"].mean()) for name, r in result.slices.items()}
         return ValidScore(float(result.values["ndcg@10"].mean()), cold.get("cold"), cold.get("cold-candidates"))
 
-    def _vectors(self, acc, encoder, platform: str, loader, progress_bar: bool) -> torch.Tensor:
+    def _vectors(self, acc, encoder, platform: str, loader, progress_bar: bool, lower=None) -> torch.Tensor:
         """``[n, D]`` float32 vectors of ``self.items[platform]``, in that order, on the CPU."""
         from tqdm.auto import tqdm
 
@@ -105,9 +107,14 @@ class Validation:
         with torch.no_grad(), acc.autocast():
             for positions in tqdm(loader, desc=f"validate: encode {platform}", leave=False, unit="batch",
                                   disable=not (progress_bar and acc.is_local_main_process)):
-                ids, mask = tokens.batch(ordered[positions.cpu().numpy()])
-                v = encoder({"input_ids": ids.to(acc.device), "attention_mask": mask.to(acc.device)})
-                got_pos, got = acc.gather_for_metrics((positions, v["sentence_embedding"].float()))
+                items = ordered[positions.cpu().numpy()]
+                if lower is None:
+                    ids, mask = tokens.batch(items)
+                    v = encoder({"input_ids": ids.to(acc.device),
+                                 "attention_mask": mask.to(acc.device)})["sentence_embedding"]
+                else:
+                    v = lower.embed([(platform, int(i)) for i in items], len(items))
+                got_pos, got = acc.gather_for_metrics((positions, v.float()))
                 if out is None:
                     out = torch.zeros(len(ordered), got.shape[1])
                 out[got_pos.cpu()] = got.cpu()
