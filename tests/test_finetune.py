@@ -175,13 +175,10 @@ KILLED = textwrap.dedent("""
 """)
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(world, reference, tmp_path,
-                                                                               monkeypatch):
-    from multimodal_interest.training.finetune import FinetuneConfig, finetune
-    from multimodal_interest.training.finetune.validation import Validation
-
-    data, base, task, texts = world
-    settings = {**SETTINGS, "checkpoint_every": 4}
+def killed_run(world, settings: dict, tmp_path: Path) -> Path:
+    """The run folder of a fine-tuning with ``settings`` (checkpoints every 4 steps) killed
+    with SIGKILL at step 14, after the checkpoint of step 12."""
+    data, base, _, _ = world
     script = tmp_path / "killed.py"
     script.write_text(KILLED.format(tests=str(Path(__file__).parent), data=str(data), base=str(base)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
@@ -190,6 +187,17 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(w
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-12"]
+    return out
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(world, reference, tmp_path,
+                                                                               monkeypatch):
+    from multimodal_interest.training.finetune import FinetuneConfig, finetune
+    from multimodal_interest.training.finetune.validation import Validation
+
+    _, base, task, texts = world
+    settings = {**SETTINGS, "checkpoint_every": 4}
+    out = killed_run(world, settings, tmp_path)
     scored, score = [], Validation.score
 
     def counted(self, *args, **kwargs):

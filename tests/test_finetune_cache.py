@@ -7,12 +7,7 @@ layer tuned (tests/finetune_world.py)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +15,7 @@ import torch
 
 from finetune_world import tiny_encoder, words, write_world
 from launch import accelerate_launch
-from test_finetune import KILLED, SETTINGS, content_ndcg10, tensors
+from test_finetune import SETTINGS, content_ndcg10, killed_run, tensors
 
 # fp16 storage of the lower states: item vectors (normalised) within this of the whole
 # encoder's; 1e-4 measured here, 4e-5 on MiniLM with 4 layers cached
@@ -198,16 +193,9 @@ def test_a_cached_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupte
     the uninterrupted run had cached (and its smaller limit is allowed on resume)."""
     from multimodal_interest.training.finetune import FinetuneConfig, finetune
 
-    data, base, task, texts = world
+    _, base, task, texts = world
     settings = {**CACHED, "checkpoint_every": 4}
-    script = tmp_path / "killed.py"
-    script.write_text(KILLED.format(tests=str(Path(__file__).parent), data=str(data), base=str(base)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(script), str(out), json.dumps(settings)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-12"]
+    out = killed_run(world, settings, tmp_path)
     resumed = finetune(task, texts, f"finetuned:{base}", FinetuneConfig(**{**settings, "lower_cache_mb": 0.01}),
                        out, progress_bar=False)
     timing = ("seconds", "train_items_per_s", "valid_seconds")
