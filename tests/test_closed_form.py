@@ -395,8 +395,10 @@ TWO_PROCESS_FIT = textwrap.dedent("""
     task, features = synthetic_task(n_users=600, latent=4)
     result = train(task, features, TrainConfig(exact_rows=200, landmarks=150), sys.argv[1], progress_bar=False)
     state = PartialState()
-    print(json.dumps({{"process": state.process_index, "processes": state.num_processes,
-                      "valid_ndcg10": result.best_valid_ndcg10, "fit": result.history[-1]["fit"]}}), flush=True)
+    # a file each, not stdout: two processes' lines written at once can interleave
+    with open(f"{{sys.argv[1]}}-process-{{state.process_index}}.json", "w") as f:
+        json.dump({{"process": state.process_index, "processes": state.num_processes,
+                   "valid_ndcg10": result.best_valid_ndcg10, "fit": result.history[-1]["fit"]}}, f)
     if state.is_main_process:
         torch.save(ModelScorer(result.model, task)(task.test_users), sys.argv[1] + "/test-scores.pt")
 """)
@@ -409,12 +411,11 @@ def test_two_processes_share_the_approximate_solve_and_fit_what_one_does(tmp_pat
     script = tmp_path / "fit.py"
     script.write_text(TWO_PROCESS_FIT.format(tests=str(Path(__file__).parent)))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True,
-                         capture_output=True, text=True, timeout=600)
-    two = accelerate_launch(str(script), str(tmp_path / "two"))
-    (alone,) = [json.loads(line) for line in one.stdout.splitlines() if line.startswith("{")]
-    launched = sorted((json.loads(line) for line in two.stdout.splitlines() if line.startswith("{")),
-                      key=lambda r: r["process"])
+    subprocess.run([sys.executable, str(script), str(tmp_path / "one")], env=env, check=True,
+                   capture_output=True, text=True, timeout=600)
+    accelerate_launch(str(script), str(tmp_path / "two"))
+    (alone,) = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("one-process-*.json"))]
+    launched = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("two-process-*.json"))]
     assert alone["processes"] == 1 and [r["process"] for r in launched] == [0, 1]
     assert alone["fit"]["path"] == "nystrom" and all(r["fit"] == alone["fit"] for r in launched)
     for r in launched:
