@@ -222,11 +222,12 @@ def solve_nystrom(feat: Featurizer, every: FitRows, carriers: Rows, valid: Rows,
     ratio = len(every) / searched_rows
     chosen = None
     for factor in sorted({1.0, math.sqrt(ratio), ratio}):  # scored on the validation users alone
-        t = scorer(best, best.lam * factor, sums.scores(kll, best.lam * factor, kvl), None, "nystrom")
-        if chosen is None or t.valid_ndcg10 > chosen.valid_ndcg10:
-            chosen = t
-    t = chosen
-    alpha, v = landmark_factors(kll, sums.beta(kll, t.lam), rank)
+        chol = sums.factor(kll, best.lam * factor)
+        t = scorer(best, best.lam * factor, sums.scores(chol, kvl), None, "nystrom")
+        if chosen is None or t.valid_ndcg10 > chosen[0].valid_ndcg10:
+            chosen = (t, chol)
+    t, chol = chosen
+    alpha, v = landmark_factors(kll, sums.beta(chol), rank)
     u_valid = kvl @ alpha
     return scorer(t, t.lam, u_valid @ v.T, rank, "nystrom"), alpha, v, u_valid
 

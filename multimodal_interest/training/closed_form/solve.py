@@ -120,22 +120,22 @@ class NystromSums:
         self.ky = ky_t.T  # [m, N_t] (a view)
         self.rows = int(rows[0])
 
-    def _factor(self, kll: np.ndarray, lam: float) -> torch.Tensor:
-        """The Cholesky factor of ``K_Ln K_nL + lam K_LL`` ``[m, m]`` (float64)."""
+    def factor(self, kll: np.ndarray, lam: float) -> torch.Tensor:
+        """The Cholesky factor of ``A = K_Ln K_nL + lam K_LL`` ``[m, m]`` (float64; ``kll`` the
+        weighted ``K_LL``): what :meth:`scores` and :meth:`beta` solve with."""
         a = self.kk + lam * kll.astype(np.float64)
         a[np.diag_indices_from(a)] += 1e-6 * max(float(np.trace(a)) / len(a), 1e-12)  # K_LL may be singular
         return torch.linalg.cholesky(torch.from_numpy(a))
 
-    def scores(self, kll: np.ndarray, lam: float, kxl: np.ndarray) -> np.ndarray:
-        """``[X, N_t]`` ``kxl @ beta(kll, lam)`` for rows ``kxl [X, m]``, solved for the ``X`` rows
-        (``(A^-1 kxl^T)^T K_LnY``) instead of for every target item: cheap when ``X << N_t``."""
-        x = torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(kxl.T, dtype=np.float64)),
-                                 self._factor(kll, lam))  # [m, X]
+    def scores(self, chol: torch.Tensor, kxl: np.ndarray) -> np.ndarray:
+        """``[X, N_t]`` ``kxl @ beta`` for rows ``kxl [X, m]``, solved for the ``X`` rows
+        (``(A^-1 kxl^T)^T K_LnY``, ``chol`` from :meth:`factor`) instead of for every target
+        item: cheap when ``X << N_t``."""
+        x = torch.cholesky_solve(torch.from_numpy(np.ascontiguousarray(kxl.T, dtype=np.float64)), chol)  # [m, X]
         return x.float().numpy().T @ self.ky
 
-    def beta(self, kll: np.ndarray, lam: float) -> np.ndarray:
-        """``[m, N_t]`` the landmarks' coefficients at ``lam`` (``kll`` the weighted ``K_LL``)."""
-        chol = self._factor(kll, lam)
+    def beta(self, chol: torch.Tensor) -> np.ndarray:
+        """``[m, N_t]`` the landmarks' coefficients ``A^-1 K_LnY`` (``chol`` from :meth:`factor`)."""
         out = np.empty(self.ky.shape, dtype=np.float32)
         for lo in range(0, out.shape[1], SOLVE_COLUMNS):  # float64 a slice at a time, not [m, N_t]
             part = torch.from_numpy(self.ky[:, lo:lo + SOLVE_COLUMNS]).double()
