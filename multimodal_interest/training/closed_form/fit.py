@@ -36,7 +36,8 @@ from multimodal_interest.training.closed_form.search import LAMBDAS, Trial, opti
 from multimodal_interest.training.closed_form.solve import (NystromSums, coefficients, exact_factors, landmark_factors,
                                                             process_share)
 from multimodal_interest.training.closed_form.validate import Validator, csr_of, ndcg10
-from multimodal_interest.training.closed_form.zero_shot import fit_zero_shot, popularity
+from multimodal_interest.training.closed_form.zero_shot import (build_zero_shot, fit_zero_shot, popularity,
+                                                                zero_shot_trials)
 from multimodal_interest.training.config import TrainConfig
 from multimodal_interest.training.features import ItemFeatures
 from multimodal_interest.training.record import task_identity
@@ -154,14 +155,17 @@ def zero_shot_candidate(task: ColdStartTask, features: ItemFeatures, config: Tra
                         valid_truth: sp.csr_matrix, valid_seen: sp.csr_matrix, space: ContentSpace,
                         best: Trial) -> tuple[InterestModel | None, list[Trial], Trial | None, dict]:
     """``(model or None, trials, chosen, info)``: the zero-shot model (:mod:`.zero_shot`), kept
-    (model not None) only when it beats the fit's ``best`` on validation (:meth:`~.search.Trial.beats`)."""
+    (model not None, and built) only when it beats the fit's ``best`` on validation
+    (:meth:`~.search.Trial.beats`)."""
     try:
-        model, trials, chosen = fit_zero_shot(task, features, config, feat, valid_truth, valid_seen, space)
+        trials, chosen = zero_shot_trials(task, config, space, valid_truth, valid_seen)
     except ValueError as e:  # the platforms share no content block
         return None, [], None, {"zero_shot": "not tried", "why": str(e)}
-    info = {"zero_shot": "chosen" if chosen.beats(best) else "not chosen",
+    kept = chosen.beats(best)
+    info = {"zero_shot": "chosen" if kept else "not chosen",
             "valid_ndcg10": round(chosen.valid_ndcg10, 6), "fit_valid_ndcg10": round(best.valid_ndcg10, 6)}
-    return (model if info["zero_shot"] == "chosen" else None), trials, chosen, info
+    model = build_zero_shot(task, features, config, feat, space, chosen.weights) if kept else None
+    return model, trials, chosen, info
 
 
 def rank_of(config: TrainConfig, n_t: int, rows: int) -> int:

@@ -68,11 +68,17 @@ def popularity(task: ColdStartTask) -> np.ndarray:
 
 
 def fit_zero_shot(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, feat: Featurizer,
-                  valid_truth: sp.csr_matrix, valid_seen: sp.csr_matrix,
-                  space: ContentSpace | None = None) -> tuple[InterestModel, list[Trial], Trial]:
-    """``(model, trials, chosen)`` (see the module docstring); ``space``: the task's content
-    space when already built."""
-    space = space or ContentSpace(task, features, feat.vectorizer)
+                  valid_truth: sp.csr_matrix, valid_seen: sp.csr_matrix) -> tuple[InterestModel, list[Trial], Trial]:
+    """``(model, trials, chosen)`` (see the module docstring)."""
+    space = ContentSpace(task, features, feat.vectorizer)
+    trials, best = zero_shot_trials(task, config, space, valid_truth, valid_seen)
+    return build_zero_shot(task, features, config, feat, space, best.weights), trials, best
+
+
+def zero_shot_trials(task: ColdStartTask, config: TrainConfig, space: ContentSpace, valid_truth: sp.csr_matrix,
+                     valid_seen: sp.csr_matrix) -> tuple[list[Trial], Trial]:
+    """``(trials, chosen)``: every weighting of the shared content blocks and the popularity
+    column, scored on the validation users, and the best (the model is :func:`build_zero_shot`'s)."""
     src, tgt = space.blocks(task.source), space.blocks(task.target)
     shared = [b for b in src if b in tgt]
     if not shared:
@@ -92,14 +98,16 @@ def fit_zero_shot(task: ColdStartTask, features: ItemFeatures, config: TrainConf
                       path="zero-shot")
             log.info("closed form, zero-shot: weights %s: validation NDCG@10 %.4f", w, t.valid_ndcg10)
             trials.append(t)
-    best = max(trials, key=lambda t: t.valid_ndcg10)
-    return build_zero_shot(task, features, config, feat, space, shared, best.weights, pop), trials, best
+    return trials, max(trials, key=lambda t: t.valid_ndcg10)
 
 
 def build_zero_shot(task: ColdStartTask, features: ItemFeatures, config: TrainConfig, feat: Featurizer,
-                    space: ContentSpace, shared: list[str], weights: dict[str, float], pop: np.ndarray) -> InterestModel:
-    """The :class:`~fusion.InterestModel` whose scores are the chosen zero-shot scores."""
+                    space: ContentSpace, weights: dict[str, float]) -> InterestModel:
+    """The :class:`~fusion.InterestModel` whose scores are the zero-shot scores of ``weights``
+    (a shared content block -> its weight, and :data:`POPULARITY`'s)."""
     src, tgt = space.blocks(task.source), space.blocks(task.target)
+    shared = [b for b in src if b in tgt]
+    pop = popularity(task)
     widths = {b: tgt[b].shape[1] for b in shared}
     width = sum(widths.values()) + 1
     settings = replace(config.model, kind="linear", dim=width)
