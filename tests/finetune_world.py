@@ -42,10 +42,12 @@ def tiny_encoder(folder: Path, vocabulary: list[str], seed: int = 0, hidden: int
 
 
 def write_world(root: Path, topics: int = 6, per_topic: int = 8, noise: int = 12, n_users: int = 240,
-                valid: int = 40, test: int = 40, seed: int = 0, more_noise: int = 0) -> Path:
+                valid: int = 40, test: int = 40, seed: int = 0, more_noise: int = 0, image=None) -> Path:
     """The world as a dataset folder (platforms ``src`` and ``tgt``, split ``published``): each
     user keeps to one topic, with 4 of its source items and 3 of its target items.
-    ``more_noise``: up to that many more noise words per item (items then differ in length)."""
+    ``more_noise``: up to that many more noise words per item (items then differ in length).
+    ``image(root, platform, item, topic)``: writes an item's image and returns its path relative
+    to ``root``; the catalogs then have an ``image`` column."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     (root / "items").mkdir(exist_ok=True)
@@ -56,7 +58,10 @@ def write_world(root: Path, topics: int = 6, per_topic: int = 8, noise: int = 12
         if more_noise:
             texts = [t + "".join(f" n{k}" for k in rng.integers(noise, size=rng.integers(more_noise + 1)))
                      for t in texts]
-        pd.DataFrame({"item_id": ids, "title": texts}).to_csv(root / "items" / f"{p}.csv", index=False)
+        columns = {"item_id": ids, "title": texts}
+        if image is not None:
+            columns["image"] = [image(root, p, i, i // per_topic) for i in range(len(ids))]
+        pd.DataFrame(columns).to_csv(root / "items" / f"{p}.csv", index=False)
     rows = []
     for u in range(n_users):
         c = rng.integers(topics)
@@ -73,6 +78,6 @@ def write_world(root: Path, topics: int = 6, per_topic: int = 8, noise: int = 12
     (root / "dataset.yaml").write_text(
         "name: topics\nsynthetic: true\ndescription: a learnable topic world for fine-tuning tests\n"
         "provenance: tests/finetune_world.py\nlicence: CC0\ninteractions: interactions.csv\nplatforms:\n"
-        "  src:\n    items: items/src.csv\n    text: [title]\n"
-        "  tgt:\n    items: items/tgt.csv\n    text: [title]\n")
+        + "".join(f"  {p}:\n    items: items/{p}.csv\n    text: [title]\n" + ("    image: image\n" if image else "")
+                  for p in ("src", "tgt")))
     return root

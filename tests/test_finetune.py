@@ -55,10 +55,15 @@ def content_ndcg10(folder: Path, task, texts, users) -> np.ndarray:
     source items, cosine) with vectors from plain sentence-transformers."""
     from sentence_transformers import SentenceTransformer
 
-    from multimodal_interest.evaluate import evaluate
-
     st = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     vec = {p: torch.from_numpy(st.encode(texts[p], normalize_embeddings=True)) for p in task.platforms}
+    return vectors_ndcg10(vec, task, users)
+
+
+def vectors_ndcg10(vec: dict[str, torch.Tensor], task, users) -> np.ndarray:
+    """Per-user NDCG@10 of the content nearest neighbour on normalised item vectors ``vec[p]``."""
+    from multimodal_interest.evaluate import evaluate
+
     h = task.source_histories(users, 20)
     m = h.mask.unsqueeze(-1).float()
     u = torch.nn.functional.normalize((vec[task.source][h.items] * m).sum(1) / m.sum(1), dim=-1)
@@ -159,10 +164,11 @@ KILLED = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from multimodal_interest.data.dataset import CrossPlatformDataset
     from multimodal_interest.training.finetune import FinetuneConfig, finetune, item_texts
+    from multimodal_interest.training.finetune.image import item_images
     from multimodal_interest.training.finetune.model import InterestTowers
     dataset = CrossPlatformDataset.load({data!r})
     task = dataset.cold_start("src", "tgt", "published")
-    texts = {{p: item_texts(dataset, p) for p in task.platforms}}
+    texts = {{p: {contents} for p in task.platforms}}
     forward, calls = InterestTowers.forward, [0]
     def dies(self, batch):
         calls[0] += 1
@@ -170,17 +176,20 @@ KILLED = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
         return forward(self, batch)
     InterestTowers.forward = dies
-    finetune(task, texts, "finetuned:" + {base!r}, FinetuneConfig(**json.loads(sys.argv[2])), sys.argv[1],
+    finetune(task, texts, {base!r}, FinetuneConfig(**json.loads(sys.argv[2])), sys.argv[1],
              progress_bar=False)
 """)
 
 
-def killed_run(world, settings: dict, tmp_path: Path) -> Path:
+def killed_run(world, settings: dict, tmp_path: Path, base: str | None = None,
+               contents: str = "item_texts(dataset, p)") -> Path:
     """The run folder of a fine-tuning with ``settings`` (checkpoints every 4 steps) killed
-    with SIGKILL at step 14, after the checkpoint of step 12."""
-    data, base, _, _ = world
+    with SIGKILL at step 14, after the checkpoint of step 12. ``base``: the encoder spec (the
+    world's text encoder folder by default); ``contents``: what gives platform ``p``'s items."""
+    data = world[0]
     script = tmp_path / "killed.py"
-    script.write_text(KILLED.format(tests=str(Path(__file__).parent), data=str(data), base=str(base)))
+    script.write_text(KILLED.format(tests=str(Path(__file__).parent), data=str(data), contents=contents,
+                                    base=base or f"finetuned:{world[1]}"))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(script), str(out), json.dumps(settings)], env=env,
@@ -188,6 +197,16 @@ def killed_run(world, settings: dict, tmp_path: Path) -> Path:
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-12"]
     return out
+
+
+def assert_same_run(resumed, reference) -> None:
+    """Two runs logged the same epochs (timings aside) and saved bit-identical encoders."""
+    timing = ("seconds", "train_items_per_s", "valid_seconds")
+    assert [{k: v for k, v in r.items() if k not in timing} for r in resumed.history] == \
+           [{k: v for k, v in r.items() if k not in timing} for r in reference.history]
+    want, got = tensors(reference.encoder_dir), tensors(resumed.encoder_dir)
+    assert want.keys() == got.keys()
+    assert not [name for name in want if not torch.equal(want[name], got[name])]
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(world, reference, tmp_path,

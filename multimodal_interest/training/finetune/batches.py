@@ -34,7 +34,7 @@ class FinetunePlanner:
     ``epoch_steps``: steps per epoch, all processes together (None: one pass over the users).
     """
 
-    def __init__(self, task: ColdStartTask, tokens: dict[str, ItemTokens], batch_size: int,
+    def __init__(self, task: ColdStartTask, tokens: dict[str, ItemTokens] | None, batch_size: int,
                  max_len: int, negatives: int, seed: int, epoch_steps: int | None = None):
         self.task, self.tokens, self.batch_size, self.max_len = task, tokens, batch_size, max_len
         self.negatives, self.seed, self.epoch_steps = negatives, seed, epoch_steps
@@ -73,7 +73,8 @@ class FinetunePlanner:
         target items (positives and negatives); ``label [B]``: each user's positive among
         ``cand``; ``exclude [B, C]``: other target items of the user's own, left out of their
         softmax (they are not negatives); ``items [M]`` and ``platform [M]`` (0 source, 1
-        target): which item each row is (the key of :mod:`~.lower_cache`)."""
+        target): which item each row is (the key of :mod:`~.lower_cache`). Planned without
+        tokens (``tokens=None``: every item encoded from its cache), a step has no token ids."""
         items, mask = self.source.windows(step.users, max_len=self.max_len)  # [B, L]
         sources, inverse = np.unique(items.numpy()[mask.numpy()], return_inverse=True)
         hist = np.zeros(mask.shape, dtype=np.int64)
@@ -84,13 +85,16 @@ class FinetunePlanner:
         n = self.task.n_items[self.task.target]
         exclude = np.isin(np.arange(len(step.users))[:, None] * n + cands[None, :], rows.numpy() * n + owned.numpy())
         exclude[np.arange(len(step.users)), label] = False
-        ids, attention = pad_together(self.tokens[self.task.source].batch(sources),
-                                      self.tokens[self.task.target].batch(cands), self.tokens[self.task.target].pad_id)
-        return {"input_ids": ids, "attention_mask": attention, "hist": torch.from_numpy(hist), "hist_mask": mask,
+        step = {"hist": torch.from_numpy(hist), "hist_mask": mask,
                 "cand": torch.arange(len(sources), len(sources) + len(cands)), "label": torch.from_numpy(label),
                 "exclude": torch.from_numpy(exclude), "items": torch.from_numpy(np.concatenate([sources, cands])),
                 "platform": torch.cat([torch.zeros(len(sources), dtype=torch.int64),
                                        torch.ones(len(cands), dtype=torch.int64)])}
+        if self.tokens is not None:  # else every item is encoded from its key (the cache)
+            step["input_ids"], step["attention_mask"] = pad_together(
+                self.tokens[self.task.source].batch(sources), self.tokens[self.task.target].batch(cands),
+                self.tokens[self.task.target].pad_id)
+        return step
 
 
 def pad_together(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor],

@@ -14,7 +14,8 @@ The output folder (:class:`~multimodal_interest.run.Run`)::
 
     config.json    the FinetuneConfig
     task.json      dataset, split, source, target
-    encoder/       the best encoder of epochs 0..N: a sentence-transformers folder (--encoder text=finetuned:PATH)
+    encoder/       the best encoder of epochs 0..N: a sentence-transformers folder (--encoder text=finetuned:PATH),
+                   or for an image encoder a finetuned-image folder (--encoder image=finetuned-image:PATH)
     log.jsonl      one line per epoch, from epoch 0 (the starting encoder, no loss): loss, validation
                    NDCG@10 (and of the cold items), the best epoch so far, items/s, seconds
     checkpoints/   full training states, step-N (the newest two)
@@ -43,7 +44,8 @@ from multimodal_interest.training.checkpoint import resume_point, save_checkpoin
 from multimodal_interest.training.finetune.batches import FinetunePlanner
 from multimodal_interest.training.finetune.config import RESUMABLE, FinetuneConfig
 from multimodal_interest.training.finetune.lower_cache import LowerLayerCache
-from multimodal_interest.training.finetune.model import InterestTowers, adapt, load_base, save_encoder, trainable
+from multimodal_interest.training.finetune.model import InterestTowers, Tuning, adapt, load_base, save_encoder, \
+    trainable
 from multimodal_interest.training.finetune.tokens import ItemTokens
 from multimodal_interest.training.finetune.validation import Validation, ValidScore
 from multimodal_interest.training.record import RECORD_FILE, NotResumable, task_identity
@@ -54,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FinetuneResult:
-    encoder_dir: Path  # the best encoder (a sentence-transformers folder)
+    encoder_dir: Path  # the best encoder (a sentence-transformers folder, or a finetuned-image one)
     best_epoch: int  # 0: no epoch beat the starting encoder, encoder_dir holds it
     best_valid: float  # its validation NDCG@10 (cold items among cold items under the cold-item protocol)
     start_valid: float | None  # the starting encoder's (None: resumed from a run that did not validate it)
@@ -63,13 +65,15 @@ class FinetuneResult:
     history: list[dict]
 
 
-def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, config: FinetuneConfig,
+def finetune(task: ColdStartTask, texts: dict[str, Sequence], base: str, config: FinetuneConfig,
              output_dir: str | Path, resume: bool = True, progress_bar: bool = True,
              accelerator=None) -> FinetuneResult:
-    """Fine-tune the text encoder ``base`` (an encoder spec: ``sentence-transformer``,
-    ``mpnet``, ``finetuned:PATH``) on ``task``'s training users; ``texts[p][i]`` is the text
-    of item ``i`` of platform ``p``. Returns where the best encoder is and how it scored.
-    ``resume=False`` deletes the folder's checkpoints and starts afresh."""
+    """Fine-tune the encoder ``base`` (an encoder spec: a text encoder, ``sentence-transformer``,
+    ``mpnet``, ``finetuned:PATH``, or an image encoder, ``efficientnet-lite0``,
+    ``finetuned-image:PATH``: :mod:`~.image`) on ``task``'s training users; ``texts[p][i]`` is
+    the text of item ``i`` of platform ``p`` (for an image encoder: its image file, or None).
+    Returns where the best encoder is and how it scored. ``resume=False`` deletes the folder's
+    checkpoints and starts afresh."""
     from accelerate import DistributedDataParallelKwargs
     from accelerate.utils import GradientAccumulationPlugin, set_seed
     from tqdm.auto import tqdm
@@ -78,33 +82,25 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
     run = Run(out)
     if len(task.valid_users) == 0:
         raise ValueError(f"{task.label}: no validation users to select the encoder on")
-    st, fingerprint = load_base(base)
+    tuner = tuner_for(base)
     acc = accelerator or accelerator_for(
         config.precision(torch.cuda.is_available()),
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=config.grad_accum,
                                                                 sync_with_dataloader=False),
         project_dir=str(out), kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
-    record = {"task": task_identity(task), "encoders": {"base": fingerprint},
+    record = {"task": task_identity(task), "encoders": {"base": tuner.fingerprint},
               "config": {k: v for k, v in config.to_dict().items() if k not in RESUMABLE}}
     ckpt = resume_point(acc, run.checkpoints, resume, lambda folder: check_resumable(folder, record))
 
     set_seed(config.seed)
-    st.max_seq_length = config.max_seq_length
-    pad = st.tokenizer.pad_token_id or 0
-    t0 = time.perf_counter()
-    tokens = {p: ItemTokens.build(st.preprocess, texts[p], pad) for p in task.platforms}
-    logger.info("tokenized %s items in %.1fs", " + ".join(str(len(t)) for t in tokens.values()),
-                time.perf_counter() - t0)
-    adapt(st, config.lora_rank, config.lora_alpha, config.train_layers)
-    lower = LowerLayerCache.for_encoder(st, config.train_layers, tokens, (task.source, task.target),
-                                        config.lower_cache_mb) if config.train_layers and not config.lora_rank else None
-    towers = InterestTowers(st, config.temperature, config.chunk_size, lower)
+    tuning = tuner.prepare(task, texts, config)
+    towers = InterestTowers(tuning.encoder, config.temperature, config.chunk_size, tuning.lower, tuning.save)
     logger.info("%d of %d weights learn", trainable(towers), sum(p.numel() for p in towers.parameters()))
-    planner = FinetunePlanner(task, tokens, max(1, config.batch_size // acc.num_processes), config.max_len,
+    planner = FinetunePlanner(task, tuning.tokens, max(1, config.batch_size // acc.num_processes), config.max_len,
                               config.negatives, config.seed,
                               config.epoch_steps * acc.num_processes if config.epoch_steps else None)
     steps = EpochSteps(planner, acc.num_processes)
-    valid = Validation(task, tokens, config.max_len, config.eval_batch_size)
+    valid = Validation(task, tuning.tokens, config.max_len, config.eval_batch_size)
     optimizer = optimizer_for(towers, config)
     towers, optimizer, train_loader, *valid_loaders = acc.prepare(towers, optimizer, steps.loader(),
                                                                   *valid.loaders())
@@ -134,7 +130,7 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
                 optimizer.zero_grad()
             # the epoch's sums: loss, items encoded with gradients, seconds spent training
             state.loss_sums["loss"] = state.loss_sums.get("loss", 0.0) + float(loss.detach())
-            state.loss_sums["items"] = state.loss_sums.get("items", 0.0) + len(batch["input_ids"])
+            state.loss_sums["items"] = state.loss_sums.get("items", 0.0) + len(batch["items"])
             state.loss_sums["train_seconds"] = state.loss_sums.get("train_seconds", 0.0) + time.perf_counter() - t0
             state.seconds += time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -156,6 +152,38 @@ def finetune(task: ColdStartTask, texts: dict[str, Sequence[str]], base: str, co
     return FinetuneResult(run.encoder_dir, state.best_epoch, state.best,
                           None if start is None else ValidScore.from_row(start).selection, state.epoch,
                           state.seconds, state.history)
+
+
+def tuner_for(base: str):
+    """The tuner of the encoder spec ``base`` by its modality (:class:`TextTuner`, or
+    :class:`~.image.ImageTuner` for an image encoder), its base encoder loaded."""
+    from encoders import get_encoder_class
+    from multimodal_interest.training.finetune.image import ImageTuner
+
+    return ImageTuner(base) if get_encoder_class(base.partition(":")[0]).modality == "image" else TextTuner(base)
+
+
+class TextTuner:
+    """Tuning a sentence-transformers text encoder: every weight, LoRA adapters, or the top
+    layers (their lower layers cached, :mod:`~.lower_cache`)."""
+
+    def __init__(self, base: str):
+        self.st, self.fingerprint = load_base(base)
+
+    def prepare(self, task: ColdStartTask, texts: dict[str, Sequence[str]], config: FinetuneConfig) -> Tuning:
+        """Tokenize every item once, make only what should learn trainable, and build the cache."""
+        st = self.st
+        st.max_seq_length = config.max_seq_length
+        pad = st.tokenizer.pad_token_id or 0
+        t0 = time.perf_counter()
+        tokens = {p: ItemTokens.build(st.preprocess, texts[p], pad) for p in task.platforms}
+        logger.info("tokenized %s items in %.1fs", " + ".join(str(len(t)) for t in tokens.values()),
+                    time.perf_counter() - t0)
+        adapt(st, config.lora_rank, config.lora_alpha, config.train_layers)
+        lower = LowerLayerCache.for_encoder(st, config.train_layers, tokens, (task.source, task.target),
+                                            config.lower_cache_mb) \
+            if config.train_layers and not config.lora_rank else None
+        return Tuning(st, self.fingerprint, tokens, lower, save_encoder)
 
 
 def optimizer_for(module: torch.nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
@@ -215,7 +243,8 @@ def _keep_best(acc, towers, score: ValidScore, row: dict, state: Progress, run: 
         state.best, state.best_epoch, state.bad_epochs = score.selection, row["epoch"], 0
         state.seconds_to_best = state.seconds
         if acc.is_main_process:
-            save_encoder(acc.unwrap_model(towers).encoder, run.encoder_dir)
+            model = acc.unwrap_model(towers)
+            model.save_encoder(model.encoder, run.encoder_dir)
     else:
         state.bad_epochs += 1
     row["best_epoch"] = state.best_epoch

@@ -19,6 +19,9 @@ between steps the cache holds at most ``limit_mb``, the least recently used bloc
 first (a step's own items are held while it runs). Each process keeps its own cache (a plain
 object, not part of the model: never checkpointed, never synchronised).
 
+The blocks, their memory bound and the keys are :class:`BlockCache`'s, shared with the image
+encoder's cache (:mod:`~.image`, the feature maps of its frozen stages).
+
 Only a BERT-style stack splits this way (``model.embeddings`` then ``model.encoder.layer[i]``
 called with the hidden states and the attention mask, as MiniLM is); :meth:`for_encoder`
 checks that on a few real items and declines any other encoder (MPNet's layers also take a
@@ -28,7 +31,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -42,14 +46,73 @@ BLOCK = 32  # items through the lower layers at once
 _PROBE_ATOL = 1e-4  # the split encoder against the whole one, in float32, on normalised vectors
 
 
-class LowerLayerCache:
+@contextmanager
+def eval_mode(*modules: torch.nn.Module) -> Iterator[None]:
+    """Run ``modules`` (and everything in them) in eval mode, each put back as it was after."""
+    every = [m for module in modules for m in module.modules()]
+    was = [m.training for m in every]
+    for m in every:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, training in zip(every, was):
+            m.training = training
+
+
+class BlockCache:
+    """What the frozen lower part of an encoder makes of items, ``(platform, item_idx) ->
+    tensor``, computed (:meth:`lower`, by the subclass) and dropped, least recently used first
+    past ``limit_mb``, in fixed blocks: block ``b`` of a platform holds ``members[p][b * block:
+    (b + 1) * block]``, so an item's tensor depends on its block alone.
+
+    ``platforms``: the platform of each code in a step's ``platform`` field
+    (:meth:`~.batches.FinetunePlanner.build`: 0 source, 1 target).
+    """
+
+    def __init__(self, members: dict[str, np.ndarray], platforms: Sequence[str], limit_mb: float, block: int):
+        self.platforms, self.block, self.members = tuple(platforms), block, members
+        self.limit = int(limit_mb * 2 ** 20)
+        self.place = {p: np.argsort(m) for p, m in self.members.items()}  # item -> its position in members
+        self.entries: OrderedDict[tuple[str, int], list[torch.Tensor]] = OrderedDict()  # (platform, block)
+        self.bytes = 0  # held by self.entries
+        self.computed = 0  # items run through the lower layers so far (a dropped block counts again)
+
+    def keys(self, platform: torch.Tensor, items: torch.Tensor) -> list[tuple[str, int]]:
+        """A step's rows as cache keys: ``platform [M]`` codes into :attr:`platforms`, ``items [M]``."""
+        return [(self.platforms[p], i) for p, i in zip(platform.tolist(), items.tolist())]
+
+    def states(self, keys: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
+        """The cached tensors (float16) of ``keys``, computing the blocks not held; then the
+        least recently used blocks are dropped until the cache fits its limit again."""
+        out = []
+        for platform, item in keys:
+            b, row = divmod(int(self.place[platform][item]), self.block)
+            block = self.entries.get((platform, b))
+            if block is None:
+                block = self.entries[(platform, b)] = self.lower(platform, b)
+                self.bytes += sum(s.numel() * s.element_size() for s in block)
+            else:
+                self.entries.move_to_end((platform, b))
+            out.append(block[row])
+        while self.bytes > self.limit and self.entries:
+            _, block = self.entries.popitem(last=False)
+            self.bytes -= sum(s.numel() * s.element_size() for s in block)
+        return out
+
+    def lower(self, platform: str, b: int) -> list[torch.Tensor]:
+        """Block ``b`` of ``platform`` through the frozen lower part: one tensor per item, in
+        block order."""
+        raise NotImplementedError
+
+
+class LowerLayerCache(BlockCache):
     """Lower-layer hidden states of items, ``(platform, item_idx) -> [T_i, H]``, computed and
     dropped (least recently used, past ``limit_mb``) in fixed blocks; and the encoder's top
     layers run on them.
 
     ``st``: the SentenceTransformer being tuned (its first module the transformer); ``tokens``:
-    each platform's item tokens; ``platforms``: the platform of each code in a step's
-    ``platform`` field (:meth:`~.batches.FinetunePlanner.build`: 0 source, 1 target).
+    each platform's item tokens; ``platforms``: as :class:`BlockCache` takes them.
     """
 
     def __init__(self, st, train_layers: int, tokens: dict[str, ItemTokens], platforms: Sequence[str],
@@ -60,14 +123,10 @@ class LowerLayerCache:
             raise ValueError(f"train_layers {train_layers}: the encoder has {len(layers)} layers")
         self.lower_layers, self.top_layers = layers[:len(layers) - train_layers], layers[len(layers) - train_layers:]
         self.after = list(st)[1:]  # pooling, normalisation: what the model runs on the token vectors
-        self.tokens, self.platforms, self.block = tokens, tuple(platforms), block
-        self.limit = int(limit_mb * 2 ** 20)
-        # per platform, items in order of length: block b holds members[p][b * block:(b + 1) * block]
-        self.members = {p: np.argsort(-t.lengths(np.arange(len(t))), kind="stable") for p, t in tokens.items()}
-        self.place = {p: np.argsort(m) for p, m in self.members.items()}  # item -> its position in members
-        self.entries: OrderedDict[tuple[str, int], list[torch.Tensor]] = OrderedDict()  # (platform, block)
-        self.bytes = 0  # held by self.entries
-        self.computed = 0  # items run through the lower layers so far (a dropped block counts again)
+        self.tokens = tokens
+        # per platform, items in order of length
+        super().__init__({p: np.argsort(-t.lengths(np.arange(len(t))), kind="stable") for p, t in tokens.items()},
+                         platforms, limit_mb, block)
 
     @classmethod
     def for_encoder(cls, st, train_layers: int, tokens: dict[str, ItemTokens], platforms: Sequence[str],
@@ -87,10 +146,6 @@ class LowerLayerCache:
                            "layers run at every step (no cache)", type(model).__name__, gap)
             return None
         return cache
-
-    def keys(self, platform: torch.Tensor, items: torch.Tensor) -> list[tuple[str, int]]:
-        """A step's rows as cache keys: ``platform [M]`` codes into :attr:`platforms`, ``items [M]``."""
-        return [(self.platforms[p], i) for p, i in zip(platform.tolist(), items.tolist())]
 
     def embed(self, keys: Sequence[tuple[str, int]], chunk_size: int) -> torch.Tensor:
         """``[n, D]`` the encoder's vectors of the items ``keys``: the top layers (with gradients
@@ -120,39 +175,13 @@ class LowerLayerCache:
             features = module(features)
         return features["sentence_embedding"]
 
-    def states(self, keys: Sequence[tuple[str, int]]) -> list[torch.Tensor]:
-        """The cached ``[T_i, H]`` states (float16) of ``keys``, computing the blocks not held;
-        then the least recently used blocks are dropped until the cache fits its limit again."""
-        out = []
-        for platform, item in keys:
-            b, row = divmod(int(self.place[platform][item]), self.block)
-            block = self.entries.get((platform, b))
-            if block is None:
-                block = self.entries[(platform, b)] = self.lower(platform, b)
-                self.bytes += sum(s.numel() * s.element_size() for s in block)
-            else:
-                self.entries.move_to_end((platform, b))
-            out.append(block[row])
-        while self.bytes > self.limit and self.entries:
-            _, block = self.entries.popitem(last=False)
-            self.bytes -= sum(s.numel() * s.element_size() for s in block)
-        return out
-
     def lower(self, platform: str, b: int) -> list[torch.Tensor]:
         """Block ``b`` of ``platform`` through the embeddings and the lower layers, in eval mode
         (no dropout), without gradients: ``[T_i, H]`` float16 per item, in block order."""
         ids, mask = self.tokens[platform].batch(self.members[platform][b * self.block:(b + 1) * self.block])
         device = self.model.embeddings.word_embeddings.weight.device
-        modules = [self.model.embeddings, *self.lower_layers]
-        was = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        try:
-            with torch.no_grad():
-                hidden = self._lower(ids.to(device), mask.to(device))
-        finally:
-            for m, training in zip(modules, was):
-                m.train(training)
+        with eval_mode(self.model.embeddings, *self.lower_layers), torch.no_grad():
+            hidden = self._lower(ids.to(device), mask.to(device))
         self.computed += len(ids)
         return [h[:n].to(STORAGE, copy=True) for h, n in zip(hidden, mask.sum(1).tolist())]  # trimmed, own memory
 
@@ -173,12 +202,7 @@ class LowerLayerCache:
         ids, mask = tokens.batch(np.arange(min(n, len(tokens))))
         device = self.model.embeddings.word_embeddings.weight.device
         ids, mask = ids.to(device), mask.to(device)
-        was = self.st.training
-        self.st.eval()
-        try:
-            with torch.no_grad():
-                whole = self.st({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]
-                split = self.top(self._lower(ids, mask), mask)
-        finally:
-            self.st.train(was)
+        with eval_mode(self.st), torch.no_grad():
+            whole = self.st({"input_ids": ids, "attention_mask": mask})["sentence_embedding"]
+            split = self.top(self._lower(ids, mask), mask)
         return float((whole - split).abs().max())

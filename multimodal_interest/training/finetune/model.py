@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -66,17 +68,35 @@ def trainable(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
+@dataclass
+class Tuning:
+    """What a run tunes, ready for the towers: the encoder module (only what should learn
+    trainable), its base's fingerprint, the items' tokens for steps and validation (None when
+    every item is encoded from ``lower``), the cache of its frozen lower part (None: none), and
+    how the encoder is saved (``save(encoder, folder)``, atomically)."""
+
+    encoder: nn.Module
+    fingerprint: str
+    tokens: dict | None
+    lower: object | None
+    save: Callable[[nn.Module, Path], None]
+
+
 class InterestTowers(nn.Module):
     """User tower (mean of source item vectors) and item tower, one shared encoder.
 
     ``lower``: with only the top layers tuned, the cache of the frozen lower layers' states
     (:mod:`~.lower_cache`): a step then runs the top layers only, on the items' cached states.
+    ``save``: how the encoder is saved (:func:`save_encoder`, a sentence-transformers folder, by
+    default).
     """
 
-    def __init__(self, encoder, temperature: float, chunk_size: int = 64, lower=None):
+    def __init__(self, encoder, temperature: float, chunk_size: int = 64, lower=None,
+                 save: Callable[[nn.Module, Path], None] | None = None):
         super().__init__()
         self.encoder, self.temperature, self.chunk_size = encoder, temperature, chunk_size
         self.lower = lower  # a LowerLayerCache or None (a plain object: not a submodule, never saved)
+        self.save_encoder = save or save_encoder
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``[M, T]`` token ids -> ``[M, D]`` item vectors, encoded ``chunk_size`` at a time in
@@ -120,11 +140,17 @@ def save_encoder(st, folder: Path) -> None:
     if isinstance(st[0].model, PeftModel):
         st = copy.deepcopy(st)
         st[0].model = st[0].model.merge_and_unload()
+    write_folder(folder, lambda tmp: st.save(str(tmp), create_model_card=False))
+
+
+def write_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a folder beside ``folder``, which is then swapped in for it: a
+    reader never sees half a folder, and a kill between the renames is repaired next time."""
     tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     if old.exists() and not folder.exists():  # killed between the two renames below
         old.rename(folder)
     shutil.rmtree(tmp, ignore_errors=True)
-    st.save(str(tmp), create_model_card=False)
+    write(tmp)
     if folder.exists():
         folder.rename(old)
     tmp.rename(folder)

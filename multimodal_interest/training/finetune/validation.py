@@ -55,7 +55,7 @@ class ValidScore:
 class Validation:
     """The validation users' histories and the items to encode for them, fixed for a run."""
 
-    def __init__(self, task: ColdStartTask, tokens: dict[str, ItemTokens], max_len: int, batch_size: int):
+    def __init__(self, task: ColdStartTask, tokens: dict[str, ItemTokens] | None, max_len: int, batch_size: int):
         self.task, self.tokens, self.batch_size = task, tokens, batch_size
         h = task.source_histories(task.valid_users, max_len)
         self.sources, inverse = np.unique(h.items.numpy()[h.mask.numpy()], return_inverse=True)
@@ -76,7 +76,10 @@ class Validation:
                 for p in (self.task.source, self.task.target)]
 
     def by_length(self, platform: str) -> np.ndarray:
+        """The items to encode, longest first (in id order without tokens: images)."""
         items = self.items[platform]
+        if self.tokens is None:
+            return items
         return items[np.argsort(-self.tokens[platform].lengths(items), kind="stable")]
 
     def score(self, acc, encoder, loaders: list, progress_bar: bool = False, lower=None) -> ValidScore:
@@ -101,7 +104,6 @@ class Validation:
         from tqdm.auto import tqdm
 
         ordered = self.by_length(platform)
-        tokens = self.tokens[platform]
         out, was_training = None, encoder.training
         encoder.eval()
         with torch.no_grad(), acc.autocast():
@@ -109,7 +111,7 @@ class Validation:
                                   disable=not (progress_bar and acc.is_local_main_process)):
                 items = ordered[positions.cpu().numpy()]
                 if lower is None:
-                    ids, mask = tokens.batch(items)
+                    ids, mask = self.tokens[platform].batch(items)
                     v = encoder({"input_ids": ids.to(acc.device),
                                  "attention_mask": mask.to(acc.device)})["sentence_embedding"]
                 else:
