@@ -16,6 +16,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from finetune_world import write_world
+from launch import accelerate_launch
 from test_finetune import assert_same_run, killed_run, vectors_ndcg10
 
 SETTINGS = dict(epochs=2, patience=2, batch_size=8, epoch_steps=10, lr=3e-3, negatives=4, max_len=4)
@@ -167,6 +168,27 @@ def test_a_run_killed_mid_epoch_resumes_to_the_weights_of_an_uninterrupted_one(w
     out = killed_run(world, settings, tmp_path, base="efficientnet-lite0", contents="item_images(dataset, p)[0]")
     resumed = finetune(task, images, "efficientnet-lite0", FinetuneConfig(**settings), out, progress_bar=False)
     assert_same_run(resumed, reference)
+
+
+def test_two_processes_each_with_its_own_cache_run_as_one_job(world, reference, tmp_path):
+    """Launched in two processes (the CLI), each caches the feature maps of its share of the
+    steps and of validation in 0.1 MB (less than a block: every block is dropped after use);
+    they are one job: one summary, and the saved encoder scores as logged."""
+    from encoders import create_encoder
+
+    data, task, images = world
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in {**SETTINGS, "lower_cache_mb": 0.1}.items()]
+    out = accelerate_launch("scripts/finetune.py", str(data), "--source", "src", "--target", "tgt",
+                            "--encoder", "image=efficientnet-lite0", "--output", str(tmp_path / "two"), *flags)
+    assert out.stdout.count("best validation NDCG@10") == 1  # the main process reports; not two lone runs
+    log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2] and log[0]["valid_ndcg10"] == reference.history[0]["valid_ndcg10"]
+    tuned = create_encoder("finetuned-image", model=tmp_path / "two" / "encoder", device="cpu")
+    vec = {p: torch.nn.functional.normalize(tuned.encode(images[p], convert_to_tensor=True), dim=-1)
+           for p in task.platforms}
+    best = max(r["valid_ndcg10"] for r in log)
+    assert best > log[0]["valid_ndcg10"]
+    assert vectors_ndcg10(vec, task, task.valid_users).mean() == pytest.approx(best, abs=1e-3)
 
 
 def test_bad_images_are_named_before_training_and_encoded_blank(world, tmp_path, capsys, caplog):

@@ -14,6 +14,7 @@ from pathlib import Path
 from multimodal_interest.commands import _protocol
 from multimodal_interest.data.dataset import CrossPlatformDataset
 from multimodal_interest.data.registry import resolve
+from multimodal_interest.parallel import cpu_only
 from multimodal_interest.training.errors import SettingsError
 from multimodal_interest.training.finetune import FinetuneConfig, finetune, item_texts
 from multimodal_interest.training.finetune.image import TUNABLE, item_images
@@ -85,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = CrossPlatformDataset.load(resolve(args.dataset))
     task = dataset.cold_start(args.source, args.target, args.split)
     task = _protocol.single(args, dataset.split(args.split).meta.get("protocol")).apply(task)
-    if modality == "image":
-        contents = image_contents(dataset, task.platforms, PartialState().is_main_process)
+    if modality == "image":  # PartialState told cpu= as the Accelerator will be (else a launch on CPUs splits)
+        contents = image_contents(dataset, task.platforms, PartialState(cpu=cpu_only()).is_main_process)
     else:
         contents = {p: item_texts(dataset, p) for p in task.platforms}
     try:
