@@ -310,14 +310,21 @@ def test_with_few_linked_users_content_similarity_joins_the_fit_and_the_model_sc
     assert "blend" not in given.info and given.model.spaces[few.target].learned.shape[1] == result.best.rank
 
 
-def test_the_zero_shot_model_replaces_a_fit_of_few_linked_users_that_it_beats_on_validation():
-    """With 1% of the users linked (3 fit rows) the zero-shot model (what the items are, no
-    linked user needed) beats the fit on validation and is the model saved; with 5% it does
-    not, and the fit stays. Either way the saved model scores as the chosen trial."""
+def test_the_zero_shot_model_replaces_a_fit_of_few_linked_users_that_it_beats_on_validation(monkeypatch):
+    """With 1% of the users linked (3 fit rows) and no content blend, the fit alone (about
+    0.17 on validation) is far below the zero-shot model (what the items are, no linked user
+    needed: about 0.47), which is the model saved. With 5% linked and the blend, the fit is
+    level with it (the blend reads the same content), not beaten by a step, and stays. Either
+    way the saved model scores as the chosen trial. (With the blend at 1% the two are within
+    noise of each other, and which wins differed between two CPUs.)"""
     from multimodal_interest.data.protocols import unlink_users
+    from multimodal_interest.training.closed_form import fit as fit_module
 
     task, features = synthetic_task(one_encoder=True)
+    with_blend = fit_module.choose_blend
     for f, chosen in ((0.01, True), (0.05, False)):
+        monkeypatch.setattr(fit_module, "choose_blend", with_blend if not chosen else
+                            lambda *args: (None, args[-1], {"blend": "off", "why": "the test"}, []))
         few = unlink_users(task, f, seed=0)
         result = fit_closed_form(few, features, TrainConfig())
         zero = result.info["zero_shot"]
@@ -326,7 +333,7 @@ def test_the_zero_shot_model_replaces_a_fit_of_few_linked_users_that_it_beats_on
         assert (result.best.path == "zero-shot") == chosen
         assert result.valid_ndcg10 == pytest.approx(result.best.valid_ndcg10, abs=1e-6)
         if chosen:
-            assert zero["valid_ndcg10"] > zero["fit_valid_ndcg10"]
+            assert zero["valid_ndcg10"] > zero["fit_valid_ndcg10"] + 0.1  # far apart: no CPU flips it
 
 
 def test_an_item_nobody_touched_is_scored_by_its_content(world):
